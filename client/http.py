@@ -1,0 +1,144 @@
+"""`RendezvousHttp`: the HTTP API (swipes, matches, devices, settings) for tests and tools.
+
+Every method returns the parsed JSON body (None for 204) and raises `HttpError` otherwise,
+so a test reads `await api.swipe("bob")` and checks failures with `pytest.raises`. Message
+ids come back as ints, like the WebSocket client, whichever way the server wrote them.
+"""
+
+from __future__ import annotations
+
+from types import TracebackType
+from typing import Any, Self
+from urllib.parse import quote
+
+import httpx
+
+from client.errors import HttpError
+from client.ws import ids_to_int
+
+
+class RendezvousHttp:
+    """One user's HTTP API session. `token=None` sends no `Authorization` (to test 401)."""
+
+    def __init__(
+        self,
+        base_url: str,
+        token: str | None = None,
+        *,
+        timeout: float = 10,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        headers = {"Authorization": f"Bearer {token}"} if token is not None else {}
+        self.client = httpx.AsyncClient(
+            base_url=base_url, headers=headers, timeout=timeout, transport=transport
+        )
+
+    async def raw(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        """The unparsed response, whatever its status (for tests of the error paths)."""
+        return await self.client.request(method, path, **kwargs)
+
+    async def _call(self, method: str, path: str, **kwargs: Any) -> Any:
+        response = await self.client.request(method, path, **kwargs)
+        if not response.is_success:
+            raise _error(response)
+        if response.status_code == 204 or not response.content:
+            return None
+        return response.json()
+
+    async def swipe(self, target: str, action: str = "like") -> dict[str, Any]:
+        """`{"match": null | {"id", "peer", "ts"}}`."""
+        result: dict[str, Any] = await self._call(
+            "POST", "/v1/swipes", json={"target": target, "action": action}
+        )
+        return result
+
+    async def matches(self, limit: int | None = None, cursor: str | None = None) -> dict[str, Any]:
+        """`{"matches": [{"id", "peer", "ts", "last"?, "unread"}], "next"?}`."""
+        result: dict[str, Any] = await self._call(
+            "GET", "/v1/matches", params=_params(limit=limit, cursor=cursor)
+        )
+        for match in result.get("matches") or ():
+            if isinstance(match, dict) and isinstance(match.get("last"), dict):
+                ids_to_int(match["last"])  # match "id" is a match id: keep it a string
+        return result
+
+    async def unmatch(self, match_id: str) -> None:
+        await self._call("DELETE", f"/v1/matches/{_seg(match_id)}")
+
+    async def messages(
+        self, match_id: str, before: int | None = None, limit: int | None = None
+    ) -> dict[str, Any]:
+        """`{"msgs": [...], "more"}`, newest first."""
+        result: dict[str, Any] = await self._call(
+            "GET", f"/v1/matches/{_seg(match_id)}/messages",
+            params=_params(before=before, limit=limit),
+        )
+        ids_to_int(result.get("msgs"))
+        return result
+
+    async def block(self, user: str) -> None:
+        await self._call("POST", "/v1/blocks", json={"user": user})
+
+    async def put_device(
+        self, token: str, platform: str, app: str | None = None, locale: str | None = None
+    ) -> None:
+        body: dict[str, Any] = {"platform": platform}
+        if app is not None:
+            body["app"] = app
+        if locale is not None:
+            body["locale"] = locale
+        await self._call("PUT", f"/v1/devices/{_seg(token)}", json=body)
+
+    async def delete_device(self, token: str) -> None:
+        await self._call("DELETE", f"/v1/devices/{_seg(token)}")
+
+    async def put_settings(self, **changes: Any) -> dict[str, Any]:
+        """Change some of `show_online`, `read_receipts`, `push_previews`; returns them all."""
+        result: dict[str, Any] = await self._call("PUT", "/v1/me/settings", json=changes)
+        return result
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
+
+    close = aclose
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+
+def _seg(value: str) -> str:
+    """One URL path segment (device tokens and ids may hold any character)."""
+    return quote(value, safe="")
+
+
+def _params(**values: Any) -> dict[str, Any]:
+    return {k: v for k, v in values.items() if v is not None}
+
+
+def _error(response: httpx.Response) -> HttpError:
+    code: str | None = None
+    msg: str | None = None
+    try:
+        error = response.json()["error"]
+        code, msg = error.get("code"), error.get("msg")
+    except (ValueError, TypeError, KeyError, AttributeError):
+        msg = response.text[:200] or response.reason_phrase
+    return HttpError(response.status_code, code, msg, _retry_after(response))
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    value = response.headers.get("Retry-After")
+    if value is None:
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        return None  # an HTTP date: the server sends seconds, so this is not expected

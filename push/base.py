@@ -1,0 +1,53 @@
+"""What a push provider adapter does, and how it tells the dispatcher what happened.
+
+A provider's answer is a value, not an exception: the dispatcher decides from `Outcome`
+whether to retry, prune the token or alert (DESIGN.md, style rule 4).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, Protocol
+
+from storage import Device
+
+
+class Outcome(StrEnum):
+    SENT = "sent"
+    DEAD_TOKEN = "dead_token"  # the device is gone: delete the token
+    RETRY = "retry"  # temporary: try again later (after `retry_after_s` if given)
+    CONFIG_ERROR = "config_error"  # our credentials or topic are wrong: alert, keep token
+    REJECTED = "rejected"  # this notification is wrong (too large, bad field): drop it
+
+
+@dataclass(frozen=True, slots=True)
+class Notification:
+    """A provider-neutral push: built by `push.payload`, rendered by each provider."""
+
+    push_id: str  # unique per notification and device, for deduplication
+    kind: str  # message, match or superlike
+    match_id: str | None
+    loc_key: str  # the app localises the text: no names in the payload by default
+    body: str | None = None  # only when the user turned previews on
+    collapse_id: str | None = None  # one visible notification per match per burst
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class PushResult:
+    outcome: Outcome
+    reason: str = ""
+    retry_after_s: float | None = None
+
+
+class Pusher(Protocol):
+    provider: str
+
+    async def start(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def send(self, device: Device, notification: Notification) -> PushResult:
+        """Hand one notification to the provider for one device. Never raises for a
+        provider's answer; a transport failure is `Outcome.RETRY`."""

@@ -1,0 +1,39 @@
+"""Pure builders of notifications: discreet by default, a preview only when the user asks.
+
+A lock-screen preview of a dating message can out a user, so the default payload names
+nobody and quotes nothing; the app shows a localised "New message" from `loc_key`.
+"""
+
+from __future__ import annotations
+
+from push.base import Notification
+from storage import MatchRecord, Message
+
+PREVIEW_CHARS = 120
+
+
+def message_notification(message: Message, device_token_id: str,
+                         previews: bool) -> Notification:
+    body = None
+    if previews:
+        body = (message.body or "")[:PREVIEW_CHARS] if message.body else None
+    return Notification(
+        push_id=f"msg:{message.match_id}:{message.id}:{device_token_id}",
+        kind="message",
+        match_id=message.match_id,
+        loc_key="rdv.message.media" if message.media and previews else "rdv.message.new",
+        body=body,
+        collapse_id=f"m:{message.match_id}",
+        data={"t": "msg", "m": message.match_id, "id": str(message.id)},
+    )
+
+
+def match_notification(match: MatchRecord, device_token_id: str) -> Notification:
+    return Notification(
+        push_id=f"match:{match.id}:{device_token_id}",
+        kind="match",
+        match_id=match.id,
+        loc_key="rdv.match.new",
+        collapse_id=f"match:{match.id}",
+        data={"t": "match", "m": match.id},
+    )

@@ -1,0 +1,70 @@
+"""Fan-out of server events to users, wherever they are connected.
+
+The node publishes an event to users; the broker hands it to every node that holds a
+connection of one of them, whose hub queues it. `MemoryBroker` is the embedded default (one
+process); a Redis broker implements the same protocol for a cluster.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any, Protocol
+
+Frame = dict[str, Any]
+Deliver = Callable[[str, Frame, "str | None"], int]
+
+
+class Broker(Protocol):
+    async def start(self, deliver: Deliver) -> None:
+        """Begin calling `deliver(user, frame, skip_session)` for events to subscribed users."""
+
+    async def close(self) -> None: ...
+
+    async def subscribe(self, user: str) -> None:
+        """Receive events for `user` on this node (called for a user's first local session).
+        Events published after this returns are delivered."""
+
+    async def unsubscribe(self, user: str) -> None:
+        """Stop receiving events for `user` (their last local session ended)."""
+
+    async def publish(self, users: Iterable[str], frame: Frame,
+                      skip_session: str | None = None) -> None:
+        """Deliver `frame` to every connection of each user, except session `skip_session`.
+
+        At most once and fire-and-forget: a user with no connection anywhere gets nothing
+        (durable state and `sync` cover them). Per publisher and user, order is kept."""
+
+    def healthy(self) -> bool:
+        """Whether events published now would reach their subscribers (readiness)."""
+
+
+class MemoryBroker:
+    """The in-process broker: publishing is a direct call into the local hub."""
+
+    def __init__(self) -> None:
+        self._deliver: Deliver | None = None
+        self._subscribed: set[str] = set()
+
+    async def start(self, deliver: Deliver) -> None:
+        self._deliver = deliver
+
+    async def close(self) -> None:
+        self._deliver = None
+
+    async def subscribe(self, user: str) -> None:
+        self._subscribed.add(user)
+
+    async def unsubscribe(self, user: str) -> None:
+        self._subscribed.discard(user)
+
+    async def publish(self, users: Iterable[str], frame: Frame,
+                      skip_session: str | None = None) -> None:
+        deliver = self._deliver
+        if deliver is None:
+            return
+        for user in users:
+            if user in self._subscribed:
+                deliver(user, frame, skip_session)
+
+    def healthy(self) -> bool:
+        return self._deliver is not None

@@ -1,0 +1,267 @@
+"""The chat service: what each client request does, independent of how it arrived.
+
+The gateway decodes and validates a frame, then calls one method here with the session. Every
+method checks membership first (only the two members of an open match may touch it), and a
+send is acknowledged only after the store has made it durable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from typing import Any
+
+from protocol import server_frames as sf
+from protocol.errors import ErrorCode, ProtocolError
+from protocol.frames import Delivered, History, PresenceQuery, Read, Send, Sync, Typing
+from protocol.ids import MAX_ID, IdGenerator, ms_of
+from protocol.limits import Limits
+from push.dispatcher import PushDispatcher
+from server.broker import Broker
+from server.caches import Caches
+from server.hub import Hub, Session
+from server.metrics import Metrics
+from server.presence import Presence
+from server.ratelimit import RateLimiter
+from storage import MatchRecord, Message, Store, StoreUnavailable
+
+Frame = dict[str, Any]
+RETRY_UNAVAILABLE_MS = 1000
+
+
+def message_entry(message: Message) -> Frame:
+    return sf.message_entry(message.match_id, message.id, message.sender, message.ts,
+                            message.client_id, message.body, message.media)
+
+
+def encode_cursor(message_id: int) -> str:
+    return f"v1.{message_id:x}"
+
+
+def decode_cursor(cursor: str | None, r: int) -> int:
+    if cursor is None:
+        return 0
+    try:
+        version, value = cursor.split(".", 1)
+        if version != "v1":
+            raise ValueError(version)
+        # only what encode_cursor writes: int() alone takes "-1", "0x5", "1_0" and ids past
+        # 2^63, which the store cannot bind (an internal error instead of bad_request)
+        if not 0 < len(value) <= 16 or value.strip("0123456789abcdef"):
+            raise ValueError(value)
+        after = int(value, 16)
+        if after > MAX_ID:
+            raise ValueError(value)
+        return after
+    except ValueError:
+        raise ProtocolError(ErrorCode.BAD_REQUEST, "since is not a cursor from sync",
+                            r=r) from None
+
+
+def unavailable(r: int | None) -> ProtocolError:
+    return ProtocolError(ErrorCode.UNAVAILABLE, "storage is unavailable; nothing was stored",
+                         r=r, retry_ms=RETRY_UNAVAILABLE_MS)
+
+
+class ChatService:
+    def __init__(self, *, store: Store, broker: Broker, presence: Presence, hub: Hub,
+                 caches: Caches, ids: IdGenerator, limits: Limits, metrics: Metrics,
+                 pushes: PushDispatcher, send_limiter: RateLimiter,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.store = store
+        self.broker = broker
+        self.presence = presence
+        self.hub = hub
+        self.caches = caches
+        self.ids = ids
+        self.limits = limits
+        self.metrics = metrics
+        self.pushes = pushes
+        self.send_limiter = send_limiter
+        self.clock = clock
+        self._typing: dict[tuple[str, str], asyncio.TimerHandle] = {}
+
+    def now_ms(self) -> int:
+        return int(self.clock() * 1000)
+
+    async def open_match(self, user: str, match_id: str, r: int | None) -> MatchRecord:
+        """The match if `user` is a member and it is open; `forbidden` otherwise.
+
+        No such match and someone else's match answer alike, so match ids reveal nothing."""
+        try:
+            match = await self.caches.matches.get(match_id)
+        except StoreUnavailable:
+            raise unavailable(r) from None
+        if match is None or not match.has(user) or not match.is_open:
+            raise ProtocolError(ErrorCode.FORBIDDEN, "not a member of an open match with "
+                                "this id", r=r)
+        return match
+
+    # -- messages -------------------------------------------------------------------------
+    async def send(self, session: Session, f: Send) -> Frame:
+        started = time.perf_counter()
+        user = session.user
+        match = await self.open_match(user, f.m, f.r)
+        wait = self.send_limiter.take(user, time.monotonic())
+        if wait:
+            self.metrics.rate_limited.labels("send").inc()
+            raise ProtocolError(ErrorCode.RATE_LIMITED, "too many messages",
+                                r=f.r, retry_ms=max(1, int(wait * 1000)))
+        now = self.now_ms()
+        message = Message(match_id=f.m, id=self.ids.next(now), sender=user, client_id=f.c,
+                          ts=now, body=f.body,
+                          media=f.media.to_wire() if f.media is not None else None)
+        try:
+            stored, created = await self.store.save_message(message)
+        except StoreUnavailable:
+            raise unavailable(f.r) from None
+        reply = sf.ack(f.r, f.m, f.c, stored.id, stored.ts)
+        self.metrics.send_to_ack.observe(time.perf_counter() - started)
+        if created:
+            peer = match.peer_of(user)
+            await self._stop_typing(f.m, user, peer)
+            await self.broker.publish((peer, user), {"t": "msg", **message_entry(stored)},
+                                      skip_session=session.id)
+            await self.pushes.message(peer, stored)
+        return reply
+
+    async def history(self, session: Session, f: History) -> Frame:
+        await self.open_match(session.user, f.m, f.r)
+        try:
+            messages, more = await self.store.history(f.m, f.before, f.limit)
+        except StoreUnavailable:
+            raise unavailable(f.r) from None
+        return sf.history_reply(f.r, f.m, [message_entry(m) for m in messages], more)
+
+    # -- typing ---------------------------------------------------------------------------
+    async def typing(self, session: Session, f: Typing) -> None:
+        """Forward typing transitions to the peer; an `on` not refreshed in time expires."""
+        match = await self.open_match(session.user, f.m, f.r)
+        key = (f.m, session.user)
+        peer = match.peer_of(session.user)
+        timer = self._typing.pop(key, None)
+        if timer is not None:
+            timer.cancel()
+        if f.on:
+            loop = asyncio.get_running_loop()
+            self._typing[key] = loop.call_later(self.limits.typing_ttl_s, self._typing_expired,
+                                                key, peer)
+            if timer is None:
+                await self.broker.publish((peer,), sf.typing(f.m, session.user, True))
+        elif timer is not None:
+            await self.broker.publish((peer,), sf.typing(f.m, session.user, False))
+
+    def _typing_expired(self, key: tuple[str, str], peer: str) -> None:
+        if self._typing.pop(key, None) is not None:
+            match_id, user = key
+            asyncio.get_running_loop().create_task(
+                self.broker.publish((peer,), sf.typing(match_id, user, False)))
+
+    async def _stop_typing(self, match_id: str, user: str, peer: str) -> None:
+        timer = self._typing.pop((match_id, user), None)
+        if timer is not None:
+            timer.cancel()
+            await self.broker.publish((peer,), sf.typing(match_id, user, False))
+
+    def forget_typing(self, match_id: str) -> None:
+        """Drop typing state of a closed match without telling anyone."""
+        for key in [k for k in self._typing if k[0] == match_id]:
+            self._typing.pop(key).cancel()
+
+    # -- receipts -------------------------------------------------------------------------
+    async def receipt(self, session: Session, f: Read | Delivered) -> Frame | None:
+        """Advance the cursor; tell the peer (read receipts only if both allow them) and the
+        user's other devices."""
+        kind = "read" if isinstance(f, Read) else "delivered"
+        user = session.user
+        match = await self.open_match(user, f.m, f.r)
+        try:
+            moved = await self.store.advance_cursor(f.m, user, kind, f.id)
+            peer = match.peer_of(user)
+            share = kind == "delivered" or await self.receipts_shared(user, peer)
+        except StoreUnavailable:
+            raise unavailable(f.r) from None
+        if moved:
+            event = sf.receipt(kind, f.m, user, f.id)
+            await self.broker.publish((peer, user) if share else (user,), event,
+                                      skip_session=session.id)
+            if kind == "delivered":
+                self.pushes.delivered(user, f.m)
+        return sf.ok(f.r) if f.r is not None else None
+
+    async def receipts_shared(self, a: str, b: str) -> bool:
+        """Read receipts are reciprocal: both users must have them on."""
+        sa = await self.caches.settings.get(a)
+        sb = await self.caches.settings.get(b)
+        return sa.read_receipts and sb.read_receipts
+
+    # -- sync -----------------------------------------------------------------------------
+    async def sync(self, session: Session, f: Sync) -> Frame:
+        """Every message of the user's open matches after the cursor, oldest first, at most
+        `sync_max_msgs` a call; `more` says to call again with the new cursor."""
+        after = decode_cursor(f.since, f.r)
+        cap = self.limits.sync_max_msgs
+        user = session.user
+        try:
+            convs = await self.store.conversations(user)
+            since_ms = ms_of(after) if after else 0
+            changed = [c for c in convs if c.last_id > after or c.match_ts >= since_ms]
+            pages = await asyncio.gather(*(
+                self.store.messages_after(c.match_id, after, cap + 1)
+                for c in changed if c.last_id > after))
+            merged = sorted((m for page in pages for m in page), key=lambda m: m.id)
+            more = len(merged) > cap
+            msgs = merged[:cap]
+            if more:
+                cursor = msgs[-1].id
+            else:
+                cursor = max([after, *(c.last_id for c in convs)])
+            entries = await asyncio.gather(*(self._conv_entry(user, c) for c in changed))
+        except StoreUnavailable:
+            raise unavailable(f.r) from None
+        return sf.sync_reply(f.r, list(entries), [message_entry(m) for m in msgs],
+                             encode_cursor(cursor), more)
+
+    async def _conv_entry(self, user: str, conv: Any) -> Frame:
+        cursors = await self.store.cursors(conv.match_id)
+        mine = cursors.get(user)
+        theirs = cursors.get(conv.peer)
+        read_id = mine.read_id if mine else 0
+        unread = (await self.store.count_unread(conv.match_id, user, read_id)
+                  if conv.last_id > read_id else 0)
+        peer_read = 0
+        if theirs and await self.receipts_shared(user, conv.peer):
+            peer_read = theirs.read_id
+        return {"m": conv.match_id, "peer": conv.peer, "last_id": conv.last_id,
+                "unread": unread, "peer_read": peer_read}
+
+    # -- presence -------------------------------------------------------------------------
+    async def presence_query(self, session: Session, f: PresenceQuery) -> Frame:
+        """Online state of the caller's matches, leaving out those who hide it."""
+        try:
+            peers = [c.peer for c in await self.store.conversations(session.user)]
+            visible = [p for p in peers if (await self.caches.settings.get(p)).show_online]
+        except StoreUnavailable:
+            raise unavailable(f.r) from None
+        statuses = await self.presence.status(visible)
+        users = []
+        for peer in visible:
+            status = statuses[peer]
+            entry: Frame = {"u": peer, "on": status.online}
+            if not status.online and status.seen is not None:
+                entry["seen"] = status.seen
+            users.append(entry)
+        return sf.presence_reply(f.r, users)
+
+    async def announce_presence(self, user: str, online: bool, seen: int | None) -> None:
+        """Tell the user's matches that they came online or went offline, unless hidden."""
+        try:
+            if not (await self.caches.settings.get(user)).show_online:
+                return
+            peers = [c.peer for c in await self.store.conversations(user)]
+        except StoreUnavailable:
+            return  # presence is best effort; a `presence` query answers later
+        if peers:
+            await self.broker.publish(peers, sf.presence_event(user, online,
+                                                               None if online else seen))

@@ -1,0 +1,116 @@
+"""One typed, frozen configuration for a node, built once at start-up.
+
+Every value has a default that runs the embedded single-machine mode; `validate()` names the
+bad setting in its error so an operator knows what to fix.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from protocol.ids import MAX_NODE
+from protocol.limits import Limits
+
+JWT_ALGORITHMS = ("HS256", "RS256", "ES256", "EdDSA")
+SECRET_ENV = "RENDEZVOUS_JWT_SECRET"
+MIN_SECRET_BYTES = 32  # RFC 7518 3.2: an HS256 key at least as long as the hash
+
+
+class ConfigError(ValueError):
+    """A setting is missing or wrong; the message names it."""
+
+
+@dataclass(frozen=True, slots=True)
+class JwtKey:
+    """A verification key: an HS256 secret, or a PEM public key for the other algorithms."""
+
+    algorithm: str
+    key: str
+
+    def __repr__(self) -> str:  # never print key material
+        return f"JwtKey({self.algorithm}, <{len(self.key)} chars>)"
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    host: str = "127.0.0.1"
+    ws_port: int = 8080
+    http_port: int = 8081
+    data_dir: Path = Path("rendezvous-data")
+    node_id: int = 0
+    node_name: str = ""
+    jwt_keys: tuple[JwtKey, ...] = ()
+    jwt_issuer: str | None = None
+    jwt_audience: str | None = None
+    jwt_leeway_s: int = 0
+    heartbeat_s: int = 25
+    send_queue_frames: int = 512  # past it a connection is too slow: closed with 4009
+    inflight_per_connection: int = 64
+    sends_per_s: float = 20.0
+    send_burst: int = 60
+    frames_per_s: float = 100.0
+    frame_burst: int = 200
+    swipes_per_s: float = 20.0
+    swipe_burst: int = 100
+    max_http_body_bytes: int = 65_536
+    presence_ttl_s: float = 60.0
+    sqlite_synchronous: str = "FULL"
+    limits: Limits = field(default_factory=Limits)
+
+    def validate(self) -> Config:
+        """Return self, or raise `ConfigError` naming the first bad setting."""
+        for name in ("ws_port", "http_port"):
+            port = getattr(self, name)
+            if not 0 <= port <= 65535:
+                raise ConfigError(f"{name} must be 0..65535, got {port}")
+        if self.ws_port == self.http_port and self.ws_port != 0:
+            raise ConfigError("ws_port and http_port must differ")
+        if not 0 <= self.node_id <= MAX_NODE:
+            raise ConfigError(f"node_id must be 0..{MAX_NODE}, got {self.node_id}")
+        if not self.jwt_keys:
+            raise ConfigError(f"jwt_keys: no key configured (set {SECRET_ENV} or a public key)")
+        for key in self.jwt_keys:
+            if key.algorithm not in JWT_ALGORITHMS:
+                raise ConfigError(f"jwt_keys: algorithm {key.algorithm!r} is not one of "
+                                  f"{', '.join(JWT_ALGORITHMS)}")
+            if key.algorithm == "HS256" and len(key.key.encode()) < MIN_SECRET_BYTES:
+                raise ConfigError(f"jwt_keys: the HS256 secret must be at least "
+                                  f"{MIN_SECRET_BYTES} bytes ({SECRET_ENV})")
+        if self.sqlite_synchronous not in ("FULL", "NORMAL", "EXTRA"):
+            raise ConfigError("sqlite_synchronous must be FULL, NORMAL or EXTRA")
+        for name in ("heartbeat_s", "send_queue_frames", "inflight_per_connection",
+                     "max_http_body_bytes"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name} must be positive")
+        return self
+
+    @property
+    def node(self) -> str:
+        return self.node_name or f"node-{self.node_id}"
+
+
+def dev_secret(data_dir: Path) -> str:
+    """The HS256 secret of this data dir, created once (mode 0600) on first use.
+
+    It lets `rendezvous serve` and `rendezvous token` agree with zero set-up; production sets
+    RENDEZVOUS_JWT_SECRET or configures public keys instead.
+    """
+    path = data_dir / "jwt-secret"
+    if path.exists():
+        return path.read_text().strip()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    secret = os.urandom(32).hex()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(secret + "\n")
+    return secret
+
+
+def hs256_secret(data_dir: Path) -> tuple[str, str]:
+    """The HS256 secret in force and where it came from (for the start-up banner)."""
+    env = os.environ.get(SECRET_ENV)
+    if env:
+        return env, f"${SECRET_ENV}"
+    return dev_secret(data_dir), str(data_dir / "jwt-secret")

@@ -1,0 +1,300 @@
+"""The WebSocket gateway: a thin adapter between a `websockets` connection and a session.
+
+It negotiates the subprotocol, authenticates (header or first frame), registers the session
+with the hub, broker and presence, then reads frames, validates them and runs each request
+as a task so that a slow store call does not stall the socket. Replies and events all go
+through the session's bounded queue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from http import HTTPStatus
+from typing import Any
+
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.datastructures import Headers
+from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
+
+from protocol import server_frames as sf
+from protocol.codec import SUBPROTOCOLS, Codec, codec_for
+from protocol.errors import CloseCode, ErrorCode, ProtocolError
+from protocol.frames import (
+    Auth,
+    ClientFrame,
+    Delivered,
+    History,
+    Ping,
+    PresenceQuery,
+    Read,
+    Refresh,
+    Send,
+    Sync,
+    Typing,
+    parse_client_frame,
+    request_id,
+)
+from server.auth import Authenticator, AuthError, Claims
+from server.broker import Broker
+from server.chat import ChatService
+from server.config import Config
+from server.hub import Hub, Session
+from server.metrics import Metrics
+from server.presence import Presence
+from server.ratelimit import RateLimiter
+
+log = logging.getLogger("rendezvous.gateway")
+
+PATH = "/v1/ws"
+MAX_STRIKES = 50  # rate-limited frames in a row before a connection is closed with 4008
+
+
+def select_subprotocol(connection: ServerConnection, offered: list[str]) -> str | None:
+    """The first offered subprotocol we speak; None (msgpack by default) if none."""
+    for name in offered:
+        if name in SUBPROTOCOLS:
+            return name
+    return None
+
+
+def process_request(connection: ServerConnection, request: Request) -> Response | None:
+    if request.path.split("?", 1)[0] != PATH:
+        return connection.respond(HTTPStatus.NOT_FOUND, f"WebSocket endpoint is {PATH}\n")
+    return None
+
+
+def bearer(headers: Headers) -> str | None:
+    value = headers.get("Authorization")
+    if value and value[:7].lower() == "bearer ":
+        return value[7:].strip()
+    return None
+
+
+class Gateway:
+    def __init__(self, *, config: Config, auth: Authenticator, hub: Hub, broker: Broker,
+                 presence: Presence, chat: ChatService, metrics: Metrics) -> None:
+        self.config = config
+        self.limits = config.limits
+        self.auth = auth
+        self.hub = hub
+        self.broker = broker
+        self.presence = presence
+        self.chat = chat
+        self.metrics = metrics
+        self.frame_limiter = RateLimiter(config.frames_per_s, config.frame_burst)
+        self.server: Server | None = None
+        self._handlers: dict[type[Any], Callable[[Session, Any], Awaitable[Any]]] = {
+            Send: chat.send, History: chat.history, Sync: chat.sync,
+            PresenceQuery: chat.presence_query, Typing: chat.typing,
+            Read: chat.receipt, Delivered: chat.receipt,
+        }
+
+    async def start(self, sock: Any = None) -> None:
+        kwargs: dict[str, Any] = {"sock": sock} if sock is not None else {
+            "host": self.config.host, "port": self.config.ws_port}
+        self.server = await serve(
+            self.handle, subprotocols=list(SUBPROTOCOLS),  # type: ignore[arg-type]
+            select_subprotocol=select_subprotocol, process_request=process_request,
+            compression=None, max_size=self.limits.max_frame_bytes, max_queue=32,
+            ping_interval=self.config.heartbeat_s, ping_timeout=self.config.heartbeat_s,
+            close_timeout=5, server_header="rendezvous", **kwargs)
+
+    @property
+    def port(self) -> int:
+        assert self.server is not None
+        return int(self.server.sockets[0].getsockname()[1])
+
+    async def close(self, code: int = CloseCode.RESTART, reason: str = "node stopping") -> None:
+        """Stop accepting, close every session with `code`, wait for handlers to finish."""
+        if self.server is None:
+            return
+        self.server.close(close_connections=False)
+        for session in self.hub.sessions():
+            session.close_after_flush(code, reason)
+        try:
+            await asyncio.wait_for(self.server.wait_closed(), 10)
+        except TimeoutError:
+            log.warning("connections still open after 10 s at stop")
+
+    # -- one connection -------------------------------------------------------------------
+    async def handle(self, ws: ServerConnection) -> None:
+        codec = codec_for(ws.subprotocol)
+        claims = await self._authenticate(ws, codec)
+        if claims is None:
+            return
+        session = Session(claims.user, uuid.uuid4().hex[:16], codec, ws, claims.exp,
+                          self.config.send_queue_frames, self.metrics)
+        session.start()
+        expiry = self._expire_at(session)
+        first_here = self.hub.add(session)
+        self.metrics.connections.inc()
+        try:
+            if first_here:
+                await self.broker.subscribe(session.user)
+            session.push(sf.welcome(session.user, session.id, self.config.node,
+                                    self.config.heartbeat_s, session.exp,
+                                    self.limits.for_client()))
+            if await self.presence.connect(session.user, session.id):
+                await self.chat.announce_presence(session.user, True, None)
+            await self._read_loop(ws, session, expiry)
+        finally:
+            expiry[0].cancel()
+            self.metrics.connections.dec()
+            await self._leave(session)
+
+    async def _leave(self, session: Session) -> None:
+        await session.stop()
+        if self.hub.remove(session):
+            await self.broker.unsubscribe(session.user)
+        seen = await self.presence.disconnect(session.user, session.id)
+        if seen is not None:
+            await self.chat.announce_presence(session.user, False, seen)
+
+    async def _authenticate(self, ws: ServerConnection, codec: Codec) -> Claims | None:
+        """Claims from the header or the first frame (within the auth timeout), or None after
+        telling the client why and closing with 4001."""
+        token = bearer(ws.request.headers) if ws.request is not None else None
+        r = None
+        if token is None:
+            try:
+                data = await asyncio.wait_for(ws.recv(), self.limits.auth_timeout_s)
+            except TimeoutError:
+                await self._refuse(ws, codec, "no auth frame within "
+                                   f"{self.limits.auth_timeout_s:g} s", None, "timeout")
+                return None
+            except ConnectionClosed:
+                return None
+            try:
+                raw = codec.decode(data)
+                r = request_id(raw)
+                frame = parse_client_frame(raw, self.limits)
+            except ProtocolError as exc:
+                await self._refuse(ws, codec, f"the first frame must be auth ({exc.msg})",
+                                   exc.r, "bad_frame")
+                return None
+            if not isinstance(frame, Auth):
+                await self._refuse(ws, codec, "the first frame must be auth", r, "no_auth")
+                return None
+            token = frame.token
+        try:
+            return self.auth.verify(token, now=time.time())
+        except AuthError as exc:
+            await self._refuse(ws, codec, exc.msg, r, exc.reason)
+            return None
+
+    async def _refuse(self, ws: ServerConnection, codec: Codec, msg: str, r: int | None,
+                      reason: str) -> None:
+        self.metrics.auth_failures.labels(reason).inc()
+        self.metrics.closes.labels(str(int(CloseCode.UNAUTHORIZED))).inc()
+        try:
+            await ws.send(codec.encode(sf.error(ErrorCode.UNAUTHORIZED, msg, r)))
+            await ws.close(CloseCode.UNAUTHORIZED, "unauthorized")
+        except ConnectionClosed:
+            pass
+
+    def _expire_at(self, session: Session) -> list[asyncio.TimerHandle]:
+        """A timer that closes the session with 4002 when its token expires (a one-item
+        list so that `refresh` can replace it)."""
+        loop = asyncio.get_running_loop()
+        delay = max(0.0, session.exp - time.time())
+        return [loop.call_later(delay, session.close_after_flush, CloseCode.TOKEN_EXPIRED,
+                                "token expired")]
+
+    async def _read_loop(self, ws: ServerConnection, session: Session,
+                         expiry: list[asyncio.TimerHandle]) -> None:
+        inflight = asyncio.Semaphore(self.config.inflight_per_connection)
+        tasks: set[asyncio.Task[None]] = set()
+        strikes = 0
+        try:
+            async for data in ws:
+                if session.closing:
+                    break
+                frame = self._decode(session, data)
+                if frame is None:
+                    continue
+                if isinstance(frame, Ping):
+                    session.push(sf.pong(frame.r))
+                elif isinstance(frame, Refresh):
+                    self._refresh(session, frame, expiry)
+                elif isinstance(frame, Auth):
+                    self._reply_error(session, ProtocolError(
+                        ErrorCode.BAD_REQUEST, "already authenticated", r=frame.r))
+                else:
+                    wait = self.frame_limiter.take(session.id, time.monotonic())
+                    if wait:
+                        strikes += 1
+                        self._rate_limited(session, frame, wait, strikes)
+                        continue
+                    strikes = 0
+                    await inflight.acquire()
+                    task = asyncio.create_task(self._run(session, frame, inflight))
+                    tasks.add(task)
+                    task.add_done_callback(tasks.discard)
+        except ConnectionClosed:
+            pass
+        finally:
+            if tasks:  # let requests already read finish: their writes may be committing
+                await asyncio.wait(tasks, timeout=10)
+
+    def _decode(self, session: Session, data: bytes | str) -> ClientFrame | None:
+        try:
+            raw = session.codec.decode(data)
+            frame = parse_client_frame(raw, self.limits)
+        except ProtocolError as exc:
+            self.metrics.frames_in.labels("invalid").inc()
+            self._reply_error(session, exc)
+            return None
+        self.metrics.frames_in.labels(type(frame).__name__.lower()).inc()
+        return frame
+
+    def _rate_limited(self, session: Session, frame: ClientFrame, wait: float,
+                      strikes: int) -> None:
+        self.metrics.rate_limited.labels("frames").inc()
+        if strikes >= MAX_STRIKES:
+            session.close_after_flush(CloseCode.POLICY, "rate limit exceeded")
+        elif not isinstance(frame, Typing):  # a dropped typing frame needs no answer
+            self._reply_error(session, ProtocolError(
+                ErrorCode.RATE_LIMITED, "too many frames", r=getattr(frame, "r", None),
+                retry_ms=max(1, int(wait * 1000))))
+
+    async def _run(self, session: Session, frame: ClientFrame,
+                   inflight: asyncio.Semaphore) -> None:
+        try:
+            reply = await self._handlers[type(frame)](session, frame)
+            if reply is not None:
+                session.push(reply)
+        except ProtocolError as exc:
+            self._reply_error(session, exc)
+        except Exception:
+            log.exception("request failed", extra={"type": type(frame).__name__})
+            self._reply_error(session, ProtocolError(
+                ErrorCode.INTERNAL, "internal error", r=getattr(frame, "r", None)))
+        finally:
+            inflight.release()
+
+    def _refresh(self, session: Session, frame: Refresh,
+                 expiry: list[asyncio.TimerHandle]) -> None:
+        try:
+            claims = self.auth.verify(frame.token, now=time.time())
+        except AuthError as exc:
+            self.metrics.auth_failures.labels(exc.reason).inc()
+            self._reply_error(session, ProtocolError(ErrorCode.UNAUTHORIZED, exc.msg,
+                                                     r=frame.r))
+            return
+        if claims.user != session.user:
+            self._reply_error(session, ProtocolError(
+                ErrorCode.UNAUTHORIZED, "the new token is for another user", r=frame.r))
+            return
+        session.exp = claims.exp
+        expiry[0].cancel()
+        expiry[0] = self._expire_at(session)[0]
+        session.push(sf.ok(frame.r, exp=claims.exp))
+
+    def _reply_error(self, session: Session, exc: ProtocolError) -> None:
+        self.metrics.errors.labels(str(exc.code)).inc()
+        session.push(sf.error_from(exc))

@@ -1,0 +1,227 @@
+"""The HTTP API of PROTOCOL.md section 2, served by FastAPI in the node's event loop.
+
+Routes are thin: parse, authenticate, call the match or chat service, shape the JSON. Every
+error leaves as `{"error": {"code", "msg"}}` with the status of its code. Message ids are
+strings in JSON, as on the JSON WebSocket subprotocol.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any, Literal
+
+from fastapi import Depends, FastAPI, Path, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field, StrictBool
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from protocol.codec import ids_as_strings
+from protocol.errors import HTTP_STATUS, ErrorCode, ProtocolError
+from server.auth import Authenticator, AuthError
+from server.chat import message_entry
+from server.matching import MatchService
+from server.metrics import Metrics
+from server.ratelimit import RateLimiter
+from storage import Store, StoreUnavailable
+
+UserId = Annotated[str, Field(min_length=1, max_length=64)]
+STATUS_CODES = {400: ErrorCode.BAD_REQUEST, 401: ErrorCode.UNAUTHORIZED,
+                403: ErrorCode.FORBIDDEN, 404: ErrorCode.NOT_FOUND,
+                405: ErrorCode.BAD_REQUEST, 413: ErrorCode.TOO_LARGE,
+                429: ErrorCode.RATE_LIMITED, 503: ErrorCode.UNAVAILABLE}
+
+
+class SwipeBody(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    target: UserId
+    action: Literal["like", "pass", "superlike"]
+
+
+class BlockBody(BaseModel):
+    user: UserId
+
+
+class DeviceBody(BaseModel):
+    platform: Literal["apns", "fcm"]
+    app: Annotated[str, Field(max_length=200)] | None = None
+    locale: Annotated[str, Field(max_length=35)] | None = None
+
+
+class SettingsBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    show_online: StrictBool | None = None
+    read_receipts: StrictBool | None = None
+    push_previews: StrictBool | None = None
+
+
+def error_response(code: ErrorCode, msg: str, status: int | None = None,
+                   retry_after_s: float | None = None) -> JSONResponse:
+    headers = {}
+    if retry_after_s is not None:
+        headers["Retry-After"] = str(max(1, round(retry_after_s + 0.499)))
+    return JSONResponse({"error": {"code": str(code), "msg": msg}},
+                        status_code=status or HTTP_STATUS[code], headers=headers)
+
+
+class BodyLimit:
+    """Refuse request bodies over `limit` bytes with 413, declared or streamed."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > self.limit):
+            await error_response(ErrorCode.TOO_LARGE, f"bodies are limited to {self.limit} "
+                                 "bytes")(scope, receive, send)
+            return
+        seen = 0
+
+        async def limited() -> Message:
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.limit:
+                raise StarletteHTTPException(413, f"bodies are limited to {self.limit} bytes")
+            return message
+
+        await self.app(scope, limited, send)
+
+
+async def current_user(request: Request) -> str:
+    """The `sub` of the request's bearer token, or 401."""
+    auth: Authenticator = request.app.state.auth
+    metrics: Metrics = request.app.state.metrics
+    header = request.headers.get("authorization", "")
+    if header[:7].lower() != "bearer ":
+        metrics.auth_failures.labels("missing").inc()
+        raise ProtocolError(ErrorCode.UNAUTHORIZED, "Authorization: Bearer <JWT> required")
+    try:
+        return auth.verify(header[7:].strip(), now=time.time()).user
+    except AuthError as exc:
+        metrics.auth_failures.labels(exc.reason).inc()
+        raise ProtocolError(ErrorCode.UNAUTHORIZED, exc.msg) from None
+
+
+User = Annotated[str, Depends(current_user)]
+MatchId = Annotated[str, Path(min_length=1, max_length=64)]
+Token = Annotated[str, Path(min_length=1, max_length=4096)]
+
+
+def create_app(*, auth: Authenticator, matches: MatchService, store: Store, metrics: Metrics,
+               swipe_limiter: RateLimiter, max_body_bytes: int,
+               ready: Callable[[], Awaitable[dict[str, bool]]]) -> ASGIApp:
+    app = FastAPI(title="Rendezvous HTTP API", version="1",
+                  description="Swipes, matches, blocks, devices and settings. The chat itself "
+                  "runs over the WebSocket gateway (see docs/protocol.md).")
+    app.state.auth = auth
+    app.state.metrics = metrics
+
+    @app.exception_handler(ProtocolError)
+    async def protocol_error(request: Request, exc: ProtocolError) -> JSONResponse:
+        return error_response(exc.code, exc.msg,
+                              retry_after_s=exc.retry_ms / 1000 if exc.retry_ms else None)
+
+    @app.exception_handler(StoreUnavailable)
+    async def store_down(request: Request, exc: StoreUnavailable) -> JSONResponse:
+        return error_response(ErrorCode.UNAVAILABLE, "storage is unavailable; retry",
+                              retry_after_s=1)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = exc.errors()
+        first = errors[0] if errors else {}
+        where = ".".join(str(p) for p in first.get("loc", ()) if p != "body") or "body"
+        if first.get("type") == "json_invalid":
+            return error_response(ErrorCode.BAD_REQUEST, "the body is not valid JSON", 400)
+        return error_response(ErrorCode.BAD_REQUEST, f"{where}: {first.get('msg', 'invalid')}",
+                              422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = STATUS_CODES.get(exc.status_code, ErrorCode.BAD_REQUEST)
+        return error_response(code, str(exc.detail), exc.status_code)
+
+    @app.middleware("http")
+    async def count(request: Request, call_next: Callable[[Request], Awaitable[Response]]
+                    ) -> Response:
+        response = await call_next(request)
+        route = request.scope.get("route")
+        metrics.http_requests.labels(getattr(route, "path", "unmatched"),
+                                     str(response.status_code)).inc()
+        return response
+
+    @app.post("/v1/swipes", summary="Like, pass or super-like a user")
+    async def swipe(body: SwipeBody, user: User) -> dict[str, Any]:
+        wait = swipe_limiter.take(user, time.monotonic())
+        if wait:
+            metrics.rate_limited.labels("swipe").inc()
+            raise ProtocolError(ErrorCode.RATE_LIMITED, "too many swipes",
+                                retry_ms=int(wait * 1000) + 1)
+        return {"match": await matches.swipe(user, body.target, body.action)}
+
+    @app.get("/v1/matches", summary="The caller's open matches, newest first")
+    async def list_matches(user: User, limit: Annotated[int, Query(ge=1, le=100)] = 50,
+                           cursor: Annotated[str | None, Query(max_length=512)] = None
+                           ) -> Any:
+        return ids_as_strings(await matches.list_matches(user, limit, cursor))
+
+    @app.delete("/v1/matches/{match_id}", status_code=204, summary="Unmatch")
+    async def unmatch(match_id: MatchId, user: User) -> Response:
+        await matches.unmatch(user, match_id)
+        return Response(status_code=204)
+
+    @app.get("/v1/matches/{match_id}/messages", summary="Message history, newest first")
+    async def history(match_id: MatchId, user: User,
+                      before: Annotated[str | None, Query(pattern=r"^\d{1,19}$")] = None,
+                      limit: Annotated[int, Query(ge=1, le=100)] = 50) -> Any:
+        await matches.chat.open_match(user, match_id, None)
+        msgs, more = await store.history(match_id, int(before) if before else None, limit)
+        return ids_as_strings({"msgs": [message_entry(m) for m in msgs], "more": more})
+
+    @app.post("/v1/blocks", status_code=204, summary="Block a user (also unmatches)")
+    async def block(body: BlockBody, user: User) -> Response:
+        await matches.block(user, body.user)
+        return Response(status_code=204)
+
+    @app.put("/v1/devices/{token}", status_code=204, summary="Register a push token")
+    async def put_device(token: Token, body: DeviceBody, user: User) -> Response:
+        await matches.put_device(user, token, body.platform, body.app, body.locale)
+        return Response(status_code=204)
+
+    @app.delete("/v1/devices/{token}", status_code=204, summary="Forget a push token")
+    async def delete_device(token: Token, user: User) -> Response:
+        await matches.delete_device(user, token)
+        return Response(status_code=204)
+
+    @app.get("/v1/me/settings", summary="The caller's privacy and push settings")
+    async def get_settings(user: User) -> dict[str, bool]:
+        return (await matches.get_settings(user)).as_dict()
+
+    @app.put("/v1/me/settings", summary="Change privacy and push settings")
+    async def put_settings(body: SettingsBody, user: User) -> dict[str, bool]:
+        changes = body.model_dump(exclude_none=True)
+        return (await matches.put_settings(user, changes)).as_dict()
+
+    @app.get("/healthz", summary="Liveness")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz", summary="Readiness: every backing service reachable")
+    async def readyz() -> JSONResponse:
+        checks = await ready()
+        ok = all(checks.values())
+        return JSONResponse({"ready": ok, "checks": checks}, status_code=200 if ok else 503)
+
+    @app.get("/metrics", summary="Prometheus metrics")
+    async def prometheus() -> Response:
+        return Response(metrics.render(), media_type="text/plain; version=0.0.4")
+
+    return BodyLimit(app, max_body_bytes)

@@ -1,0 +1,176 @@
+"""The local hub: which users have which connections on this node, and their send queues.
+
+Every frame to a client goes through its session's bounded queue, drained by one writer task.
+A client that reads too slowly fills its queue and is closed with 4009 (it reconnects and
+syncs); nothing else waits for it and its memory stays bounded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterator
+from typing import Any, Protocol
+
+from protocol.codec import Codec
+from protocol.errors import CloseCode
+from server.metrics import Metrics
+
+log = logging.getLogger("rendezvous.hub")
+
+Frame = dict[str, Any]
+_CLOSE = object()  # queue sentinel: close after what was queued before it
+
+
+class FrameSink(Protocol):
+    """What a session writes to: a `websockets` connection satisfies it."""
+
+    async def send(self, message: bytes | str) -> None: ...
+
+    async def close(self, code: int = 1000, reason: str = "") -> None: ...
+
+
+class Session:
+    """One authenticated connection of a user."""
+
+    def __init__(self, user: str, session_id: str, codec: Codec, sink: FrameSink, exp: int,
+                 queue_frames: int, metrics: Metrics) -> None:
+        self.user = user
+        self.id = session_id
+        self.codec = codec
+        self.sink = sink
+        self.exp = exp
+        self.metrics = metrics
+        self.closing = False
+        self._queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=queue_frames)
+        self._writer: asyncio.Task[None] | None = None
+        self._close_code: tuple[int, str] | None = None
+        self._aborted = False
+
+    def start(self) -> None:
+        self._writer = asyncio.get_running_loop().create_task(self._write_loop())
+
+    def push(self, frame: Frame, encoded: bytes | str | None = None) -> bool:
+        """Queue a frame without waiting; close the session with 4009 if its queue is full."""
+        if self.closing:
+            return False
+        data = encoded if encoded is not None else self.codec.encode(frame)
+        try:
+            self._queue.put_nowait(data)
+        except asyncio.QueueFull:
+            self.metrics.slow_consumers.inc()
+            log.info("closing a slow reader", extra={"user_hash": hash(self.user) & 0xFFFF})
+            self.close_now(CloseCode.TOO_SLOW, "too slow to read: reconnect and sync")
+            return False
+        self.metrics.frames_out.labels(frame.get("t", "?")).inc()
+        return True
+
+    def close_after_flush(self, code: int, reason: str) -> None:
+        """Close once the frames queued so far are written (an error, then the close)."""
+        if self.closing:
+            return
+        self.closing = True
+        self._close_code = (code, reason)
+        try:
+            self._queue.put_nowait(_CLOSE)
+        except asyncio.QueueFull:
+            self._abort(code, reason)
+
+    def close_now(self, code: int, reason: str) -> None:
+        """Close without writing what is still queued."""
+        if self._aborted:
+            return
+        self.closing = True
+        self._close_code = (code, reason)
+        self._abort(code, reason)
+
+    def _abort(self, code: int, reason: str) -> None:
+        self._aborted = True
+        if self._writer is not None:
+            self._writer.cancel()
+        self.metrics.closes.labels(str(code)).inc()
+        asyncio.get_running_loop().create_task(self._close(code, reason))
+
+    async def _close(self, code: int, reason: str) -> None:
+        try:
+            await self.sink.close(code, reason)
+        except Exception:  # the peer may be gone already
+            pass
+
+    async def _write_loop(self) -> None:
+        queue = self._queue
+        try:
+            while True:
+                data = await queue.get()
+                if data is _CLOSE:
+                    code, reason = self._close_code or (1000, "")
+                    self.metrics.closes.labels(str(code)).inc()
+                    await self._close(code, reason)
+                    return
+                await self.sink.send(data)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # connection closed under us: the reader side cleans up
+            return
+
+    async def stop(self) -> None:
+        """Stop the writer (the connection is gone)."""
+        self.closing = True
+        if self._writer is not None and not self._writer.done():
+            self._writer.cancel()
+            try:
+                await self._writer
+            except (asyncio.CancelledError, Exception):
+                pass
+
+
+class Hub:
+    """user -> sessions on this node."""
+
+    def __init__(self) -> None:
+        self._by_user: dict[str, dict[str, Session]] = {}
+
+    def add(self, session: Session) -> bool:
+        """Register a session; True if it is the user's first on this node."""
+        sessions = self._by_user.setdefault(session.user, {})
+        sessions[session.id] = session
+        return len(sessions) == 1
+
+    def remove(self, session: Session) -> bool:
+        """Forget a session; True if the user has none left on this node."""
+        sessions = self._by_user.get(session.user)
+        if not sessions or sessions.pop(session.id, None) is None:
+            return False
+        if sessions:
+            return False
+        del self._by_user[session.user]
+        return True
+
+    def deliver(self, user: str, frame: Frame, skip_session: str | None = None) -> int:
+        """Queue `frame` on every session of `user` here; encode once per subprotocol."""
+        sessions = self._by_user.get(user)
+        if not sessions:
+            return 0
+        encoded: dict[str, bytes | str] = {}
+        count = 0
+        for session in list(sessions.values()):
+            if session.id == skip_session:
+                continue
+            data = encoded.get(session.codec.name)
+            if data is None:
+                data = encoded[session.codec.name] = session.codec.encode(frame)
+            count += session.push(frame, data)
+        return count
+
+    def has_user(self, user: str) -> bool:
+        return user in self._by_user
+
+    def users(self) -> list[str]:
+        return list(self._by_user)
+
+    def sessions(self) -> Iterator[Session]:
+        for sessions in list(self._by_user.values()):
+            yield from list(sessions.values())
+
+    def __len__(self) -> int:
+        return sum(len(s) for s in self._by_user.values())

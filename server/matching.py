@@ -1,0 +1,143 @@
+"""Swipes, matches, unmatch, blocks, devices and settings: the HTTP side of the product.
+
+A mutual like creates exactly one match: both likes are stored before either side looks for
+the other's, so at least one of two racing swipes sees the other, and the match is an
+insert-if-absent on a key derived from the pair, so only one creation wins.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from protocol import server_frames as sf
+from protocol.errors import ErrorCode, ProtocolError
+from push.dispatcher import PushDispatcher
+from server.broker import Broker
+from server.caches import Caches
+from server.chat import ChatService
+from server.metrics import Metrics
+from storage import Device, MatchRecord, Settings, Store, match_id_for
+from storage.base import Platform, SwipeAction
+
+LIKES = ("like", "superlike")
+
+
+def match_summary(match: MatchRecord, user: str) -> dict[str, Any]:
+    return {"id": match.id, "peer": match.peer_of(user), "ts": match.ts}
+
+
+class MatchService:
+    def __init__(self, *, store: Store, broker: Broker, caches: Caches, chat: ChatService,
+                 pushes: PushDispatcher, metrics: Metrics,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.store = store
+        self.broker = broker
+        self.caches = caches
+        self.chat = chat
+        self.pushes = pushes
+        self.metrics = metrics
+        self.clock = clock
+
+    def now_ms(self) -> int:
+        return int(self.clock() * 1000)
+
+    async def swipe(self, user: str, target: str, action: SwipeAction) -> dict[str, Any] | None:
+        """Record a swipe; the match (as seen by `user`) if it made or found a mutual like."""
+        if target == user:
+            raise ProtocolError(ErrorCode.BAD_REQUEST, "you cannot swipe on yourself")
+        await self.store.record_swipe(user, target, action, self.now_ms())
+        if action not in LIKES or await self.store.is_blocked(user, target):
+            return None
+        theirs = await self.store.get_swipe(target, user)
+        if theirs not in LIKES:
+            return None
+        candidate = MatchRecord(id=match_id_for(user, target),
+                                users=tuple(sorted((user, target))),  # type: ignore[arg-type]
+                                ts=self.now_ms(),
+                                superlike="superlike" in (action, theirs))
+        match, created = await self.store.create_match(candidate)
+        self.caches.matches.put(match.id, match)
+        if not match.is_open:
+            return None  # unmatched or blocked before: a match is not reopened
+        if created:
+            self.metrics.matches_created.inc()
+            for member in match.users:
+                peer = match.peer_of(member)
+                await self.broker.publish((member,), sf.match(match.id, peer, match.ts,
+                                                              match.superlike))
+                await self.pushes.match(member, match)
+        return match_summary(match, user)
+
+    async def member_match(self, user: str, match_id: str) -> MatchRecord:
+        """The match if `user` is in it (open or closed), else `forbidden`."""
+        match = await self.caches.matches.get(match_id)
+        if match is None or not match.has(user):
+            raise ProtocolError(ErrorCode.FORBIDDEN, "not a member of a match with this id")
+        return match
+
+    async def list_matches(self, user: str, limit: int,
+                           cursor: str | None) -> dict[str, Any]:
+        page = await self.store.matches_for_user(user, limit, cursor)
+        convs = {c.match_id: c for c in await self.store.conversations(user)}
+        out = []
+        for match in page.items:
+            entry = match_summary(match, user)
+            conv = convs.get(match.id)
+            unread = 0
+            if conv is not None and conv.last_id:
+                entry["last"] = {"id": conv.last_id, "from": conv.last_from, "ts": conv.last_ts}
+                mine = (await self.store.cursors(match.id)).get(user)
+                unread = await self.store.count_unread(match.id, user,
+                                                       mine.read_id if mine else 0)
+            entry["unread"] = unread
+            out.append(entry)
+        result: dict[str, Any] = {"matches": out}
+        if page.next is not None:
+            result["next"] = page.next
+        return result
+
+    async def unmatch(self, user: str, match_id: str) -> None:
+        match = await self.member_match(user, match_id)
+        if match.is_open:
+            await self._close(match, user)
+
+    async def block(self, user: str, target: str) -> None:
+        """Block `target`: close any match between them; nothing passes between them after."""
+        if target == user:
+            raise ProtocolError(ErrorCode.BAD_REQUEST, "you cannot block yourself")
+        await self.store.add_block(user, target, self.now_ms())
+        match = await self.store.get_match(match_id_for(user, target))
+        if match is not None and match.is_open:
+            await self._close(match, user)
+
+    async def _close(self, match: MatchRecord, by_user: str) -> None:
+        closed = await self.store.close_match(match.id, by_user, self.now_ms())
+        self.caches.matches.put(match.id, closed)
+        self.chat.forget_typing(match.id)
+        await self.broker.publish(match.users, sf.unmatch(match.id))
+
+    async def put_device(self, user: str, token: str, platform: Platform, app: str | None,
+                         locale: str | None) -> None:
+        await self.store.put_device(Device(user=user, token=token, platform=platform, app=app,
+                                           locale=locale, updated_ts=self.now_ms()))
+
+    async def delete_device(self, user: str, token: str) -> None:
+        await self.store.delete_device(user, token)
+
+    async def get_settings(self, user: str) -> Settings:
+        return await self.store.get_settings(user)
+
+    async def put_settings(self, user: str, changes: dict[str, bool]) -> Settings:
+        """Save settings; showing or hiding presence tells matches at once if online."""
+        before = await self.store.get_settings(user)
+        after = await self.store.put_settings(user, changes)
+        self.caches.settings.put(user, after)
+        if before.show_online != after.show_online:
+            status = (await self.chat.presence.status([user]))[user]
+            if status.online:
+                peers = [c.peer for c in await self.store.conversations(user)]
+                event = sf.presence_event(user, after.show_online, None)
+                await self.broker.publish(peers, event)
+        return after

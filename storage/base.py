@@ -1,0 +1,216 @@
+"""The `Store` protocol: every durable thing the node keeps, and the records it returns.
+
+Both implementations (SQLite for the embedded default, Cassandra for a cluster) keep the same
+logical tables: messages by (match, time bucket) clustered by id descending, conversations by
+user, swipes by swiper, likes received, matches and matches by user, blocks, devices, settings
+and read cursors. Every method is a coroutine that never blocks the event loop.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+SwipeAction = Literal["like", "pass", "superlike"]
+CursorKind = Literal["read", "delivered"]
+Platform = Literal["apns", "fcm"]
+
+
+class StoreUnavailable(Exception):
+    """The backing store cannot be reached or failed: temporary, retry later.
+
+    Nothing the failed call was asked to write may be assumed written or unwritten; every
+    write is idempotent, so the caller retries with the same arguments.
+    """
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    match_id: str
+    id: int
+    sender: str
+    client_id: str
+    ts: int  # unix ms, the time the id was assigned
+    body: str | None = None
+    media: dict[str, Any] | None = None  # the wire form of `protocol.frames.Media`
+
+
+@dataclass(frozen=True, slots=True)
+class MatchRecord:
+    id: str
+    users: tuple[str, str]  # sorted
+    ts: int  # unix ms of creation
+    superlike: bool = False
+    closed_ts: int | None = None  # set by unmatch or block
+    closed_by: str | None = None
+
+    @property
+    def is_open(self) -> bool:
+        return self.closed_ts is None
+
+    def has(self, user: str) -> bool:
+        return user in self.users
+
+    def peer_of(self, user: str) -> str:
+        a, b = self.users
+        return b if user == a else a
+
+
+@dataclass(frozen=True, slots=True)
+class Conversation:
+    """One user's row for one open match: what changed last in it."""
+
+    match_id: str
+    peer: str
+    match_ts: int
+    last_id: int = 0  # 0: no message yet
+    last_from: str | None = None
+    last_ts: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Cursors:
+    """How far one member has read and received in one match (message ids, 0 for none)."""
+
+    read_id: int = 0
+    delivered_id: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Device:
+    user: str
+    token: str
+    platform: Platform
+    app: str | None = None
+    locale: str | None = None
+    updated_ts: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    show_online: bool = True
+    read_receipts: bool = True
+    push_previews: bool = False
+
+    def as_dict(self) -> dict[str, bool]:
+        return {"show_online": self.show_online, "read_receipts": self.read_receipts,
+                "push_previews": self.push_previews}
+
+
+SETTING_NAMES = frozenset(Settings().as_dict())
+
+
+def match_id_for(a: str, b: str) -> str:
+    """The deterministic id of the match between two users.
+
+    Both racing likes compute the same key, so creating the match is an insert-if-absent on
+    it (a lightweight transaction in Cassandra) and a retried insert is harmless.
+    """
+    lo, hi = sorted((a, b))
+    digest = hashlib.blake2b(f"{lo}\x00{hi}".encode(), digest_size=12).hexdigest()
+    return "m" + digest
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    """A page of matches and the opaque cursor of the next page (None on the last)."""
+
+    items: list[MatchRecord] = field(default_factory=list)
+    next: str | None = None
+
+
+class Store(Protocol):
+    """Durable state. A call that returns has done its work durably (committed and, where
+    configured, synced to disk); a call that raises `StoreUnavailable` may or may not have,
+    and is safe to repeat. Input is already validated by the caller."""
+
+    async def start(self) -> None:
+        """Open connections and create or check the schema."""
+
+    async def close(self) -> None:
+        """Finish pending writes and release connections."""
+
+    async def ping(self) -> None:
+        """Raise `StoreUnavailable` unless the store answers now (readiness)."""
+
+    # -- messages -------------------------------------------------------------------------
+    async def save_message(self, message: Message) -> tuple[Message, bool]:
+        """Store `message` and advance both members' conversation rows to it.
+
+        Idempotent on (match_id, sender, client_id): if that key was stored before, nothing is
+        written and the first message is returned with False. Returns (message, True) once
+        the write is durable. Ids given for one match are increasing; the store keeps them.
+        """
+
+    async def history(self, match_id: str, before: int | None,
+                      limit: int) -> tuple[list[Message], bool]:
+        """Up to `limit` messages of the match with id < `before` (all when None), newest
+        first, and whether older ones exist."""
+
+    async def messages_after(self, match_id: str, after_id: int,
+                             limit: int) -> list[Message]:
+        """Up to `limit` messages of the match with id > `after_id`, oldest first."""
+
+    async def count_unread(self, match_id: str, user: str, after_id: int,
+                           cap: int = 999) -> int:
+        """How many messages not sent by `user` have id > `after_id` (at most `cap`)."""
+
+    # -- conversations and cursors --------------------------------------------------------
+    async def conversations(self, user: str) -> list[Conversation]:
+        """The user's rows for every open match, most recent activity first."""
+
+    async def cursors(self, match_id: str) -> dict[str, Cursors]:
+        """Each member's read and delivered cursor (members with none are left out)."""
+
+    async def advance_cursor(self, match_id: str, user: str, kind: CursorKind,
+                             message_id: int) -> bool:
+        """Move the cursor forward to `message_id`; never back. True if it moved."""
+
+    # -- swipes and matches ---------------------------------------------------------------
+    async def record_swipe(self, swiper: str, target: str, action: SwipeAction,
+                           ts: int) -> None:
+        """Remember the swipe (the latest action on a target wins) and, for a like or
+        superlike, the like received by `target`."""
+
+    async def get_swipe(self, swiper: str, target: str) -> SwipeAction | None:
+        """The swiper's standing action on target, if any."""
+
+    async def create_match(self, match: MatchRecord) -> tuple[MatchRecord, bool]:
+        """Insert the match if no match with its id exists (whatever its state) and add it
+        to both users' matches. Returns the stored match and whether this call created it;
+        of any number of racing calls exactly one gets True."""
+
+    async def get_match(self, match_id: str) -> MatchRecord | None:
+        ...
+
+    async def matches_for_user(self, user: str, limit: int,
+                               cursor: str | None = None) -> Page:
+        """The user's open matches, newest first, `limit` per page."""
+
+    async def close_match(self, match_id: str, by_user: str, ts: int) -> MatchRecord | None:
+        """Close the match for sending and reading (unmatch or block). Idempotent: a closed
+        match stays closed with its first closing. None if there is no such match."""
+
+    # -- blocks, devices, settings --------------------------------------------------------
+    async def add_block(self, user: str, target: str, ts: int) -> None:
+        ...
+
+    async def is_blocked(self, a: str, b: str) -> bool:
+        """True if either user blocked the other."""
+
+    async def put_device(self, device: Device) -> None:
+        """Register or update a push token. A token belongs to one user: registering it for
+        another user moves it."""
+
+    async def delete_device(self, user: str, token: str) -> bool:
+        """Forget the user's token; False if the user had no such token."""
+
+    async def devices(self, user: str) -> list[Device]:
+        ...
+
+    async def get_settings(self, user: str) -> Settings:
+        """The user's settings, defaults for a user who never set any."""
+
+    async def put_settings(self, user: str, changes: dict[str, bool]) -> Settings:
+        """Apply `changes` (keys from `SETTING_NAMES`) and return the full settings."""

@@ -1,0 +1,329 @@
+"""`SqliteStore`: the embedded default's durable state, one SQLite file in WAL mode.
+
+The tables mirror the Cassandra layout (see `storage.sqlite_schema`); the threads that keep
+SQLite off the event loop live in `storage.sqlite_engine`. Each operation below is a plain
+function of a connection, run by the writer inside the group's transaction or by a reader.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import os
+import sqlite3
+from typing import Any, cast
+
+from storage.base import (
+    SETTING_NAMES,
+    Conversation,
+    CursorKind,
+    Cursors,
+    Device,
+    MatchRecord,
+    Message,
+    Page,
+    Platform,
+    Settings,
+    SwipeAction,
+)
+from storage.buckets import bucket_of
+from storage.sqlite_engine import SqliteEngine
+from storage.sqlite_schema import create_or_check
+
+Row = tuple[Any, ...]
+_CURSOR_COLUMNS: dict[str, str] = {"read": "read_id", "delivered": "delivered_id"}
+_MSG = "match_id, id, sender, client_id, ts, body, media"
+_MATCH = "id, user_a, user_b, ts, superlike, closed_ts, closed_by"
+
+
+class SqliteStore:
+    """The `Store` on one SQLite file, for a single node.
+
+    Writes are acknowledged only after the COMMIT of the group holding them returned (with
+    `synchronous="FULL"`, after the WAL is fsynced) and are committed in the order they were
+    called: each write is enqueued synchronously, before the coroutine first suspends.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, synchronous: str = "FULL",
+                 max_batch: int = 256) -> None:
+        self.engine = SqliteEngine(path, synchronous=synchronous, max_batch=max_batch,
+                                   setup=create_or_check)
+        self._write = self.engine.write
+        self._read = self.engine.read
+
+    # -- lifecycle ------------------------------------------------------------------------
+    async def start(self) -> None:
+        await self.engine.start()
+
+    async def close(self) -> None:
+        await self.engine.close()
+
+    async def ping(self) -> None:
+        await self._read(lambda c: _rows(c, "SELECT 1"))
+
+    # -- messages -------------------------------------------------------------------------
+    async def save_message(self, message: Message) -> tuple[Message, bool]:
+        return await self._write(lambda c: _save_message(c, message))
+
+    async def history(self, match_id: str, before: int | None,
+                      limit: int) -> tuple[list[Message], bool]:
+        args: tuple[Any, ...] = (match_id,)
+        sql = f"SELECT {_MSG} FROM messages WHERE match_id = ?"
+        if before is not None:
+            sql, args = sql + " AND id < ?", (match_id, before)
+        rows = await self._read(
+            lambda c: _rows(c, sql + " ORDER BY id DESC LIMIT ?", (*args, limit + 1)))
+        return [_message(r) for r in rows[:limit]], len(rows) > limit
+
+    async def messages_after(self, match_id: str, after_id: int,
+                             limit: int) -> list[Message]:
+        sql = f"SELECT {_MSG} FROM messages WHERE match_id = ? AND id > ? ORDER BY id LIMIT ?"
+        rows = await self._read(lambda c: _rows(c, sql, (match_id, after_id, limit)))
+        return [_message(r) for r in rows]
+
+    async def count_unread(self, match_id: str, user: str, after_id: int,
+                           cap: int = 999) -> int:
+        sql = ("SELECT count(*) FROM (SELECT 1 FROM messages WHERE match_id = ? AND id > ?"
+               " AND sender <> ? LIMIT ?)")
+        rows = await self._read(lambda c: _rows(c, sql, (match_id, after_id, user, cap)))
+        return int(rows[0][0])
+
+    # -- conversations and cursors --------------------------------------------------------
+    async def conversations(self, user: str) -> list[Conversation]:
+        sql = ("SELECT c.match_id, c.peer, c.match_ts, c.last_id, c.last_from, c.last_ts"
+               " FROM conversations_by_user c JOIN matches m ON m.id = c.match_id"
+               " WHERE c.user = ? AND m.closed_ts IS NULL ORDER BY"
+               " max(coalesce(c.last_ts, c.match_ts), c.match_ts) DESC, c.match_id DESC")
+        rows = await self._read(lambda c: _rows(c, sql, (user,)))
+        return [Conversation(*r) for r in rows]
+
+    async def cursors(self, match_id: str) -> dict[str, Cursors]:
+        sql = "SELECT user, read_id, delivered_id FROM read_cursors WHERE match_id = ?"
+        rows = await self._read(lambda c: _rows(c, sql, (match_id,)))
+        return {user: Cursors(read_id, delivered_id) for user, read_id, delivered_id in rows}
+
+    async def advance_cursor(self, match_id: str, user: str, kind: CursorKind,
+                             message_id: int) -> bool:
+        col = _CURSOR_COLUMNS[kind]
+        if message_id <= 0:  # every cursor starts at 0: nothing to move
+            return False
+        sql = (f"INSERT INTO read_cursors (match_id, user, {col}) VALUES (?, ?, ?)"
+               f" ON CONFLICT (match_id, user) DO UPDATE SET {col} = excluded.{col}"
+               f" WHERE excluded.{col} > read_cursors.{col}")
+        return await self._write(lambda c: _changed(c, sql, (match_id, user, message_id)))
+
+    # -- swipes and matches ---------------------------------------------------------------
+    async def record_swipe(self, swiper: str, target: str, action: SwipeAction,
+                           ts: int) -> None:
+        await self._write(lambda c: _record_swipe(c, swiper, target, action, ts))
+
+    async def get_swipe(self, swiper: str, target: str) -> SwipeAction | None:
+        sql = "SELECT action FROM swipes_by_swiper WHERE swiper = ? AND target = ?"
+        rows = await self._read(lambda c: _rows(c, sql, (swiper, target)))
+        return cast(SwipeAction, rows[0][0]) if rows else None
+
+    async def create_match(self, match: MatchRecord) -> tuple[MatchRecord, bool]:
+        return await self._write(lambda c: _create_match(c, match))
+
+    async def get_match(self, match_id: str) -> MatchRecord | None:
+        rows = await self._read(lambda c: _match_rows(c, match_id))
+        return _match(rows[0]) if rows else None
+
+    async def matches_for_user(self, user: str, limit: int,
+                               cursor: str | None = None) -> Page:
+        sql = (f"SELECT {', '.join('m.' + col for col in _MATCH.split(', '))}"
+               " FROM matches_by_user u JOIN matches m ON m.id = u.match_id"
+               " WHERE u.user = ? AND m.closed_ts IS NULL")
+        args: tuple[Any, ...] = (user,)
+        if cursor is not None:
+            sql += " AND (u.ts, u.match_id) < (?, ?)"
+            args += decode_page_cursor(cursor)
+        sql += " ORDER BY u.ts DESC, u.match_id DESC LIMIT ?"
+        rows = await self._read(lambda c: _rows(c, sql, (*args, limit + 1)))
+        items = [_match(r) for r in rows[:limit]]
+        more = len(rows) > limit and bool(items)
+        return Page(items, encode_page_cursor(items[-1]) if more else None)
+
+    async def close_match(self, match_id: str, by_user: str, ts: int) -> MatchRecord | None:
+        return await self._write(lambda c: _close_match(c, match_id, by_user, ts))
+
+    # -- blocks, devices, settings --------------------------------------------------------
+    async def add_block(self, user: str, target: str, ts: int) -> None:
+        sql = ("INSERT INTO blocks (user, target, ts) VALUES (?, ?, ?)"
+               " ON CONFLICT (user, target) DO NOTHING")
+        await self._write(lambda c: _changed(c, sql, (user, target, ts)))
+
+    async def is_blocked(self, a: str, b: str) -> bool:
+        sql = ("SELECT 1 FROM blocks WHERE (user = ? AND target = ?)"
+               " OR (user = ? AND target = ?) LIMIT 1")
+        return bool(await self._read(lambda c: _rows(c, sql, (a, b, b, a))))
+
+    async def put_device(self, device: Device) -> None:
+        await self._write(lambda c: _put_device(c, device))
+
+    async def delete_device(self, user: str, token: str) -> bool:
+        return await self._write(lambda c: _delete_device(c, user, token))
+
+    async def devices(self, user: str) -> list[Device]:
+        sql = ("SELECT user, token, platform, app, locale, updated_ts FROM devices_by_user"
+               " WHERE user = ? ORDER BY token")
+        rows = await self._read(lambda c: _rows(c, sql, (user,)))
+        return [Device(u, t, cast(Platform, p), a, lo, ts) for u, t, p, a, lo, ts in rows]
+
+    async def get_settings(self, user: str) -> Settings:
+        return await self._read(lambda c: _settings(c, user))
+
+    async def put_settings(self, user: str, changes: dict[str, bool]) -> Settings:
+        unknown = set(changes) - SETTING_NAMES
+        if unknown:
+            raise ValueError(f"unknown settings: {sorted(unknown)}")
+        return await self._write(lambda c: _put_settings(c, user, changes))
+
+
+# -- operations, run on the writer or a reader thread -------------------------------------
+def _rows(conn: sqlite3.Connection, sql: str, args: tuple[Any, ...] = ()) -> list[Row]:
+    """All rows; fetching to the end resets the statement, so no read snapshot lingers."""
+    return conn.execute(sql, args).fetchall()
+
+
+def _changed(conn: sqlite3.Connection, sql: str, args: tuple[Any, ...]) -> bool:
+    return conn.execute(sql, args).rowcount > 0
+
+
+def _message(row: Row) -> Message:
+    match_id, id_, sender, client_id, ts, body, media = row
+    return Message(match_id, id_, sender, client_id, ts, body,
+                   None if media is None else json.loads(media))
+
+
+def _match(row: Row) -> MatchRecord:
+    id_, user_a, user_b, ts, superlike, closed_ts, closed_by = row
+    return MatchRecord(id_, (user_a, user_b), ts, bool(superlike), closed_ts, closed_by)
+
+
+def _match_rows(conn: sqlite3.Connection, match_id: str) -> list[Row]:
+    return _rows(conn, f"SELECT {_MATCH} FROM matches WHERE id = ?", (match_id,))
+
+
+def encode_page_cursor(last: MatchRecord) -> str:
+    """The opaque cursor after `last`: its (ts, id), the keyset of `matches_by_user`."""
+    return base64.urlsafe_b64encode(f"{last.ts}:{last.id}".encode()).decode()
+
+
+def decode_page_cursor(cursor: str) -> tuple[int, str]:
+    try:
+        ts, match_id = base64.urlsafe_b64decode(cursor.encode()).decode().split(":", 1)
+        return int(ts), match_id
+    except (binascii.Error, UnicodeError, ValueError) as exc:
+        raise ValueError("malformed page cursor") from exc
+
+
+_ADVANCE_CONVERSATIONS = (  # both members' rows, the members read from the match row
+    "INSERT INTO conversations_by_user"
+    " (user, match_id, peer, match_ts, last_id, last_from, last_ts)"
+    " SELECT user_a, id, user_b, ts, :id, :sender, :ts FROM matches WHERE id = :match_id"
+    " UNION ALL"
+    " SELECT user_b, id, user_a, ts, :id, :sender, :ts FROM matches WHERE id = :match_id"
+    " ON CONFLICT (user, match_id) DO UPDATE SET last_id = excluded.last_id,"
+    " last_from = excluded.last_from, last_ts = excluded.last_ts"
+    " WHERE excluded.last_id > conversations_by_user.last_id")
+
+
+def _save_message(conn: sqlite3.Connection, m: Message) -> tuple[Message, bool]:
+    """Claim the idempotency key first: the common case (a new message) then costs three
+    statements; without a match row the message is stored alone."""
+    if not _changed(conn, "INSERT INTO message_client_ids (match_id, sender, client_id, id)"
+                    " VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                    (m.match_id, m.sender, m.client_id, m.id)):
+        rows = _rows(conn, f"SELECT {', '.join('m.' + c for c in _MSG.split(', '))}"
+                     " FROM message_client_ids k JOIN messages m"
+                     " ON m.match_id = k.match_id AND m.id = k.id"
+                     " WHERE k.match_id = ? AND k.sender = ? AND k.client_id = ?",
+                     (m.match_id, m.sender, m.client_id))
+        return _message(rows[0]), False
+    media = None if m.media is None else json.dumps(m.media, separators=(",", ":"))
+    conn.execute(f"INSERT INTO messages (bucket, {_MSG}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                 (bucket_of(m.id), m.match_id, m.id, m.sender, m.client_id, m.ts, m.body,
+                  media))
+    conn.execute(_ADVANCE_CONVERSATIONS,
+                 {"match_id": m.match_id, "id": m.id, "sender": m.sender, "ts": m.ts})
+    return m, True
+
+
+def _record_swipe(conn: sqlite3.Connection, swiper: str, target: str, action: SwipeAction,
+                  ts: int) -> None:
+    if not _changed(conn, "INSERT INTO swipes_by_swiper (swiper, target, action, ts)"
+                    " VALUES (?, ?, ?, ?) ON CONFLICT (swiper, target) DO UPDATE SET"
+                    " action = excluded.action, ts = excluded.ts"
+                    " WHERE excluded.ts >= swipes_by_swiper.ts", (swiper, target, action, ts)):
+        return  # an older swipe arrived late: the standing one keeps its like or not
+    if action == "pass":
+        conn.execute("DELETE FROM likes_received WHERE target = ? AND swiper = ?",
+                     (target, swiper))
+    else:
+        conn.execute("INSERT INTO likes_received (target, swiper, action, ts)"
+                     " VALUES (?, ?, ?, ?) ON CONFLICT (target, swiper) DO UPDATE SET"
+                     " action = excluded.action, ts = excluded.ts", (target, swiper, action, ts))
+
+
+def _create_match(conn: sqlite3.Connection, match: MatchRecord) -> tuple[MatchRecord, bool]:
+    created = _changed(conn, f"INSERT INTO matches ({_MATCH}) VALUES (?, ?, ?, ?, ?, ?, ?)"
+                       " ON CONFLICT (id) DO NOTHING",
+                       (match.id, *match.users, match.ts, int(match.superlike),
+                        match.closed_ts, match.closed_by))
+    stored = _match(_match_rows(conn, match.id)[0])
+    user_a, user_b = stored.users
+    for user, peer in ((user_a, user_b), (user_b, user_a)):  # harmless when already there
+        conn.execute("INSERT INTO matches_by_user (user, match_id, ts) VALUES (?, ?, ?)"
+                     " ON CONFLICT DO NOTHING", (user, stored.id, stored.ts))
+        conn.execute("INSERT INTO conversations_by_user (user, match_id, peer, match_ts)"
+                     " VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                     (user, stored.id, peer, stored.ts))
+    return stored, created
+
+
+def _close_match(conn: sqlite3.Connection, match_id: str, by_user: str,
+                 ts: int) -> MatchRecord | None:
+    conn.execute("UPDATE matches SET closed_ts = ?, closed_by = ?"
+                 " WHERE id = ? AND closed_ts IS NULL", (ts, by_user, match_id))
+    rows = _match_rows(conn, match_id)
+    return _match(rows[0]) if rows else None
+
+
+def _put_device(conn: sqlite3.Connection, d: Device) -> None:
+    for (owner,) in _rows(conn, "SELECT user FROM device_owner WHERE token = ?", (d.token,)):
+        if owner != d.user:  # the token moved to another account on the same phone
+            conn.execute("DELETE FROM devices_by_user WHERE user = ? AND token = ?",
+                         (owner, d.token))
+    conn.execute("INSERT INTO device_owner (token, user) VALUES (?, ?)"
+                 " ON CONFLICT (token) DO UPDATE SET user = excluded.user", (d.token, d.user))
+    conn.execute("INSERT INTO devices_by_user (user, token, platform, app, locale, updated_ts)"
+                 " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (user, token) DO UPDATE SET"
+                 " platform = excluded.platform, app = excluded.app,"
+                 " locale = excluded.locale, updated_ts = excluded.updated_ts",
+                 (d.user, d.token, d.platform, d.app, d.locale, d.updated_ts))
+
+
+def _delete_device(conn: sqlite3.Connection, user: str, token: str) -> bool:
+    existed = _changed(conn, "DELETE FROM devices_by_user WHERE user = ? AND token = ?",
+                       (user, token))
+    conn.execute("DELETE FROM device_owner WHERE token = ? AND user = ?", (token, user))
+    return existed
+
+
+def _settings(conn: sqlite3.Connection, user: str) -> Settings:
+    rows = _rows(conn, "SELECT show_online, read_receipts, push_previews FROM settings"
+                 " WHERE user = ?", (user,))
+    return Settings(*(bool(v) for v in rows[0])) if rows else Settings()
+
+
+def _put_settings(conn: sqlite3.Connection, user: str, changes: dict[str, bool]) -> Settings:
+    merged = Settings(**{**_settings(conn, user).as_dict(), **changes})
+    conn.execute("INSERT INTO settings (user, show_online, read_receipts, push_previews)"
+                 " VALUES (?, ?, ?, ?) ON CONFLICT (user) DO UPDATE SET"
+                 " show_online = excluded.show_online, read_receipts = excluded.read_receipts,"
+                 " push_previews = excluded.push_previews",
+                 (user, int(merged.show_online), int(merged.read_receipts),
+                  int(merged.push_previews)))
+    return merged

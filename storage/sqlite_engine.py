@@ -1,0 +1,271 @@
+"""How SQLite is driven without blocking the event loop: one writer thread, a few readers.
+
+SQLite allows one writer at a time and every commit costs an fsync, so all writes go to one
+thread that owns the only writing connection and commits whatever is queued in one
+transaction (group commit: one fsync acknowledges many writes). Reads run on a small pool
+whose threads each own a connection; in WAL mode they never wait for the writer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import queue
+import sqlite3
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+from storage.base import StoreUnavailable
+
+T = TypeVar("T")
+Op = Callable[[sqlite3.Connection], Any]
+_Item = tuple[Op, "asyncio.Future[Any]"]
+
+SYNCHRONOUS_MODES = frozenset({"OFF", "NORMAL", "FULL", "EXTRA"})
+BUSY_TIMEOUT_MS = 5_000
+READER_THREADS = 2
+
+
+class SqliteEngine:
+    """Runs callables against one SQLite file: writes in order and in groups, reads aside.
+
+    A write is acknowledged (its future resolved) only after the COMMIT of its group
+    returned, so with `synchronous="FULL"` only once the WAL is on disk. Writes run in the
+    order `write` was called. Each runs inside its own SAVEPOINT: one that raises rolls back
+    alone and fails alone, the rest of its group still commits.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, synchronous: str = "FULL",
+                 max_batch: int = 256,
+                 setup: Callable[[sqlite3.Connection], None] | None = None) -> None:
+        mode = synchronous.upper()
+        if mode not in SYNCHRONOUS_MODES:
+            raise ValueError(f"synchronous must be one of {sorted(SYNCHRONOUS_MODES)}")
+        if max_batch < 1:
+            raise ValueError("max_batch must be at least 1")
+        self.path = os.fspath(path)
+        self.synchronous = mode
+        self.max_batch = max_batch  # the most writes committed in one transaction
+        self.batches = 0  # committed transactions; `ops / batches` is the mean group size
+        self.ops = 0
+        self._setup = setup
+        self._queue: queue.SimpleQueue[_Item | None] = queue.SimpleQueue()
+        self._writer: threading.Thread | None = None
+        self._readers: ThreadPoolExecutor | None = None
+        self._local = threading.local()
+        self._reader_conns: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+        self._started = False
+        self._closed = False
+
+    async def start(self) -> None:
+        """Open the writer connection (WAL) and run `setup` on it, e.g. to create tables."""
+        if self._started or self._closed:
+            raise RuntimeError("an engine is started once")
+        ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._writer = threading.Thread(target=self._write_loop, args=(ready,),
+                                        name="sqlite-writer", daemon=True)
+        self._writer.start()
+        try:
+            await ready
+        except BaseException:
+            self._closed = True
+            raise
+        self._readers = ThreadPoolExecutor(READER_THREADS, thread_name_prefix="sqlite-reader")
+        self._started = True
+
+    async def close(self) -> None:
+        """Commit every write already queued, then stop the threads and close connections."""
+        if self._closed:
+            return
+        self._closed = True  # from here no write can be enqueued behind the stop marker
+        if self._writer is not None:
+            self._queue.put(None)
+            await asyncio.to_thread(self._writer.join)
+        if self._readers is not None:
+            await asyncio.to_thread(self._readers.shutdown, True)
+        with self._lock:
+            conns, self._reader_conns = self._reader_conns, []
+        for conn in conns:
+            conn.close()
+
+    def write(self, op: Callable[[sqlite3.Connection], T]) -> asyncio.Future[T]:
+        """Enqueue `op` for the writer now, not at the caller's first await: two writes
+        called in order are committed in order. Await the returned future for the result."""
+        self._check_open()
+        fut: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        self._queue.put((op, fut))
+        return fut
+
+    async def read(self, op: Callable[[sqlite3.Connection], T]) -> T:
+        """Run `op` on a reader connection; it sees every write acknowledged before."""
+        self._check_open()
+        assert self._readers is not None
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._readers, self._run_read, op)
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StoreUnavailable("the store is closed")
+        if not self._started:
+            raise StoreUnavailable("the store is not started")
+        if self._writer is None or not self._writer.is_alive():
+            raise StoreUnavailable("the sqlite writer thread has stopped")
+
+    def _run_read(self, op: Callable[[sqlite3.Connection], T]) -> T:
+        try:
+            conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+            if conn is None:
+                conn = connect(self.path, self.synchronous, reader=True)
+                self._local.conn = conn
+                with self._lock:
+                    self._reader_conns.append(conn)
+            return op(conn)
+        except Exception as exc:
+            mapped = as_unavailable(exc)
+            if mapped is exc:
+                raise
+            raise mapped from exc
+
+    def _write_loop(self, ready: asyncio.Future[None]) -> None:
+        try:
+            conn = connect(self.path, self.synchronous, reader=False)
+        except Exception as exc:
+            _settle(ready, None, as_unavailable(exc, always=True))
+            return
+        try:
+            try:
+                if self._setup is not None:
+                    self._setup(conn)
+            except Exception as exc:
+                _settle(ready, None, as_unavailable(exc, always=True))
+                return
+            _settle(ready, None, None)
+            self._serve(conn)
+        finally:
+            conn.close()
+            self._fail_leftovers()
+
+    def _serve(self, conn: sqlite3.Connection) -> None:
+        """Group commit: wait for one write, take what else is queued, commit them as one."""
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            batch, stop = [item], False
+            while len(batch) < self.max_batch:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is None:
+                    stop = True
+                    break
+                batch.append(item)
+            self._commit(conn, batch)
+            if stop:
+                return
+
+    def _commit(self, conn: sqlite3.Connection, batch: list[_Item]) -> None:
+        """Run each op in its own savepoint inside one transaction, then settle the futures.
+
+        A failing op rolls back to its savepoint and fails alone; a failing BEGIN or COMMIT
+        (or an error after which SQLite rolled the whole transaction back) fails them all.
+        """
+        outcomes: list[tuple[Any, BaseException | None]] = []
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            for op, _ in batch:
+                conn.execute("SAVEPOINT op")
+                try:
+                    value = op(conn)
+                except Exception as exc:
+                    if not conn.in_transaction:
+                        raise
+                    conn.execute("ROLLBACK TO op")
+                    conn.execute("RELEASE op")
+                    outcomes.append((None, as_unavailable(exc)))
+                else:
+                    conn.execute("RELEASE op")
+                    outcomes.append((value, None))
+            conn.execute("COMMIT")
+        except Exception as exc:
+            if conn.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
+            outcomes = [(None, as_unavailable(exc, always=True)) for _ in batch]
+        else:
+            self.batches += 1
+            self.ops += len(batch)
+        _settle_all([(fut, value, error)
+                     for (_, fut), (value, error) in zip(batch, outcomes, strict=True)])
+
+    def _fail_leftovers(self) -> None:
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                return
+            if item is not None:
+                _settle(item[1], None, StoreUnavailable("the store is closed"))
+
+
+def connect(path: str, synchronous: str, *, reader: bool) -> sqlite3.Connection:
+    """A connection in autocommit mode: transactions are begun explicitly by the writer."""
+    conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None,
+                           check_same_thread=False)
+    try:
+        if reader:
+            conn.execute("PRAGMA query_only = ON")
+        else:
+            (mode,), = conn.execute("PRAGMA journal_mode = WAL").fetchall()
+            if str(mode).lower() != "wal":
+                raise sqlite3.OperationalError(f"cannot use WAL, journal_mode is {mode}")
+            conn.execute(f"PRAGMA synchronous = {synchronous}")
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def as_unavailable(exc: BaseException, *, always: bool = False) -> BaseException:
+    """What the caller sees: an outage as `StoreUnavailable`; a bug (including an integrity
+    error, which retrying cannot fix) as itself, unless `always`."""
+    if isinstance(exc, StoreUnavailable):
+        return exc
+    outage = isinstance(exc, sqlite3.DatabaseError) and not isinstance(
+        exc, sqlite3.IntegrityError)
+    if not (outage or always):
+        return exc
+    mapped = StoreUnavailable(f"sqlite: {exc}")
+    mapped.__cause__ = exc
+    return mapped
+
+
+def _settle(fut: asyncio.Future[Any], value: Any, error: BaseException | None) -> None:
+    _settle_all([(fut, value, error)])
+
+
+def _settle_all(outcomes: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) -> None:
+    """Resolve futures on their own loops (asyncio futures are not thread-safe), waking each
+    loop once per group rather than once per write."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], Any,
+                                                         BaseException | None]]] = {}
+    for outcome in outcomes:
+        by_loop.setdefault(outcome[0].get_loop(), []).append(outcome)
+    for loop, settled in by_loop.items():
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is waiting
+            loop.call_soon_threadsafe(_apply, settled)
+
+
+def _apply(outcomes: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) -> None:
+    for fut, value, error in outcomes:
+        if fut.done():  # the caller was cancelled; the write stands regardless
+            continue
+        if error is None:
+            fut.set_result(value)
+        else:
+            fut.set_exception(error)

@@ -1,0 +1,135 @@
+"""The SQLite schema: the Cassandra tables, one for one, plus the indexes SQLite needs.
+
+Table and column names match the Cassandra layout so a reader of either schema knows the
+other. `schema_version` holds one row; a later migration reads it and upgrades in place.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+
+SCHEMA_VERSION = 1
+
+TABLES = """
+CREATE TABLE IF NOT EXISTS schema_version (
+    version INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS messages (
+    match_id  TEXT    NOT NULL,
+    bucket    INTEGER NOT NULL,
+    id        INTEGER NOT NULL,
+    sender    TEXT    NOT NULL,
+    client_id TEXT    NOT NULL,
+    ts        INTEGER NOT NULL,
+    body      TEXT,
+    media     TEXT,               -- JSON, the wire form of protocol.frames.Media
+    PRIMARY KEY (match_id, bucket, id)
+);
+CREATE INDEX IF NOT EXISTS messages_by_match_id ON messages (match_id, id);
+CREATE TABLE IF NOT EXISTS message_client_ids (
+    match_id  TEXT    NOT NULL,
+    sender    TEXT    NOT NULL,
+    client_id TEXT    NOT NULL,
+    id        INTEGER NOT NULL,
+    PRIMARY KEY (match_id, sender, client_id)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS conversations_by_user (
+    user      TEXT    NOT NULL,
+    match_id  TEXT    NOT NULL,
+    peer      TEXT    NOT NULL,
+    match_ts  INTEGER NOT NULL,
+    last_id   INTEGER NOT NULL DEFAULT 0,
+    last_from TEXT,
+    last_ts   INTEGER,
+    PRIMARY KEY (user, match_id)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS read_cursors (
+    match_id     TEXT    NOT NULL,
+    user         TEXT    NOT NULL,
+    read_id      INTEGER NOT NULL DEFAULT 0,
+    delivered_id INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (match_id, user)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS swipes_by_swiper (
+    swiper TEXT    NOT NULL,
+    target TEXT    NOT NULL,
+    action TEXT    NOT NULL,
+    ts     INTEGER NOT NULL,
+    PRIMARY KEY (swiper, target)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS likes_received (
+    target TEXT    NOT NULL,
+    swiper TEXT    NOT NULL,
+    action TEXT    NOT NULL,
+    ts     INTEGER NOT NULL,
+    PRIMARY KEY (target, swiper)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS matches (
+    id        TEXT    NOT NULL PRIMARY KEY,
+    user_a    TEXT    NOT NULL,
+    user_b    TEXT    NOT NULL,
+    ts        INTEGER NOT NULL,
+    superlike INTEGER NOT NULL DEFAULT 0,
+    closed_ts INTEGER,
+    closed_by TEXT
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS matches_by_user (
+    user     TEXT    NOT NULL,
+    match_id TEXT    NOT NULL,
+    ts       INTEGER NOT NULL,
+    PRIMARY KEY (user, match_id)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS matches_by_user_newest ON matches_by_user (user, ts, match_id);
+CREATE TABLE IF NOT EXISTS blocks (
+    user   TEXT    NOT NULL,
+    target TEXT    NOT NULL,
+    ts     INTEGER NOT NULL,
+    PRIMARY KEY (user, target)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS devices_by_user (
+    user       TEXT    NOT NULL,
+    token      TEXT    NOT NULL,
+    platform   TEXT    NOT NULL,
+    app        TEXT,
+    locale     TEXT,
+    updated_ts INTEGER NOT NULL,
+    PRIMARY KEY (user, token)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS device_owner (
+    token TEXT NOT NULL PRIMARY KEY,
+    user  TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS settings (
+    user           TEXT    NOT NULL PRIMARY KEY,
+    show_online    INTEGER NOT NULL,
+    read_receipts  INTEGER NOT NULL,
+    push_previews  INTEGER NOT NULL
+) WITHOUT ROWID;
+"""
+
+
+class SchemaTooNew(Exception):
+    """The file was written by a newer version of the code; refuse rather than corrupt it."""
+
+
+def create_or_check(conn: sqlite3.Connection) -> None:
+    """Create every table and index that is missing and record or check the version.
+
+    Runs in one transaction on a connection in autocommit mode (isolation_level=None), so a
+    crash half-way leaves no half-made schema behind.
+    """
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        for statement in TABLES.split(";"):
+            if statement.strip():
+                conn.execute(statement)
+        rows = conn.execute("SELECT version FROM schema_version").fetchall()
+        if not rows:
+            conn.execute("INSERT INTO schema_version (version) VALUES (?)", (SCHEMA_VERSION,))
+        elif max(r[0] for r in rows) > SCHEMA_VERSION:
+            raise SchemaTooNew(f"schema version {max(r[0] for r in rows)} is newer than "
+                               f"this code's {SCHEMA_VERSION}")
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise

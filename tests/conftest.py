@@ -1,0 +1,128 @@
+"""Shared fixtures: a real node on free ports over real sockets, and clients for it.
+
+`rdv` is a `Harness` around one started node (SQLite in tmp_path); `node_factory` starts
+nodes with config overrides (short timeouts, small queues) for tests that need them.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from client import RendezvousClient, RendezvousHttp, mint_token
+from server.config import Config, JwtKey
+from server.node import Node
+
+SECRET = "rendezvous-test-secret-0123456789abcdef"
+_node_numbers = itertools.count()
+
+NodeFactory = Callable[..., Awaitable[Node]]
+
+
+def test_config(data_dir: Path, **overrides: Any) -> Config:
+    base: dict[str, Any] = {"ws_port": 0, "http_port": 0, "data_dir": data_dir,
+                            "jwt_keys": (JwtKey("HS256", SECRET),),
+                            "sqlite_synchronous": "NORMAL"}
+    base.update(overrides)
+    return Config(**base)
+
+
+@pytest.fixture
+async def node_factory(tmp_path: Path) -> AsyncIterator[NodeFactory]:
+    nodes: list[Node] = []
+
+    async def make(**overrides: Any) -> Node:
+        data_dir = overrides.pop("data_dir", tmp_path / f"node{next(_node_numbers)}")
+        node = Node(test_config(data_dir, **overrides))
+        await node.start()
+        nodes.append(node)
+        return node
+
+    yield make
+    for node in nodes:
+        if node.started:
+            await node.stop()
+
+
+class Harness:
+    """One node plus helpers to mint tokens, open clients and make matches."""
+
+    def __init__(self, node: Node) -> None:
+        self.node = node
+        self.clients: list[RendezvousClient] = []
+        self.https: list[RendezvousHttp] = []
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.node.ws_port}/v1/ws"
+
+    @property
+    def http_url(self) -> str:
+        return f"http://127.0.0.1:{self.node.http_port}"
+
+    def token(self, user: str, ttl_s: int = 3600, **claims: Any) -> str:
+        return mint_token(SECRET, user, ttl_s, **claims)
+
+    async def connect(self, user: str, **options: Any) -> RendezvousClient:
+        token = options.pop("token", None) or self.token(user)
+        client = await RendezvousClient.connect(self.ws_url, token, **options)
+        self.clients.append(client)
+        return client
+
+    def http(self, user: str | None, token: str | None = None) -> RendezvousHttp:
+        if token is None and user is not None:
+            token = self.token(user)
+        api = RendezvousHttp(self.http_url, token)
+        self.https.append(api)
+        return api
+
+    async def pair(self, a: str, b: str) -> str:
+        """Make `a` and `b` like each other; the id of their match."""
+        await self.http(a).swipe(b, "like")
+        result = await self.http(b).swipe(a, "like")
+        assert result["match"] is not None, result
+        match_id: str = result["match"]["id"]
+        return match_id
+
+    async def close(self) -> None:
+        for client in self.clients:
+            await client.close()
+        for api in self.https:
+            await api.client.aclose()
+
+
+@pytest.fixture
+async def node(node_factory: NodeFactory) -> Node:
+    return await node_factory()
+
+
+@pytest.fixture
+async def rdv(node: Node) -> AsyncIterator[Harness]:
+    harness = Harness(node)
+    yield harness
+    await harness.close()
+
+
+@pytest.fixture
+async def harness_for() -> AsyncIterator[Callable[[Node], Harness]]:
+    """Wrap another node (from `node_factory`) in a Harness closed at teardown."""
+    made: list[Harness] = []
+
+    def wrap(node: Node) -> Harness:
+        made.append(Harness(node))
+        return made[-1]
+
+    yield wrap
+    for harness in made:
+        await harness.close()
+
+
+@pytest.fixture(params=["rdv.v1.msgpack", "rdv.v1.json"])
+def subprotocol(request: pytest.FixtureRequest) -> str:
+    """Run a test once per subprotocol."""
+    value: str = request.param
+    return value

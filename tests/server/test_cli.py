@@ -1,0 +1,171 @@
+"""`rendezvous serve` and `rendezvous token` as a user runs them: a real process."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import jwt
+import pytest
+
+from client import RendezvousClient, RendezvousHttp
+
+CLI = [sys.executable, "-m", "server.cli"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def env_without_secret() -> dict[str, str]:
+    env = dict(os.environ)
+    env.pop("RENDEZVOUS_JWT_SECRET", None)
+    return env
+
+
+class NodeProcess:
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = data_dir
+        self.ws_port = free_port()
+        self.http_port = free_port()
+        self.proc: asyncio.subprocess.Process | None = None
+        self.banner: list[str] = []
+
+    async def start(self) -> None:
+        self.proc = await asyncio.create_subprocess_exec(
+            *CLI, "serve", "--data-dir", str(self.data_dir), "--ws-port", str(self.ws_port),
+            "--http-port", str(self.http_port), "--log-level", "WARNING",
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+            env=env_without_secret())
+        assert self.proc.stdout is not None
+        async with asyncio.timeout(20):
+            while True:
+                line = (await self.proc.stdout.readline()).decode()
+                if not line:
+                    err = await self.proc.stderr.read() if self.proc.stderr else b""
+                    raise AssertionError(f"node exited: {err.decode()}")
+                self.banner.append(line)
+                if line.startswith("  Stop"):
+                    return
+
+    def token(self, user: str) -> str:
+        out = subprocess.run([*CLI, "token", user, "--data-dir", str(self.data_dir)],
+                             capture_output=True, text=True, check=True,
+                             env=env_without_secret())
+        return out.stdout.strip()
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.ws_port}/v1/ws"
+
+    @property
+    def http_url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    async def stop(self, sig: int = signal.SIGTERM) -> int:
+        assert self.proc is not None
+        if self.proc.returncode is None:
+            self.proc.send_signal(sig)
+        async with asyncio.timeout(20):
+            return await self.proc.wait()
+
+
+@pytest.fixture
+async def node_process(tmp_path: Path) -> AsyncIterator[NodeProcess]:
+    node = NodeProcess(tmp_path / "data")
+    await node.start()
+    yield node
+    await node.stop(signal.SIGKILL)
+
+
+async def make_match(node: NodeProcess, a: str, b: str) -> str:
+    async with RendezvousHttp(node.http_url, node.token(a)) as api_a, \
+            RendezvousHttp(node.http_url, node.token(b)) as api_b:
+        await api_a.swipe(b)
+        result = await api_b.swipe(a)
+    match_id: str = result["match"]["id"]
+    return match_id
+
+
+def test_help() -> None:
+    out = subprocess.run([*CLI, "serve", "--help"], capture_output=True, text=True, check=True)
+    for flag in ("--ws-port", "--http-port", "--data-dir", "--host", "--jwt-key"):
+        assert flag in out.stdout
+    top = subprocess.run([*CLI, "--help"], capture_output=True, text=True, check=True)
+    assert "serve" in top.stdout and "token" in top.stdout
+
+
+def test_token_uses_the_data_dir_secret_or_the_environment(tmp_path: Path) -> None:
+    data_dir = tmp_path / "d"
+    out = subprocess.run([*CLI, "token", "alice", "--ttl", "60", "--data-dir", str(data_dir)],
+                         capture_output=True, text=True, check=True, env=env_without_secret())
+    secret = (data_dir / "jwt-secret").read_text().strip()
+    claims = jwt.decode(out.stdout.strip(), secret, algorithms=["HS256"])
+    assert claims["sub"] == "alice" and claims["exp"] - claims["iat"] == 60
+    assert oct((data_dir / "jwt-secret").stat().st_mode & 0o777) == "0o600"
+    env = {**env_without_secret(), "RENDEZVOUS_JWT_SECRET": "from-the-environment-0123456789abcdef"}
+    out = subprocess.run([*CLI, "token", "bob", "--data-dir", str(data_dir)],
+                         capture_output=True, text=True, check=True, env=env)
+    claims = jwt.decode(out.stdout.strip(), "from-the-environment-0123456789abcdef",
+                        algorithms=["HS256"])
+    assert claims["sub"] == "bob"
+
+
+def test_bad_setting_is_named(tmp_path: Path) -> None:
+    out = subprocess.run([*CLI, "serve", "--node-id", "5000", "--data-dir", str(tmp_path)],
+                         capture_output=True, text=True, env=env_without_secret())
+    assert out.returncode == 2 and "node_id" in out.stderr
+
+
+async def test_busy_port_is_a_clear_error(tmp_path: Path) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        out = subprocess.run([*CLI, "serve", "--ws-port", str(port), "--http-port",
+                              str(free_port()), "--data-dir", str(tmp_path)],
+                             capture_output=True, text=True, env=env_without_secret(),
+                             timeout=30)
+    assert out.returncode == 1 and "address already in use" in out.stderr.lower()
+
+
+async def test_serve_banner_chat_and_graceful_stop(node_process: NodeProcess) -> None:
+    banner = "".join(node_process.banner)
+    assert f"ws://127.0.0.1:{node_process.ws_port}/v1/ws" in banner
+    assert "rendezvous token USER" in banner
+    m = await make_match(node_process, "alice", "bob")
+    alice = await RendezvousClient.connect(node_process.ws_url, node_process.token("alice"))
+    bob = await RendezvousClient.connect(node_process.ws_url, node_process.token("bob"))
+    ack = await alice.send(m, "over a real process")
+    assert (await bob.next_event("msg"))["id"] == ack["id"]
+    assert await node_process.stop(signal.SIGTERM) == 0
+    assert await alice.wait_closed() == 1012  # restart: reconnect with jitter
+    assert await bob.wait_closed() == 1012
+
+
+async def test_acked_messages_survive_kill_9(node_process: NodeProcess) -> None:
+    m = await make_match(node_process, "alice", "bob")
+    alice = await RendezvousClient.connect(node_process.ws_url, node_process.token("alice"))
+    acks = await asyncio.gather(*(alice.send(m, f"n{i}") for i in range(30)))
+    await node_process.stop(signal.SIGKILL)
+    await alice.close()
+    await node_process.start()
+    async with await RendezvousClient.connect(node_process.ws_url,
+                                              node_process.token("bob")) as bob:
+        page = await bob.history(m, limit=100)
+    assert {x["id"] for x in page["msgs"]} == {a["id"] for a in acks}
+
+
+def test_short_secret_is_refused(tmp_path: Path) -> None:
+    env = {**env_without_secret(), "RENDEZVOUS_JWT_SECRET": "short"}
+    out = subprocess.run([*CLI, "serve", "--data-dir", str(tmp_path)], capture_output=True,
+                         text=True, env=env, timeout=30)
+    assert out.returncode == 2 and "RENDEZVOUS_JWT_SECRET" in out.stderr

@@ -1,0 +1,53 @@
+"""Fixtures that run every storage test against every `Store` backend.
+
+To add a backend, add its name to `BACKENDS` and a branch to `_new_store`; every contract
+test then runs against it unchanged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+import pytest
+
+from storage.base import Store
+from storage.sqlite import SqliteStore
+
+BACKENDS = ["sqlite"]
+
+OpenStore = Callable[[], Awaitable[Store]]
+
+
+def _new_store(backend: str, tmp_path: Path) -> Store:
+    """A new, unstarted store over this test's data: the same data on every call."""
+    if backend == "sqlite":
+        return SqliteStore(tmp_path / "rendezvous.db")
+    raise AssertionError(f"unknown backend {backend!r}")
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+async def open_store(backend: str, tmp_path: Path) -> AsyncIterator[OpenStore]:
+    """Opens a started store over this test's data; each call a new instance (as after a
+    restart), every one closed at teardown."""
+    opened: list[Store] = []
+
+    async def open_() -> Store:
+        store = _new_store(backend, tmp_path)
+        await store.start()
+        opened.append(store)
+        return store
+
+    yield open_
+    for store in opened:
+        await store.close()
+
+
+@pytest.fixture
+async def store(open_store: OpenStore) -> Store:
+    return await open_store()

@@ -1,0 +1,234 @@
+"""What only `SqliteStore` promises: group commit, per-write savepoints, reads beside writes,
+the on-disk layout (WAL, schema version, buckets) and durability across a hard exit."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import threading
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import storage.sqlite
+from protocol.ids import compose, ms_of
+from storage.base import MatchRecord, Message, StoreUnavailable, match_id_for
+from storage.buckets import bucket_of
+from storage.sqlite import SqliteStore
+
+T0 = 1_700_000_000_000
+MATCH = match_id_for("ann", "bob")
+REPO = Path(__file__).resolve().parents[2]
+
+
+def msg(i: int, client_id: str | None = None, ms: int = T0) -> Message:
+    id_ = compose(ms, 1, i)
+    return Message(MATCH, id_, "ann", client_id or f"c{i}", ms_of(id_), f"body {i}")
+
+
+@pytest.fixture
+async def db(tmp_path: Path) -> AsyncIterator[SqliteStore]:
+    store = SqliteStore(tmp_path / "r.db")
+    await store.start()
+    await store.create_match(MatchRecord(MATCH, ("ann", "bob"), T0))
+    yield store
+    await store.close()
+
+
+class Gate:
+    """A write that holds the writer thread until opened, so what follows queues up."""
+
+    def __init__(self, store: SqliteStore) -> None:
+        self.entered, self.opened = threading.Event(), threading.Event()
+        self.done = store.engine.write(self._hold)
+
+    def _hold(self, conn: sqlite3.Connection) -> None:
+        self.entered.set()
+        self.opened.wait(10)
+
+    async def __aenter__(self) -> Gate:
+        await asyncio.to_thread(self.entered.wait, 10)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.opened.set()
+        await self.done
+
+
+def raising_for(client_id: str, error: Exception) -> Callable[..., Any]:
+    """`_save_message` that does its writes, then fails for one client id."""
+    real = storage.sqlite._save_message
+
+    def save(conn: sqlite3.Connection, m: Message) -> Any:
+        result = real(conn, m)
+        if m.client_id == client_id:
+            raise error
+        return result
+    return save
+
+
+async def test_a_failing_write_fails_alone_and_leaves_no_trace(
+        db: SqliteStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(storage.sqlite, "_save_message", raising_for("bad", RuntimeError("x")))
+    good1, bad, good2 = msg(1), msg(2, "bad"), msg(3)
+    async with Gate(db):
+        batches = db.engine.batches
+        tasks = [asyncio.ensure_future(db.save_message(m)) for m in (good1, bad, good2)]
+        await asyncio.sleep(0)  # every save is now queued behind the gate
+    results = await asyncio.gather(*tasks, return_exceptions=True)
+    assert db.engine.batches == batches + 2  # the gate's transaction, then all three in one
+    assert results[0] == (good1, True) and results[2] == (good2, True)
+    assert isinstance(results[1], RuntimeError)
+    assert (await db.history(MATCH, None, 10))[0] == [good2, good1]
+    monkeypatch.undo()
+    assert await db.save_message(bad) == (bad, True)  # its client id was rolled back too
+
+
+async def test_a_sqlite_error_in_a_write_is_store_unavailable(
+        db: SqliteStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    error = sqlite3.OperationalError("disk I/O error")
+    monkeypatch.setattr(storage.sqlite, "_save_message", raising_for("bad", error))
+    with pytest.raises(StoreUnavailable) as info:
+        await db.save_message(msg(1, "bad"))
+    assert info.value.__cause__ is error
+    assert (await db.save_message(msg(2)))[1]
+
+
+async def test_a_sqlite_error_in_a_read_is_store_unavailable(
+        db: SqliteStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(*args: object) -> None:
+        raise sqlite3.DatabaseError("database disk image is malformed")
+    monkeypatch.setattr(storage.sqlite, "_settings", broken)
+    with pytest.raises(StoreUnavailable):
+        await db.get_settings("ann")
+
+
+async def test_reads_do_not_wait_behind_writes(db: SqliteStore) -> None:
+    await db.save_message(msg(1))
+    async with Gate(db):
+        queued = asyncio.ensure_future(db.save_message(msg(2)))
+        page, _ = await asyncio.wait_for(db.history(MATCH, None, 10), 5)
+        assert [m.id for m in page] == [msg(1).id]
+        assert not queued.done()
+    assert await queued == (msg(2), True)
+
+
+async def test_queued_writes_commit_in_groups_of_max_batch(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "r.db", max_batch=100)
+    await store.start()
+    try:
+        async with Gate(store):
+            batches = store.engine.batches
+            tasks = [asyncio.ensure_future(store.save_message(msg(i))) for i in range(250)]
+            await asyncio.sleep(0)
+        assert all(created for _, created in await asyncio.gather(*tasks))
+        assert store.engine.batches == batches + 1 + 3  # the gate, then 100 + 100 + 50
+    finally:
+        await store.close()
+
+
+async def test_close_commits_writes_already_queued(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "r.db")
+    await store.start()
+    async with Gate(store):
+        tasks = [asyncio.ensure_future(store.save_message(msg(i))) for i in range(50)]
+        await asyncio.sleep(0)
+        closing = asyncio.ensure_future(store.close())
+        await asyncio.sleep(0.05)
+        assert not closing.done()
+    await closing
+    assert all(created for _, created in await asyncio.gather(*tasks))
+    reopened = SqliteStore(tmp_path / "r.db")
+    await reopened.start()
+    try:
+        assert len(await reopened.messages_after(MATCH, 0, 100)) == 50
+    finally:
+        await reopened.close()
+
+
+async def test_acked_write_survives_a_hard_exit(tmp_path: Path) -> None:
+    path = tmp_path / "r.db"
+    script = textwrap.dedent(f"""
+        import asyncio, os
+        from storage.base import Message
+        from storage.sqlite import SqliteStore
+
+        async def main():
+            store = SqliteStore({str(path)!r})
+            await store.start()
+            for i in range(20):
+                await store.save_message(Message("m1", 1000 + i, "ann", f"c{{i}}", 0, "x"))
+            print("acked", flush=True)
+            os._exit(0)  # no close(): the process dies with the store open
+
+        asyncio.run(main())
+    """)
+    done = await asyncio.to_thread(subprocess.run, [sys.executable, "-c", script], cwd=REPO,
+                                   capture_output=True, text=True, timeout=60)
+    assert done.stdout.strip() == "acked", done.stderr
+    store = SqliteStore(path)
+    await store.start()
+    try:
+        assert [m.id for m in await store.messages_after("m1", 0, 50)] == list(
+            range(1000, 1020))
+    finally:
+        await store.close()
+
+
+async def test_on_disk_layout(db: SqliteStore, tmp_path: Path) -> None:
+    ids = [compose(T0, 1, 0), compose(T0 + 3 * 86_400_000 * 10, 1, 0)]
+    for n, id_ in enumerate(ids):
+        await db.save_message(Message(MATCH, id_, "ann", f"c{n}", ms_of(id_), None,
+                                      {"kind": "image", "url": "u"}))
+    await db.record_swipe("ann", "bob", "like", T0)
+    await db.record_swipe("cat", "bob", "superlike", T0)
+    await db.record_swipe("dan", "bob", "like", T0)
+    await db.record_swipe("dan", "bob", "pass", T0 + 1)
+    conn = sqlite3.connect(tmp_path / "r.db")
+    try:
+        assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+        assert conn.execute("SELECT version FROM schema_version").fetchall() == [(1,)]
+        rows = conn.execute("SELECT bucket, id, media FROM messages ORDER BY id").fetchall()
+        assert rows == [(bucket_of(i), i, '{"kind":"image","url":"u"}') for i in ids]
+        assert rows[0][0] != rows[1][0]
+        likes = conn.execute("SELECT target, swiper, action FROM likes_received"
+                             " ORDER BY swiper").fetchall()
+        assert likes == [("bob", "ann", "like"), ("bob", "cat", "superlike")]
+    finally:
+        conn.close()
+
+
+async def test_refuses_a_newer_schema(tmp_path: Path) -> None:
+    conn = sqlite3.connect(tmp_path / "r.db")
+    conn.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+    conn.execute("INSERT INTO schema_version VALUES (2)")
+    conn.commit()
+    conn.close()
+    with pytest.raises(StoreUnavailable, match="newer"):
+        await SqliteStore(tmp_path / "r.db").start()
+
+
+async def test_an_unopenable_file_is_store_unavailable(tmp_path: Path) -> None:
+    with pytest.raises(StoreUnavailable):
+        await SqliteStore(tmp_path).start()  # a directory
+
+
+async def test_calls_before_start_raise_store_unavailable(tmp_path: Path) -> None:
+    with pytest.raises(StoreUnavailable):
+        await SqliteStore(tmp_path / "r.db").ping()
+
+
+async def test_bad_arguments_are_refused(db: SqliteStore, tmp_path: Path) -> None:
+    with pytest.raises(ValueError):
+        SqliteStore(tmp_path / "x.db", synchronous="SOMETIMES")
+    with pytest.raises(ValueError):
+        SqliteStore(tmp_path / "x.db", max_batch=0)
+    with pytest.raises(ValueError):
+        await db.matches_for_user("ann", 10, "not a cursor")
+    with pytest.raises(ValueError):
+        await db.put_settings("ann", {"dark_mode": True})

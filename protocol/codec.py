@@ -46,7 +46,8 @@ class MsgpackCodec(Codec):
     binary = True
 
     def encode(self, frame: Frame) -> bytes:
-        return msgpack.packb(frame, use_bin_type=True)
+        data: bytes = msgpack.packb(frame, use_bin_type=True)
+        return data
 
     def decode(self, data: bytes | str) -> Frame:
         if isinstance(data, str):

@@ -6,8 +6,9 @@ for presence, type and bounds here, so the server below it handles only well-for
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Final, Union
+from typing import Any, Final
 
 from protocol.errors import ErrorCode, ProtocolError
 from protocol.ids import MAX_ID
@@ -102,8 +103,8 @@ class Ping:
     r: int | None = None
 
 
-ClientFrame = Union[Auth, Send, Typing, Read, Delivered, History, Sync, PresenceQuery,
-                    Refresh, Ping]
+ClientFrame = (Auth | Send | Typing | Read | Delivered | History | Sync | PresenceQuery
+               | Refresh | Ping)
 
 
 def request_id(frame: dict[str, Any]) -> int | None:
@@ -290,7 +291,7 @@ def _ping(f: _Fields) -> Ping:
     return Ping(r=f.r)
 
 
-_PARSERS: Final = {
+_PARSERS: Final[dict[str, Callable[[_Fields], ClientFrame]]] = {
     "auth": _auth,
     "send": _send,
     "typing": _typing,

@@ -142,8 +142,8 @@ class PushDispatcher:
         for attempt in range(self.max_attempts):
             result = await pusher.send(device, notification)
             self.metrics.pushes.labels(pusher.provider, result.outcome.value).inc()
-            if result.outcome is not Outcome.RETRY:
-                break
+            if result.outcome is not Outcome.RETRY or attempt + 1 == self.max_attempts:
+                break  # no sleep after the last attempt: it would only hold the worker
             delay = result.retry_after_s or self.base_delay_s * (2 ** attempt)
             await asyncio.sleep(delay)
         if result.outcome is Outcome.DEAD_TOKEN:

@@ -54,9 +54,9 @@ class Authenticator:
             raise AuthError("malformed", "the token is not a JWT") from exc
         alg = header.get("alg")
         candidates = self._keys.get(alg) if isinstance(alg, str) else None
-        if not candidates:
+        if not candidates or not isinstance(alg, str):
             raise AuthError("algorithm", "the token's algorithm is not accepted")
-        options: dict[str, Any] = {"require": ["exp", "sub"],
+        options: Any = {"require": ["exp", "sub"],
                                    "verify_aud": self._audience is not None}
         last: jwt.PyJWTError | None = None
         for key in candidates:
@@ -77,7 +77,7 @@ class Authenticator:
         if not isinstance(sub, str) or not 0 < len(sub) <= self._max_user:
             raise AuthError("invalid", f"sub must be a string of 1..{self._max_user} chars")
         exp = claims["exp"]
-        if now is not None and exp <= now:
+        if now is not None and exp + self._leeway <= now:
             raise AuthError("expired", "the token has expired")
         return Claims(user=sub, exp=int(exp))
 

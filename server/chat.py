@@ -25,6 +25,7 @@ from server.metrics import Metrics
 from server.presence import Presence
 from server.ratelimit import RateLimiter
 from storage import MatchRecord, Message, Store, StoreUnavailable
+from storage.base import CursorKind
 
 Frame = dict[str, Any]
 RETRY_UNAVAILABLE_MS = 1000
@@ -135,7 +136,7 @@ class ChatService:
         return sf.history_reply(f.r, f.m, [message_entry(m) for m in messages], more)
 
     # -- typing ---------------------------------------------------------------------------
-    async def typing(self, session: Session, f: Typing) -> None:
+    async def typing(self, session: Session, f: Typing) -> Frame | None:
         """Forward typing transitions to the peer; an `on` not refreshed in time expires."""
         match = await self.open_match(session.user, f.m, f.r)
         key = (f.m, session.user)
@@ -151,6 +152,7 @@ class ChatService:
                 await self.broker.publish((peer,), sf.typing(f.m, session.user, True))
         elif timer is not None:
             await self.broker.publish((peer,), sf.typing(f.m, session.user, False))
+        return sf.ok(f.r) if f.r is not None else None
 
     def _typing_expired(self, key: tuple[str, str], peer: str) -> None:
         if self._typing.pop(key, None) is not None:
@@ -173,7 +175,7 @@ class ChatService:
     async def receipt(self, session: Session, f: Read | Delivered) -> Frame | None:
         """Advance the cursor; tell the peer (read receipts only if both allow them) and the
         user's other devices."""
-        kind = "read" if isinstance(f, Read) else "delivered"
+        kind: CursorKind = "read" if isinstance(f, Read) else "delivered"
         user = session.user
         match = await self.open_match(user, f.m, f.r)
         try:
@@ -213,10 +215,7 @@ class ChatService:
             merged = sorted((m for page in pages for m in page), key=lambda m: m.id)
             more = len(merged) > cap
             msgs = merged[:cap]
-            if more:
-                cursor = msgs[-1].id
-            else:
-                cursor = max([after, *(c.last_id for c in convs)])
+            cursor = msgs[-1].id if more else max([after, *(c.last_id for c in convs)])
             entries = await asyncio.gather(*(self._conv_entry(user, c) for c in changed))
         except StoreUnavailable:
             raise unavailable(f.r) from None

@@ -17,6 +17,7 @@ from pathlib import Path
 from server.auth import mint
 from server.config import SECRET_ENV, Config, ConfigError, JwtKey, hs256_secret
 
+_DEFAULTS = Config(jwt_keys=())
 DEFAULT_DATA_DIR = Path(os.environ.get("RENDEZVOUS_DATA_DIR", "rendezvous-data"))
 
 
@@ -53,6 +54,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--no-hs256", action="store_true",
                        help=f"accept only the public keys, not the HS256 secret (${SECRET_ENV} "
                        "or the data dir's dev secret)")
+    serve.add_argument("--sends-per-s", type=float, default=_DEFAULTS.sends_per_s,
+                       help="messages a user may send per second (token bucket rate)")
+    serve.add_argument("--send-burst", type=int, default=_DEFAULTS.send_burst,
+                       help="messages a user may send in a burst")
     serve.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR")
 
     token = commands.add_parser("token", help="print a token for USER signed with the HS256 "
@@ -72,7 +77,8 @@ def config_from_args(args: argparse.Namespace) -> tuple[Config, str]:
         keys.insert(0, JwtKey("HS256", secret))
     config = Config(host=args.host, ws_port=args.ws_port, http_port=args.http_port,
                     data_dir=args.data_dir, node_id=args.node_id, jwt_keys=tuple(keys),
-                    jwt_issuer=args.jwt_issuer, jwt_audience=args.jwt_audience)
+                    jwt_issuer=args.jwt_issuer, jwt_audience=args.jwt_audience,
+                    sends_per_s=args.sends_per_s, send_burst=args.send_burst)
     return config.validate(), origin
 
 

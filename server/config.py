@@ -84,6 +84,9 @@ class Config:
                      "max_http_body_bytes"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive")
+        if self.send_queue_frames <= self.inflight_per_connection:
+            raise ConfigError("send_queue_frames must exceed inflight_per_connection, or a "
+                              "client's own replies could fill its queue")
         return self
 
     @property

@@ -12,7 +12,7 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from http import HTTPStatus
 from typing import Any
 
@@ -20,6 +20,7 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
+from websockets.typing import Subprotocol
 
 from protocol import server_frames as sf
 from protocol.codec import SUBPROTOCOLS, Codec, codec_for
@@ -54,7 +55,8 @@ PATH = "/v1/ws"
 MAX_STRIKES = 50  # rate-limited frames in a row before a connection is closed with 4008
 
 
-def select_subprotocol(connection: ServerConnection, offered: list[str]) -> str | None:
+def select_subprotocol(connection: ServerConnection,
+                       offered: Sequence[Subprotocol]) -> Subprotocol | None:
     """The first offered subprotocol we speak; None (msgpack by default) if none."""
     for name in offered:
         if name in SUBPROTOCOLS:
@@ -98,7 +100,7 @@ class Gateway:
         kwargs: dict[str, Any] = {"sock": sock} if sock is not None else {
             "host": self.config.host, "port": self.config.ws_port}
         self.server = await serve(
-            self.handle, subprotocols=list(SUBPROTOCOLS),  # type: ignore[arg-type]
+            self.handle, subprotocols=[Subprotocol(p) for p in SUBPROTOCOLS],
             select_subprotocol=select_subprotocol, process_request=process_request,
             compression=None, max_size=self.limits.max_frame_bytes, max_queue=32,
             ping_interval=self.config.heartbeat_s, ping_timeout=self.config.heartbeat_s,
@@ -213,7 +215,10 @@ class Gateway:
         try:
             async for data in ws:
                 if session.closing:
-                    break
+                    # discard, but keep reading: breaking out would leave the transport
+                    # paused (max_queue) so the client's close frame is never read, and
+                    # _leave would cancel the writer in the middle of the close handshake
+                    continue
                 frame = self._decode(session, data)
                 if frame is None:
                     continue

@@ -7,6 +7,7 @@ strings in JSON, as on the JSON WebSocket subprotocol.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, Literal
@@ -27,6 +28,7 @@ from server.metrics import Metrics
 from server.ratelimit import RateLimiter
 from storage import Store, StoreUnavailable
 
+log = logging.getLogger("rendezvous.http")
 UserId = Annotated[str, Field(min_length=1, max_length=64)]
 STATUS_CODES = {400: ErrorCode.BAD_REQUEST, 401: ErrorCode.UNAUTHORIZED,
                 403: ErrorCode.FORBIDDEN, 404: ErrorCode.NOT_FOUND,
@@ -82,17 +84,34 @@ class BodyLimit:
             await error_response(ErrorCode.TOO_LARGE, f"bodies are limited to {self.limit} "
                                  "bytes")(scope, receive, send)
             return
+        # A streamed (chunked) body is cut off here: an exception raised from `receive` would
+        # reach FastAPI wrapped in an ExceptionGroup (the "http" middleware reads through a
+        # task group) and turn into a 400. So answer 413 ourselves, tell the app the client
+        # left, and drop whatever it answers to that.
         seen = 0
+        refused = False
+        started = False
 
         async def limited() -> Message:
-            nonlocal seen
+            nonlocal seen, refused
+            if refused:
+                return {"type": "http.disconnect"}
             message = await receive()
             seen += len(message.get("body", b""))
-            if seen > self.limit:
-                raise StarletteHTTPException(413, f"bodies are limited to {self.limit} bytes")
+            if seen > self.limit and not started:
+                refused = True
+                await error_response(ErrorCode.TOO_LARGE, f"bodies are limited to "
+                                     f"{self.limit} bytes")(scope, receive, send)
+                return {"type": "http.disconnect"}
             return message
 
-        await self.app(scope, limited, send)
+        async def guarded(message: Message) -> None:
+            nonlocal started
+            if not refused:
+                started = True
+                await send(message)
+
+        await self.app(scope, limited, guarded)
 
 
 async def current_user(request: Request) -> str:
@@ -143,6 +162,11 @@ def create_app(*, auth: Authenticator, matches: MatchService, store: Store, metr
             return error_response(ErrorCode.BAD_REQUEST, "the body is not valid JSON", 400)
         return error_response(ErrorCode.BAD_REQUEST, f"{where}: {first.get('msg', 'invalid')}",
                               422)
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("HTTP request failed", extra={"path": request.url.path})
+        return error_response(ErrorCode.INTERNAL, "internal error", 500)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:

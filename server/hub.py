@@ -8,6 +8,7 @@ syncs); nothing else waits for it and its memory stays bounded.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Iterator
 from typing import Any, Protocol
@@ -92,10 +93,8 @@ class Session:
         asyncio.get_running_loop().create_task(self._close(code, reason))
 
     async def _close(self, code: int, reason: str) -> None:
-        try:
+        with contextlib.suppress(Exception):  # the peer may be gone already
             await self.sink.close(code, reason)
-        except Exception:  # the peer may be gone already
-            pass
 
     async def _write_loop(self) -> None:
         queue = self._queue
@@ -118,10 +117,8 @@ class Session:
         self.closing = True
         if self._writer is not None and not self._writer.done():
             self._writer.cancel()
-            try:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._writer
-            except (asyncio.CancelledError, Exception):
-                pass
 
 
 class Hub:

@@ -79,7 +79,10 @@ class MatchService:
 
     async def list_matches(self, user: str, limit: int,
                            cursor: str | None) -> dict[str, Any]:
-        page = await self.store.matches_for_user(user, limit, cursor)
+        try:
+            page = await self.store.matches_for_user(user, limit, cursor)
+        except ValueError:  # the store could not decode the cursor
+            raise ProtocolError(ErrorCode.BAD_REQUEST, "cursor is not one from this API") from None
         convs = {c.match_id: c for c in await self.store.conversations(user)}
         out = []
         for match in page.items:

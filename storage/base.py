@@ -170,8 +170,9 @@ class Store(Protocol):
     # -- swipes and matches ---------------------------------------------------------------
     async def record_swipe(self, swiper: str, target: str, action: SwipeAction,
                            ts: int) -> None:
-        """Remember the swipe (the latest action on a target wins) and, for a like or
-        superlike, the like received by `target`."""
+        """Remember the swipe and, for a like or superlike, the like received by `target`
+        (a pass removes it). The swipe with the latest `ts` wins, a tie going to the later
+        call, as Cassandra's write timestamps would have it."""
 
     async def get_swipe(self, swiper: str, target: str) -> SwipeAction | None:
         """The swiper's standing action on target, if any."""
@@ -179,14 +180,17 @@ class Store(Protocol):
     async def create_match(self, match: MatchRecord) -> tuple[MatchRecord, bool]:
         """Insert the match if no match with its id exists (whatever its state) and add it
         to both users' matches. Returns the stored match and whether this call created it;
-        of any number of racing calls exactly one gets True."""
+        of any number of racing calls exactly one gets True. (A creator whose call failed
+        with `StoreUnavailable` after committing sees False on retry: callers must not make
+        the match usable only on True.)"""
 
     async def get_match(self, match_id: str) -> MatchRecord | None:
-        ...
+        """The match in any state, or None if it never existed."""
 
     async def matches_for_user(self, user: str, limit: int,
                                cursor: str | None = None) -> Page:
-        """The user's open matches, newest first, `limit` per page."""
+        """The user's open matches, newest first (ties by id), `limit` per page. A cursor
+        that this store did not make raises ValueError (the caller's `bad_request`)."""
 
     async def close_match(self, match_id: str, by_user: str, ts: int) -> MatchRecord | None:
         """Close the match for sending and reading (unmatch or block). Idempotent: a closed
@@ -194,7 +198,7 @@ class Store(Protocol):
 
     # -- blocks, devices, settings --------------------------------------------------------
     async def add_block(self, user: str, target: str, ts: int) -> None:
-        ...
+        """Remember that `user` blocked `target` (idempotent; blocks are never lifted)."""
 
     async def is_blocked(self, a: str, b: str) -> bool:
         """True if either user blocked the other."""
@@ -207,7 +211,7 @@ class Store(Protocol):
         """Forget the user's token; False if the user had no such token."""
 
     async def devices(self, user: str) -> list[Device]:
-        ...
+        """The user's registered push devices, ordered by token."""
 
     async def get_settings(self, user: str) -> Settings:
         """The user's settings, defaults for a user who never set any."""

@@ -23,7 +23,7 @@ _node_numbers = itertools.count()
 NodeFactory = Callable[..., Awaitable[Node]]
 
 
-def test_config(data_dir: Path, **overrides: Any) -> Config:
+def make_config(data_dir: Path, **overrides: Any) -> Config:
     base: dict[str, Any] = {"ws_port": 0, "http_port": 0, "data_dir": data_dir,
                             "jwt_keys": (JwtKey("HS256", SECRET),),
                             "sqlite_synchronous": "NORMAL"}
@@ -37,7 +37,7 @@ async def node_factory(tmp_path: Path) -> AsyncIterator[NodeFactory]:
 
     async def make(**overrides: Any) -> Node:
         data_dir = overrides.pop("data_dir", tmp_path / f"node{next(_node_numbers)}")
-        node = Node(test_config(data_dir, **overrides))
+        node = Node(make_config(data_dir, **overrides))
         await node.start()
         nodes.append(node)
         return node
@@ -54,7 +54,7 @@ class Harness:
     def __init__(self, node: Node) -> None:
         self.node = node
         self.clients: list[RendezvousClient] = []
-        self.https: list[RendezvousHttp] = []
+        self.https: dict[tuple[str | None, str | None], RendezvousHttp] = {}
 
     @property
     def ws_url(self) -> str:
@@ -74,10 +74,13 @@ class Harness:
         return client
 
     def http(self, user: str | None, token: str | None = None) -> RendezvousHttp:
-        if token is None and user is not None:
-            token = self.token(user)
-        api = RendezvousHttp(self.http_url, token)
-        self.https.append(api)
+        """The user's HTTP client (one per user and token, reused: each costs a connect)."""
+        key = (user, token)
+        api = self.https.get(key)
+        if api is None:
+            if token is None and user is not None:
+                token = self.token(user)
+            api = self.https[key] = RendezvousHttp(self.http_url, token)
         return api
 
     async def pair(self, a: str, b: str) -> str:
@@ -91,7 +94,7 @@ class Harness:
     async def close(self) -> None:
         for client in self.clients:
             await client.close()
-        for api in self.https:
+        for api in self.https.values():
             await api.client.aclose()
 
 

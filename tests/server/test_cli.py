@@ -125,7 +125,7 @@ def test_bad_setting_is_named(tmp_path: Path) -> None:
     assert out.returncode == 2 and "node_id" in out.stderr
 
 
-async def test_busy_port_is_a_clear_error(tmp_path: Path) -> None:
+def test_busy_port_is_a_clear_error(tmp_path: Path) -> None:
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()

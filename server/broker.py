@@ -12,13 +12,19 @@ from typing import Any, Protocol
 
 Frame = dict[str, Any]
 Deliver = Callable[[str, Frame, "str | None"], int]
+Control = Callable[[Frame], None]
 
 
 class Broker(Protocol):
-    async def start(self, deliver: Deliver) -> None:
-        """Begin calling `deliver(user, frame, skip_session)` for events to subscribed users."""
+    async def start(self, deliver: Deliver, control: Control) -> None:
+        """Begin calling `deliver(user, frame, skip_session)` for events to subscribed users,
+        and `control(message)` for every control message published by any node."""
 
     async def close(self) -> None: ...
+
+    async def publish_control(self, message: Frame) -> None:
+        """Send a small message to every node, this one included (cache invalidations).
+        Best effort, like events: caches also expire by themselves."""
 
     async def subscribe(self, user: str) -> None:
         """Receive events for `user` on this node (called for a user's first local session).
@@ -43,13 +49,20 @@ class MemoryBroker:
 
     def __init__(self) -> None:
         self._deliver: Deliver | None = None
+        self._control: Control | None = None
         self._subscribed: set[str] = set()
 
-    async def start(self, deliver: Deliver) -> None:
+    async def start(self, deliver: Deliver, control: Control) -> None:
         self._deliver = deliver
+        self._control = control
 
     async def close(self) -> None:
         self._deliver = None
+        self._control = None
+
+    async def publish_control(self, message: Frame) -> None:
+        if self._control is not None:
+            self._control(message)
 
     async def subscribe(self, user: str) -> None:
         self._subscribed.add(user)

@@ -12,7 +12,7 @@ import asyncio
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from storage import MatchRecord, Settings, Store
 
@@ -73,3 +73,11 @@ class Caches:
             store.get_match, ttl_s=ttl_s, max_entries=max_entries)
         self.settings: ReadThroughCache[str, Settings] = ReadThroughCache(
             store.get_settings, ttl_s=ttl_s, max_entries=max_entries)
+
+    def on_control(self, message: dict[str, Any]) -> None:
+        """Apply a control message from any node (see `server.matching`)."""
+        kind = message.get("k")
+        if kind == "match" and isinstance(message.get("id"), str):
+            self.matches.invalidate(message["id"])
+        elif kind == "settings" and isinstance(message.get("u"), str):
+            self.settings.invalidate(message["u"])

@@ -23,7 +23,7 @@ from server.caches import Caches
 from server.hub import Hub, Session
 from server.metrics import Metrics
 from server.presence import Presence
-from server.ratelimit import RateLimiter
+from server.cluster_state import Limiter, SendClaims, StoreClaims
 from storage import MatchRecord, Message, Store, StoreUnavailable
 from storage.base import CursorKind
 
@@ -68,7 +68,8 @@ def unavailable(r: int | None) -> ProtocolError:
 class ChatService:
     def __init__(self, *, store: Store, broker: Broker, presence: Presence, hub: Hub,
                  caches: Caches, ids: IdGenerator, limits: Limits, metrics: Metrics,
-                 pushes: PushDispatcher, send_limiter: RateLimiter,
+                 pushes: PushDispatcher, send_limiter: Limiter,
+                 claims: SendClaims | None = None,
                  clock: Callable[[], float] = time.time) -> None:
         self.store = store
         self.broker = broker
@@ -80,6 +81,7 @@ class ChatService:
         self.metrics = metrics
         self.pushes = pushes
         self.send_limiter = send_limiter
+        self.claims = claims or StoreClaims()
         self.clock = clock
         self._typing: dict[tuple[str, str], asyncio.TimerHandle] = {}
 
@@ -104,11 +106,17 @@ class ChatService:
         started = time.perf_counter()
         user = session.user
         match = await self.open_match(user, f.m, f.r)
-        wait = self.send_limiter.take(user, time.monotonic())
+        wait = await self.send_limiter.take(user)
         if wait:
             self.metrics.rate_limited.labels("send").inc()
             raise ProtocolError(ErrorCode.RATE_LIMITED, "too many messages",
                                 r=f.r, retry_ms=max(1, int(wait * 1000)))
+        claim = await self.claims.claim(f.m, user, f.c)
+        if claim.state == "done":
+            return sf.ack(f.r, f.m, f.c, claim.id, claim.ts)
+        if claim.state == "pending":
+            raise ProtocolError(ErrorCode.UNAVAILABLE, "this message is being stored; resend",
+                                r=f.r, retry_ms=250)
         now = self.now_ms()
         message = Message(match_id=f.m, id=self.ids.next(now), sender=user, client_id=f.c,
                           ts=now, body=f.body,
@@ -116,7 +124,9 @@ class ChatService:
         try:
             stored, created = await self.store.save_message(message)
         except StoreUnavailable:
+            await self.claims.release(f.m, user, f.c)
             raise unavailable(f.r) from None
+        await self.claims.confirm(f.m, user, f.c, stored.id, stored.ts)
         reply = sf.ack(f.r, f.m, f.c, stored.id, stored.ts)
         self.metrics.send_to_ack.observe(time.perf_counter() - started)
         if created:

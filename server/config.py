@@ -7,6 +7,7 @@ bad setting in its error so an operator knows what to fix.
 from __future__ import annotations
 
 import os
+import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -39,8 +40,17 @@ class Config:
     ws_port: int = 8080
     http_port: int = 8081
     data_dir: Path = Path("rendezvous-data")
-    node_id: int = 0
+    node_id: int | None = None  # None: 0 on the embedded default, a Redis lease in a cluster
     node_name: str = ""
+    redis_url: str | None = None  # redis://host:port/db: one Redis for fan-out and presence
+    redis_cluster_nodes: tuple[str, ...] = ()  # host:port seeds of a Redis Cluster (sharded)
+    redis_prefix: str = "rdv:"
+    workers: int = 1  # processes sharing the ports (SO_REUSEPORT), each a cluster node
+    reuse_port: bool = False  # set in each worker process
+    drain_timeout_s: float = 20.0  # SIGTERM: the most a node takes to let its clients go
+    drain_batch: int = 500  # sessions told to reconnect per batch
+    drain_interval_s: float = 0.05
+    reconnect_jitter_ms: tuple[int, int] = (250, 5000)
     jwt_keys: tuple[JwtKey, ...] = ()
     jwt_issuer: str | None = None
     jwt_audience: str | None = None
@@ -67,8 +77,26 @@ class Config:
                 raise ConfigError(f"{name} must be 0..65535, got {port}")
         if self.ws_port == self.http_port and self.ws_port != 0:
             raise ConfigError("ws_port and http_port must differ")
-        if not 0 <= self.node_id <= MAX_NODE:
+        if self.node_id is not None and not 0 <= self.node_id <= MAX_NODE:
             raise ConfigError(f"node_id must be 0..{MAX_NODE}, got {self.node_id}")
+        if self.redis_url and self.redis_cluster_nodes:
+            raise ConfigError("redis_url and redis_cluster_nodes: set one, not both")
+        if self.redis_url and not self.redis_url.startswith(("redis://", "rediss://",
+                                                            "unix://")):
+            raise ConfigError(f"redis_url must start with redis://, rediss:// or unix://, "
+                              f"got {self.redis_url!r}")
+        for seed in self.redis_cluster_nodes:
+            host, _, port = seed.rpartition(":")
+            if not host or not port.isdigit():
+                raise ConfigError(f"redis_cluster_nodes: {seed!r} is not host:port")
+        if self.workers < 1:
+            raise ConfigError("workers must be at least 1")
+        if self.workers > 1 and not self.clustered:
+            raise ConfigError("workers > 1 needs redis_url or redis_cluster_nodes: worker "
+                              "processes share fan-out and presence through Redis")
+        lo, hi = self.reconnect_jitter_ms
+        if not 0 <= lo <= hi:
+            raise ConfigError("reconnect_jitter_ms must be (low, high) with 0 <= low <= high")
         if not self.jwt_keys:
             raise ConfigError(f"jwt_keys: no key configured (set {SECRET_ENV} or a public key)")
         for key in self.jwt_keys:
@@ -90,8 +118,18 @@ class Config:
         return self
 
     @property
+    def clustered(self) -> bool:
+        """Whether this node shares fan-out and presence with others through Redis."""
+        return bool(self.redis_url or self.redis_cluster_nodes)
+
+    @property
     def node(self) -> str:
-        return self.node_name or f"node-{self.node_id}"
+        """This node's name: configured, else unique per host and process."""
+        if self.node_name:
+            return self.node_name
+        if self.clustered:
+            return f"{socket.gethostname()}-{os.getpid()}"
+        return f"node-{self.node_id or 0}"
 
 
 def dev_secret(data_dir: Path) -> str:

@@ -9,6 +9,7 @@ through the session's bounded queue.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 import uuid
@@ -96,32 +97,38 @@ class Gateway:
             Read: chat.receipt, Delivered: chat.receipt,
         }
 
-    async def start(self, sock: Any = None) -> None:
-        kwargs: dict[str, Any] = {"sock": sock} if sock is not None else {
-            "host": self.config.host, "port": self.config.ws_port}
+    async def start(self, sock: Any) -> None:
+        """Serve on a bound, listening socket (the node creates it, with SO_REUSEPORT for
+        workers)."""
         self.server = await serve(
-            self.handle, subprotocols=[Subprotocol(p) for p in SUBPROTOCOLS],
+            self.handle, sock=sock, subprotocols=[Subprotocol(p) for p in SUBPROTOCOLS],
             select_subprotocol=select_subprotocol, process_request=process_request,
             compression=None, max_size=self.limits.max_frame_bytes, max_queue=32,
             ping_interval=self.config.heartbeat_s, ping_timeout=self.config.heartbeat_s,
-            close_timeout=5, server_header="rendezvous", **kwargs)
+            close_timeout=5, server_header="rendezvous")
 
     @property
     def port(self) -> int:
         assert self.server is not None
         return int(self.server.sockets[0].getsockname()[1])
 
-    async def close(self, code: int = CloseCode.RESTART, reason: str = "node stopping") -> None:
-        """Stop accepting, close every session with `code`, wait for handlers to finish."""
+    def stop_accepting(self) -> None:
+        if self.server is not None:
+            self.server.close(close_connections=False)
+
+    async def wait_closed(self, timeout: float) -> None:
+        """Wait until every connection handler has finished, at most `timeout` seconds;
+        then close whatever is left with 1012."""
         if self.server is None:
             return
-        self.server.close(close_connections=False)
-        for session in self.hub.sessions():
-            session.close_after_flush(code, reason)
         try:
-            await asyncio.wait_for(self.server.wait_closed(), 10)
+            await asyncio.wait_for(asyncio.shield(self.server.wait_closed()), timeout)
         except TimeoutError:
-            log.warning("connections still open after 10 s at stop")
+            log.warning("connections still open after the drain timeout: closing them")
+            for session in self.hub.sessions():
+                session.close_now(CloseCode.RESTART, "node stopping")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.server.wait_closed(), 5)
 
     # -- one connection -------------------------------------------------------------------
     async def handle(self, ws: ServerConnection) -> None:

@@ -25,7 +25,7 @@ from server.auth import Authenticator, AuthError
 from server.chat import message_entry
 from server.matching import MatchService
 from server.metrics import Metrics
-from server.ratelimit import RateLimiter
+from server.cluster_state import Limiter
 from storage import Store, StoreUnavailable
 
 log = logging.getLogger("rendezvous.http")
@@ -135,7 +135,7 @@ Token = Annotated[str, Path(min_length=1, max_length=4096)]
 
 
 def create_app(*, auth: Authenticator, matches: MatchService, store: Store, metrics: Metrics,
-               swipe_limiter: RateLimiter, max_body_bytes: int,
+               swipe_limiter: Limiter, max_body_bytes: int,
                ready: Callable[[], Awaitable[dict[str, bool]]]) -> ASGIApp:
     app = FastAPI(title="Rendezvous HTTP API", version="1",
                   description="Swipes, matches, blocks, devices and settings. The chat itself "
@@ -184,7 +184,7 @@ def create_app(*, auth: Authenticator, matches: MatchService, store: Store, metr
 
     @app.post("/v1/swipes", summary="Like, pass or super-like a user")
     async def swipe(body: SwipeBody, user: User) -> dict[str, Any]:
-        wait = swipe_limiter.take(user, time.monotonic())
+        wait = await swipe_limiter.take(user)
         if wait:
             metrics.rate_limited.labels("swipe").inc()
             raise ProtocolError(ErrorCode.RATE_LIMITED, "too many swipes",

@@ -24,6 +24,16 @@ from storage.base import Platform, SwipeAction
 LIKES = ("like", "superlike")
 
 
+def match_changed(match_id: str) -> dict[str, Any]:
+    """Control message: drop this match from every node's membership cache."""
+    return {"k": "match", "id": match_id}
+
+
+def settings_changed(user: str) -> dict[str, Any]:
+    """Control message: drop this user's settings from every node's cache."""
+    return {"k": "settings", "u": user}
+
+
 def match_summary(match: MatchRecord, user: str) -> dict[str, Any]:
     return {"id": match.id, "peer": match.peer_of(user), "ts": match.ts}
 
@@ -59,6 +69,8 @@ class MatchService:
                                 superlike="superlike" in (action, theirs))
         match, created = await self.store.create_match(candidate)
         self.caches.matches.put(match.id, match)
+        if created:
+            await self.broker.publish_control(match_changed(match.id))
         if not match.is_open:
             return None  # unmatched or blocked before: a match is not reopened
         if created:
@@ -118,6 +130,7 @@ class MatchService:
     async def _close(self, match: MatchRecord, by_user: str) -> None:
         closed = await self.store.close_match(match.id, by_user, self.now_ms())
         self.caches.matches.put(match.id, closed)
+        await self.broker.publish_control(match_changed(match.id))
         self.chat.forget_typing(match.id)
         await self.broker.publish(match.users, sf.unmatch(match.id))
 
@@ -137,6 +150,7 @@ class MatchService:
         before = await self.store.get_settings(user)
         after = await self.store.put_settings(user, changes)
         self.caches.settings.put(user, after)
+        await self.broker.publish_control(settings_changed(user))
         if before.show_online != after.show_online:
             status = (await self.chat.presence.status([user]))[user]
             if status.online:

@@ -45,5 +45,20 @@ class Metrics:
         self.push_queue = Gauge("rendezvous_push_queue_depth", "Pushes waiting to be sent",
                                 registry=r)
 
+        self.broker_publish = Histogram("rendezvous_broker_publish_seconds", "Broker publish "
+                                        "latency", buckets=LATENCY_BUCKETS, registry=r)
+        self.broker_healthy = Gauge("rendezvous_broker_subscription_healthy", "1 when this "
+                                    "node's subscription is live (its canary came back)",
+                                    registry=r)
+        self.broker_resubscribes = Counter("rendezvous_broker_resubscribes", "Times the broker "
+                                           "reconnected and subscribed again", registry=r)
+        self.presence_ops = Counter("rendezvous_presence_ops", "Presence operations", ["op"],
+                                    registry=r)
+        self.redis_fallbacks = Counter("rendezvous_redis_fallbacks", "Operations that fell "
+                                       "back to local behaviour because Redis failed",
+                                       ["what"], registry=r)
+        self.drain_sessions = Gauge("rendezvous_drain_sessions_left", "Sessions still open "
+                                    "while draining", registry=r)
+
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -1,8 +1,9 @@
 """A node composed once from its config: store, broker, presence, push, gateway, HTTP API.
 
-`Node.start()` brings the parts up in dependency order and `Node.stop()` takes them down in
-reverse: stop accepting, tell clients to reconnect (1012), let in-flight requests finish,
-flush pushes, close the store.
+`Node.start()` brings the parts up in dependency order. `Node.stop()` drains: it stops
+accepting, fails readiness, tells clients in jittered batches to reconnect elsewhere (a
+`reconnect` frame, then close 1012), lets in-flight requests finish, flushes pushes and
+closes the store, all within `drain_timeout_s`.
 """
 
 from __future__ import annotations
@@ -10,16 +11,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
+import socket
+import time
 from collections.abc import Iterator
 from typing import Any
 
 import uvicorn
 
+from protocol import server_frames as sf
+from protocol.errors import CloseCode
 from protocol.ids import IdGenerator
 from push.dispatcher import PushDispatcher
 from push.recorder import RecorderPusher
 from server.auth import Authenticator
-from server.broker import Broker, MemoryBroker
+from server.backends import Backends, build_backends
 from server.caches import Caches
 from server.chat import ChatService
 from server.config import Config
@@ -28,8 +34,6 @@ from server.http_api import create_app
 from server.hub import Hub
 from server.matching import MatchService
 from server.metrics import Metrics
-from server.presence import MemoryPresence, Presence
-from server.ratelimit import RateLimiter
 from storage import Store, StoreUnavailable
 from storage.sqlite import SqliteStore
 
@@ -44,17 +48,35 @@ class _EmbeddedUvicorn(uvicorn.Server):
         yield
 
 
+def listening_socket(host: str, port: int, reuse_port: bool) -> socket.socket:
+    """A bound, listening TCP socket; with `reuse_port` several processes share the port."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuse_port:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    try:
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    sock.listen(1024)
+    sock.setblocking(False)
+    return sock
+
+
 class Node:
     def __init__(self, config: Config, *, store: Store | None = None,
-                 broker: Broker | None = None, presence: Presence | None = None,
+                 backends: Backends | None = None,
                  pushers: dict[str, Any] | None = None) -> None:
         self.config = config.validate()
         config.data_dir.mkdir(parents=True, exist_ok=True)
         self.metrics = Metrics()
         self.store = store or SqliteStore(config.data_dir / "rendezvous.db",
                                           synchronous=config.sqlite_synchronous)
-        self.broker = broker or MemoryBroker()
-        self.presence = presence or MemoryPresence(ttl_s=config.presence_ttl_s)
+        self.backends = backends or build_backends(config, self.metrics)
+        self.broker = self.backends.broker
+        self.presence = self.backends.presence
         if pushers is None:
             recorder = RecorderPusher(config.data_dir / "pushes.jsonl")
             pushers = {"apns": recorder, "fcm": recorder}
@@ -67,23 +89,24 @@ class Node:
                                   max_user_chars=config.limits.max_user_id_chars)
         self.chat = ChatService(store=self.store, broker=self.broker, presence=self.presence,
                                 hub=self.hub, caches=self.caches,
-                                ids=IdGenerator(config.node_id), limits=config.limits,
+                                ids=IdGenerator(config.node_id or 0), limits=config.limits,
                                 metrics=self.metrics, pushes=self.pushes,
-                                send_limiter=RateLimiter(config.sends_per_s,
-                                                         config.send_burst))
+                                send_limiter=self.backends.send_limiter,
+                                claims=self.backends.claims)
         self.matches = MatchService(store=self.store, broker=self.broker, caches=self.caches,
                                     chat=self.chat, pushes=self.pushes, metrics=self.metrics)
         self.gateway = Gateway(config=config, auth=self.auth, hub=self.hub, broker=self.broker,
                                presence=self.presence, chat=self.chat, metrics=self.metrics)
         app = create_app(auth=self.auth, matches=self.matches, store=self.store,
-                         metrics=self.metrics,
-                         swipe_limiter=RateLimiter(config.swipes_per_s, config.swipe_burst),
+                         metrics=self.metrics, swipe_limiter=self.backends.swipe_limiter,
                          max_body_bytes=config.max_http_body_bytes, ready=self.readiness)
         self.http = _EmbeddedUvicorn(uvicorn.Config(
             app, host=config.host, port=config.http_port, log_config=None, access_log=False,
             lifespan="off", server_header=False, timeout_graceful_shutdown=5))
         self._tasks: list[asyncio.Task[Any]] = []
+        self.node_id: int | None = None
         self.started = False
+        self.draining = False
 
     @property
     def ws_port(self) -> int:
@@ -94,24 +117,30 @@ class Node:
         return int(self.http.servers[0].sockets[0].getsockname()[1])
 
     async def start(self) -> None:
+        config = self.config
         await self.store.start()
+        self.node_id = await self.backends.node_ids.acquire()
+        self.chat.ids = IdGenerator(self.node_id)
         await self.presence.start()
-        await self.broker.start(self.hub.deliver)
+        await self.broker.start(self.hub.deliver, self.caches.on_control)
         await self.pushes.start()
-        await self.gateway.start()
+        reuse = config.workers > 1 or config.reuse_port
+        await self.gateway.start(listening_socket(config.host, config.ws_port, reuse))
+        http_socket = listening_socket(config.host, config.http_port, reuse)
         loop = asyncio.get_running_loop()
-        self._tasks.append(loop.create_task(self.http.serve(), name="http"))
+        self._tasks.append(loop.create_task(self.http.serve([http_socket]), name="http"))
         while not self.http.started:
-            if self._tasks[0].done():  # uvicorn failed to bind
+            if self._tasks[0].done():  # uvicorn failed to start
                 await self._tasks[0]
-                raise OSError(f"HTTP API could not listen on port {self.config.http_port}")
+                raise OSError(f"HTTP API could not start on port {config.http_port}")
             await asyncio.sleep(0.01)
-        self._tasks.append(loop.create_task(self._refresh_presence(), name="presence"))
+        self._tasks.append(loop.create_task(self._keep_presence(), name="presence"))
         self.started = True
+        log.info("node started", extra={"node": config.node, "node_id": self.node_id})
 
     async def stop(self) -> None:
-        """Graceful stop: clients are told to reconnect (1012); queued work is flushed."""
-        await self.gateway.close()
+        """Drain, then take the parts down in reverse order."""
+        await self.drain()
         self.http.should_exit = True
         for task in self._tasks[1:]:
             task.cancel()
@@ -119,17 +148,42 @@ class Node:
         await self.pushes.close()
         await self.broker.close()
         await self.presence.close()
+        await self.backends.node_ids.release()
+        await self.backends.close()
         await self.store.close()
         self.started = False
 
-    async def _refresh_presence(self) -> None:
-        interval = max(1.0, self.config.presence_ttl_s / 3)
+    async def drain(self) -> None:
+        """Stop accepting and move every client elsewhere, in jittered batches."""
+        if self.draining:
+            return
+        self.draining = True
+        config = self.config
+        deadline = time.monotonic() + config.drain_timeout_s
+        self.gateway.stop_accepting()
+        sessions = list(self.hub.sessions())
+        lo, hi = config.reconnect_jitter_ms
+        for start in range(0, len(sessions), config.drain_batch):
+            for session in sessions[start:start + config.drain_batch]:
+                session.push(sf.reconnect(random.randint(lo, hi)))
+                session.close_after_flush(CloseCode.RESTART, "node draining: reconnect")
+            self.metrics.drain_sessions.set(len(self.hub))
+            if start + config.drain_batch < len(sessions):
+                await asyncio.sleep(config.drain_interval_s)
+        await self.gateway.wait_closed(max(0.1, deadline - time.monotonic()))
+        self.metrics.drain_sessions.set(len(self.hub))
+
+    async def _keep_presence(self) -> None:
+        """Refresh our sessions' TTL and reap sessions whose node stopped refreshing."""
+        interval = max(0.2, self.config.presence_ttl_s / 3)
         while True:
             await asyncio.sleep(interval)
             try:
                 await self.presence.refresh((s.user, s.id) for s in self.hub.sessions())
+                for user, seen in await self.presence.reap():
+                    await self.chat.announce_presence(user, False, seen)
             except Exception:
-                log.exception("presence refresh failed")
+                log.exception("presence upkeep failed")
 
     async def readiness(self) -> dict[str, bool]:
         try:
@@ -137,4 +191,5 @@ class Node:
             store_ok = True
         except (StoreUnavailable, TimeoutError):
             store_ok = False
-        return {"store": store_ok, "broker": self.broker.healthy(), "started": self.started}
+        return {"store": store_ok, "broker": self.broker.healthy(),
+                "accepting": self.started and not self.draining}

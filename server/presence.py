@@ -43,6 +43,11 @@ class Presence(Protocol):
     async def status(self, users: Iterable[str]) -> dict[str, Status]:
         """Online state and last seen of each user (expired sessions count as gone)."""
 
+    async def reap(self) -> list[tuple[str, int]]:
+        """Remove sessions whose TTL ran out (their node died or hung) and return
+        (user, coarse last seen) for each user that this left offline. Each expired session
+        is reaped once, by whichever node calls first, so one node announces it."""
+
 
 class MemoryPresence:
     """In-process presence with the same TTL semantics as the Redis one."""
@@ -60,12 +65,13 @@ class MemoryPresence:
         return None
 
     def _live(self, user: str, now: float) -> dict[str, float]:
+        """The user's unexpired sessions; expired ones are dropped and become last seen."""
         sessions = self._sessions.get(user)
         if not sessions:
             return {}
         expired = [s for s, expiry in sessions.items() if expiry <= now]
         for s in expired:
-            self._seen[user] = coarse(int(sessions.pop(s) * 1000))
+            self._seen[user] = coarse(int((sessions.pop(s) - self.ttl_s) * 1000))
         if not sessions:
             del self._sessions[user]
         return sessions
@@ -94,4 +100,13 @@ class MemoryPresence:
 
     async def status(self, users: Iterable[str]) -> dict[str, Status]:
         now = self._clock()
-        return {u: Status(bool(self._live(u, now)), self._seen.get(u)) for u in users}
+        return {u: Status(bool(self._sessions.get(u)) and bool(self._live(u, now)),
+                          self._seen.get(u)) for u in users}
+
+    async def reap(self) -> list[tuple[str, int]]:
+        now = self._clock()
+        gone = []
+        for user, sessions in list(self._sessions.items()):
+            if any(expiry <= now for expiry in sessions.values()) and not self._live(user, now):
+                gone.append((user, self._seen[user]))
+        return gone

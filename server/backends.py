@@ -1,0 +1,79 @@
+"""Which implementation stands behind each interface, chosen once from the config.
+
+The embedded default is all in-process; naming a Redis (or a Redis Cluster) swaps in the
+Redis broker, presence, rate limits, send claims and node-id lease. Nothing else in the node
+knows which it got.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from server.broker import Broker, MemoryBroker
+from server.cluster_state import (
+    FixedNodeId,
+    Limiter,
+    MemoryLimiter,
+    NodeIds,
+    SendClaims,
+    StoreClaims,
+)
+from server.config import Config
+from server.metrics import Metrics
+from server.presence import MemoryPresence, Presence
+
+
+@dataclass
+class Backends:
+    broker: Broker
+    presence: Presence
+    send_limiter: Limiter
+    swipe_limiter: Limiter
+    claims: SendClaims
+    node_ids: NodeIds
+    redis: Any = None  # the shared client, closed last
+
+    async def close(self) -> None:
+        if self.redis is not None:
+            await self.redis.aclose()
+
+
+def build_backends(config: Config, metrics: Metrics) -> Backends:
+    send_local = MemoryLimiter(config.sends_per_s, config.send_burst)
+    swipe_local = MemoryLimiter(config.swipes_per_s, config.swipe_burst)
+    if not config.clustered:
+        return Backends(broker=MemoryBroker(),
+                        presence=MemoryPresence(ttl_s=config.presence_ttl_s),
+                        send_limiter=send_local, swipe_limiter=swipe_local,
+                        claims=StoreClaims(), node_ids=FixedNodeId(config.node_id or 0))
+    from server.redis_broker import RedisBroker
+    from server.redis_presence import RedisPresence
+    from server.redis_state import (
+        RedisLimiter,
+        RedisNodeIds,
+        RedisSendClaims,
+        connect_redis,
+    )
+
+    client = connect_redis(config)
+    prefix = config.redis_prefix
+    sharded = bool(config.redis_cluster_nodes)
+    node_ids: NodeIds = (FixedNodeId(config.node_id) if config.node_id is not None else
+                         RedisNodeIds(client, node=config.node, prefix=prefix,
+                                      metrics=metrics))
+    return Backends(
+        broker=RedisBroker(client, node=config.node, prefix=prefix, sharded=sharded,
+                           metrics=metrics),
+        presence=RedisPresence(client, node=config.node, prefix=prefix,
+                               ttl_s=config.presence_ttl_s, metrics=metrics),
+        send_limiter=RedisLimiter(client, name="send", prefix=prefix, rate=config.sends_per_s,
+                                  burst=config.send_burst, fallback=send_local,
+                                  metrics=metrics),
+        swipe_limiter=RedisLimiter(client, name="swipe", prefix=prefix,
+                                   rate=config.swipes_per_s, burst=config.swipe_burst,
+                                   fallback=swipe_local, metrics=metrics),
+        claims=RedisSendClaims(client, prefix=prefix, metrics=metrics),
+        node_ids=node_ids,
+        redis=client,
+    )

@@ -1,0 +1,89 @@
+"""Small pieces of state that must agree across nodes: rate limits, send claims, node ids.
+
+Each is a protocol with an in-process implementation for the embedded default; the Redis
+implementations live in `server/redis_state.py`. A Redis failure never stops the chat: the
+Redis versions fall back to the local behaviour and say so in a metric.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+from server.ratelimit import RateLimiter
+
+
+class Limiter(Protocol):
+    async def take(self, key: str) -> float:
+        """Spend one token of `key`'s bucket: 0.0 if allowed, else seconds to wait."""
+
+
+class MemoryLimiter:
+    """Token buckets in this process."""
+
+    def __init__(self, rate: float, burst: int) -> None:
+        self._buckets = RateLimiter(rate, burst)
+
+    async def take(self, key: str) -> float:
+        return self._buckets.take(key, time.monotonic())
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """The answer to claiming a client message id (`c`) before storing the message.
+
+    new: go ahead and store it; done: it was stored before as (`id`, `ts`), ack that;
+    pending: another node is storing it right now, the client should retry shortly.
+    """
+
+    state: Literal["new", "done", "pending"]
+    id: int = 0
+    ts: int = 0
+
+
+class SendClaims(Protocol):
+    async def claim(self, match_id: str, sender: str, client_id: str) -> Claim:
+        """Claim (match, sender, c) for a send about to be stored."""
+
+    async def confirm(self, match_id: str, sender: str, client_id: str, message_id: int,
+                      ts: int) -> None:
+        """The message is durably stored as (`message_id`, `ts`): later claims get done."""
+
+    async def release(self, match_id: str, sender: str, client_id: str) -> None:
+        """The store failed: drop the claim so that the client's retry can proceed."""
+
+
+class StoreClaims:
+    """No claims outside the store: the store's own idempotency key settles resends (the
+    embedded default has one writer, so no two stores race)."""
+
+    async def claim(self, match_id: str, sender: str, client_id: str) -> Claim:
+        return Claim("new")
+
+    async def confirm(self, match_id: str, sender: str, client_id: str, message_id: int,
+                      ts: int) -> None:
+        return None
+
+    async def release(self, match_id: str, sender: str, client_id: str) -> None:
+        return None
+
+
+class NodeIds(Protocol):
+    async def acquire(self) -> int:
+        """A node id (0..1023) no other running node holds; kept until `release`."""
+
+    async def release(self) -> None: ...
+
+
+class FixedNodeId:
+    """The configured node id (the embedded default runs one node)."""
+
+    def __init__(self, node_id: int) -> None:
+        self.node_id = node_id
+
+    async def acquire(self) -> int:
+        return self.node_id
+
+    async def release(self) -> None:
+        return None

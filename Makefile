@@ -8,7 +8,9 @@ STAMP  := $(VENV)/.installed-stamp
 ARGS   ?=
 PYTEST_ARGS ?=
 
-.PHONY: install serve test lint typecheck bench clean
+SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: install system-deps serve test lint bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,12 +20,19 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+## Services the integration tests run for real: redis-server (Debian package)
+system-deps:
+	@command -v redis-server >/dev/null || { \
+	  echo "installing redis-server from Debian"; \
+	  $(SUDO) apt-get update -qq && \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; }
+
 ## Run one node on the embedded default (SQLite in ./rendezvous-data): make serve ARGS="--help"
 serve: $(STAMP)
 	$(BIN)/rendezvous serve $(ARGS)
 
-## The whole test suite, lint first
-test: $(STAMP)
+## The whole test suite (real Redis included), lint first
+test: $(STAMP) system-deps
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 

@@ -20,10 +20,10 @@ from protocol.limits import Limits
 from push.dispatcher import PushDispatcher
 from server.broker import Broker
 from server.caches import Caches
+from server.cluster_state import Limiter, SendClaims, StoreClaims
 from server.hub import Hub, Session
 from server.metrics import Metrics
 from server.presence import Presence
-from server.cluster_state import Limiter, SendClaims, StoreClaims
 from storage import MatchRecord, Message, Store, StoreUnavailable
 from storage.base import CursorKind
 

@@ -1,7 +1,9 @@
-"""`rendezvous`: run a node, mint a development token.
+"""`rendezvous`: run a node, mint a development token, check a config file.
 
     rendezvous serve                  # embedded default: SQLite in ./rendezvous-data
+    rendezvous serve --redis-url redis://127.0.0.1:6379/0 --workers 2   # cluster nodes
     rendezvous token alice            # a token for user alice, signed with the node's key
+    rendezvous config check rendezvous.toml
 """
 
 from __future__ import annotations
@@ -11,25 +13,18 @@ import asyncio
 import logging
 import os
 import signal
+import subprocess
 import sys
+import time
 from pathlib import Path
+from typing import Any
 
 from server.auth import mint
-from server.config import SECRET_ENV, Config, ConfigError, JwtKey, hs256_secret
+from server.config import SECRET_ENV, Config, ConfigError, hs256_secret
+from server.config_load import load
 
-_DEFAULTS = Config(jwt_keys=())
-DEFAULT_DATA_DIR = Path(os.environ.get("RENDEZVOUS_DATA_DIR", "rendezvous-data"))
-
-
-def _jwt_key(text: str) -> JwtKey:
-    """ALG:PATH of a PEM public key, for RS256, ES256 or EdDSA tokens."""
-    alg, sep, path = text.partition(":")
-    if not sep:
-        raise argparse.ArgumentTypeError("expected ALG:PATH, e.g. RS256:/etc/rdv/jwt.pub")
-    try:
-        return JwtKey(alg, Path(path).read_text())
-    except OSError as exc:
-        raise argparse.ArgumentTypeError(f"cannot read {path}: {exc.strerror}") from None
+WORKER_ENV = "RENDEZVOUS_WORKER"  # set in the processes a `--workers N` supervisor starts
+D = Config(jwt_keys=())  # the defaults, for help texts
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -37,49 +32,60 @@ def build_parser() -> argparse.ArgumentParser:
                                      "and match server for dating apps.")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    serve = commands.add_parser("serve", help="run a node (embedded default: no set-up)",
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    serve.add_argument("--host", default="127.0.0.1", help="address to listen on")
-    serve.add_argument("--ws-port", type=int, default=8080, help="WebSocket gateway port")
-    serve.add_argument("--http-port", type=int, default=8081, help="HTTP API port")
-    serve.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR,
-                       help="where the SQLite database, dev JWT secret and push record live")
-    serve.add_argument("--node-id", type=int, default=0,
-                       help="0..1023, unique per running node (part of every message id)")
-    serve.add_argument("--jwt-key", type=_jwt_key, action="append", default=[],
-                       metavar="ALG:PATH", help="accept tokens signed by this public key "
-                       "(RS256, ES256 or EdDSA); repeatable")
-    serve.add_argument("--jwt-issuer", help="require this iss claim")
-    serve.add_argument("--jwt-audience", help="require this aud claim")
-    serve.add_argument("--no-hs256", action="store_true",
-                       help=f"accept only the public keys, not the HS256 secret (${SECRET_ENV} "
-                       "or the data dir's dev secret)")
-    serve.add_argument("--sends-per-s", type=float, default=_DEFAULTS.sends_per_s,
-                       help="messages a user may send per second (token bucket rate)")
-    serve.add_argument("--send-burst", type=int, default=_DEFAULTS.send_burst,
-                       help="messages a user may send in a burst")
-    serve.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR")
+    serve = commands.add_parser(
+        "serve", help="run a node (embedded default: no set-up)",
+        description="Run a node. Settings come from flags, then RENDEZVOUS_<KEY> environment "
+        "variables, then --config FILE, then defaults (see rendezvous.sample.toml).")
+    add = serve.add_argument
+    add("--config", type=Path, metavar="FILE", help="a TOML file of settings")
+    add("--host", help=f"address to listen on (default {D.host})")
+    add("--ws-port", type=int, help=f"WebSocket gateway port (default {D.ws_port})")
+    add("--http-port", type=int, help=f"HTTP API port (default {D.http_port})")
+    add("--data-dir", type=Path, help="SQLite database, dev JWT secret and push record "
+        f"(default {D.data_dir})")
+    add("--redis-url", help="join a cluster: fan-out and presence through this Redis, "
+        "e.g. redis://127.0.0.1:6379/0")
+    add("--redis-cluster", type=lambda v: tuple(s for s in v.split(",") if s),
+        dest="redis_cluster_nodes", metavar="HOST:PORT,...",
+        help="join a cluster through a Redis Cluster (sharded pub/sub); seed nodes")
+    add("--workers", type=int, help="processes sharing the ports (SO_REUSEPORT), each a "
+        "cluster node; needs Redis (default 1)")
+    add("--node-id", type=int, help="0..1023, unique per running node (part of every "
+        "message id); default: 0 alone, leased from Redis in a cluster")
+    add("--node-name", help="name in logs and welcome frames (default: host-pid in a cluster)")
+    add("--jwt-key", action="append", dest="jwt_public_keys", metavar="ALG:PATH",
+        help="accept tokens signed by this public key (RS256, ES256 or EdDSA); repeatable")
+    add("--jwt-issuer", help="require this iss claim")
+    add("--jwt-audience", help="require this aud claim")
+    add("--no-hs256", action="store_false", dest="jwt_hs256", default=None,
+        help=f"accept only the public keys, not the HS256 secret (${SECRET_ENV} or the data "
+        "dir's dev secret)")
+    add("--sends-per-s", type=float, help=f"messages a user may send per second "
+        f"(default {D.sends_per_s:g})")
+    add("--send-burst", type=int, help=f"messages a user may send in a burst "
+        f"(default {D.send_burst})")
+    add("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR (default INFO)")
 
     token = commands.add_parser("token", help="print a token for USER signed with the HS256 "
-                                f"secret (${SECRET_ENV}, else the data dir's dev secret)",
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                f"secret (${SECRET_ENV}, else the data dir's dev secret)")
     token.add_argument("user")
-    token.add_argument("--ttl", type=int, default=24 * 3600, help="lifetime in seconds")
-    token.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
+    token.add_argument("--ttl", type=int, default=24 * 3600,
+                       help="lifetime in seconds (default 86400)")
+    token.add_argument("--data-dir", type=Path, help=f"(default {D.data_dir})")
+
+    config = commands.add_parser("config", help="check a configuration file")
+    config.add_argument("action", choices=["check"])
+    config.add_argument("file", type=Path)
     return parser
 
 
-def config_from_args(args: argparse.Namespace) -> tuple[Config, str]:
-    keys = list(args.jwt_key)
-    origin = "public keys only"
-    if not args.no_hs256:
-        secret, origin = hs256_secret(args.data_dir)
-        keys.insert(0, JwtKey("HS256", secret))
-    config = Config(host=args.host, ws_port=args.ws_port, http_port=args.http_port,
-                    data_dir=args.data_dir, node_id=args.node_id, jwt_keys=tuple(keys),
-                    jwt_issuer=args.jwt_issuer, jwt_audience=args.jwt_audience,
-                    sends_per_s=args.sends_per_s, send_burst=args.send_burst)
-    return config.validate(), origin
+SERVE_KEYS = ("host", "ws_port", "http_port", "data_dir", "redis_url", "redis_cluster_nodes",
+              "workers", "node_id", "node_name", "jwt_public_keys", "jwt_issuer",
+              "jwt_audience", "jwt_hs256", "sends_per_s", "send_burst")
+
+
+def serve_flags(args: argparse.Namespace) -> dict[str, Any]:
+    return {key: getattr(args, key) for key in SERVE_KEYS}
 
 
 async def serve(config: Config, secret_origin: str) -> None:
@@ -88,47 +94,94 @@ async def serve(config: Config, secret_origin: str) -> None:
     node = Node(config)
     await node.start()
     host = config.host
-    print(f"Rendezvous {config.node} ready\n"
+    fanout = ("Redis Cluster " + ",".join(config.redis_cluster_nodes)
+              if config.redis_cluster_nodes else f"Redis {config.redis_url}"
+              if config.redis_url else "in-process (single node)")
+    print(f"Rendezvous {config.node} ready (node id {node.node_id}, pid {os.getpid()})\n"
           f"  WebSocket  ws://{host}:{node.ws_port}/v1/ws  (rdv.v1.msgpack, rdv.v1.json)\n"
           f"  HTTP API   http://{host}:{node.http_port}  (docs /docs, metrics /metrics)\n"
           f"  Storage    SQLite in {config.data_dir}/\n"
+          f"  Fan-out    {fanout}\n"
           f"  Tokens     rendezvous token USER --data-dir {config.data_dir}"
           f"   (HS256 key: {secret_origin})\n"
-          f"  Stop       Ctrl-C (clients are told to reconnect)", flush=True)
+          f"  Stop       Ctrl-C or SIGTERM (clients are told to reconnect)", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
-    print("stopping: closing connections with 1012 and flushing writes", flush=True)
+    print(f"draining {len(node.hub)} connections (reconnect, then 1012)", flush=True)
     await node.stop()
 
 
-def run(coro: object) -> None:
+def supervise(workers: int) -> int:
+    """Run `workers` copies of this command as worker processes; restart one that dies;
+    pass SIGTERM and SIGINT on so that each drains."""
+    env = dict(os.environ)
+    procs: dict[int, subprocess.Popen[bytes]] = {}
+    stopping = False
+
+    def spawn(index: int) -> None:
+        procs[index] = subprocess.Popen([sys.executable, "-m", "server.cli", *sys.argv[1:]],
+                                        env={**env, WORKER_ENV: str(index)})
+
+    def forward(signum: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+        for proc in procs.values():
+            if proc.poll() is None:
+                proc.send_signal(signum)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    for index in range(workers):
+        spawn(index)
+    while True:
+        time.sleep(0.2)
+        for index, proc in list(procs.items()):
+            code = proc.poll()
+            if code is not None and not stopping:
+                print(f"worker {index} exited with {code}; restarting", file=sys.stderr,
+                      flush=True)
+                time.sleep(1)
+                spawn(index)
+        if stopping and all(p.poll() is not None for p in procs.values()):
+            return max((p.returncode or 0) for p in procs.values())
+
+
+def run(coro: Any) -> None:
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is a dependency on Linux and macOS
-        asyncio.run(coro)  # type: ignore[arg-type]
+        asyncio.run(coro)
     else:
-        uvloop.run(coro)  # type: ignore[arg-type]
+        uvloop.run(coro)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.command == "token":
-        secret, _ = hs256_secret(args.data_dir)
-        print(mint(secret, args.user, args.ttl))
-        return 0
-    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
     try:
-        config, origin = config_from_args(args)
+        if args.command == "token":
+            data_dir = args.data_dir or Path(os.environ.get("RENDEZVOUS_DATA_DIR",
+                                                            str(D.data_dir)))
+            secret, _ = hs256_secret(data_dir)
+            print(mint(secret, args.user, args.ttl))
+            return 0
+        if args.command == "config":
+            config, origin = load(args.file, {}, create_secret=False)
+            print(f"{args.file}: OK (HS256 key: {origin})")
+            return 0
+        logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
+                            format="%(asctime)s %(levelname)s %(name)s %(message)s")
+        config, origin = load(args.config, serve_flags(args))
     except ConfigError as exc:
         print(f"rendezvous: bad configuration: {exc}", file=sys.stderr)
         return 2
+    if config.workers > 1 and WORKER_ENV not in os.environ:
+        return supervise(config.workers)
     try:
         run(serve(config, origin))
-    except OSError as exc:
+    except (OSError, RuntimeError) as exc:
         print(f"rendezvous: {exc}", file=sys.stderr)
         return 1
     return 0

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import socket
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -46,7 +47,6 @@ class Config:
     redis_cluster_nodes: tuple[str, ...] = ()  # host:port seeds of a Redis Cluster (sharded)
     redis_prefix: str = "rdv:"
     workers: int = 1  # processes sharing the ports (SO_REUSEPORT), each a cluster node
-    reuse_port: bool = False  # set in each worker process
     drain_timeout_s: float = 20.0  # SIGTERM: the most a node takes to let its clients go
     drain_batch: int = 500  # sessions told to reconnect per batch
     drain_interval_s: float = 0.05
@@ -149,9 +149,10 @@ def dev_secret(data_dir: Path) -> str:
     return secret
 
 
-def hs256_secret(data_dir: Path) -> tuple[str, str]:
+def hs256_secret(data_dir: Path,
+                 environ: Mapping[str, str] = os.environ) -> tuple[str, str]:
     """The HS256 secret in force and where it came from (for the start-up banner)."""
-    env = os.environ.get(SECRET_ENV)
+    env = environ.get(SECRET_ENV)
     if env:
         return env, f"${SECRET_ENV}"
     return dev_secret(data_dir), str(data_dir / "jwt-secret")

@@ -116,13 +116,13 @@ class Gateway:
         if self.server is not None:
             self.server.close(close_connections=False)
 
-    async def wait_closed(self, timeout: float) -> None:
-        """Wait until every connection handler has finished, at most `timeout` seconds;
+    async def wait_closed(self, within_s: float) -> None:
+        """Wait until every connection handler has finished, at most `within_s` seconds;
         then close whatever is left with 1012."""
         if self.server is None:
             return
         try:
-            await asyncio.wait_for(asyncio.shield(self.server.wait_closed()), timeout)
+            await asyncio.wait_for(asyncio.shield(self.server.wait_closed()), within_s)
         except TimeoutError:
             log.warning("connections still open after the drain timeout: closing them")
             for session in self.hub.sessions():

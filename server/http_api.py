@@ -23,9 +23,9 @@ from protocol.codec import ids_as_strings
 from protocol.errors import HTTP_STATUS, ErrorCode, ProtocolError
 from server.auth import Authenticator, AuthError
 from server.chat import message_entry
+from server.cluster_state import Limiter
 from server.matching import MatchService
 from server.metrics import Metrics
-from server.cluster_state import Limiter
 from storage import Store, StoreUnavailable
 
 log = logging.getLogger("rendezvous.http")

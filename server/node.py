@@ -124,7 +124,7 @@ class Node:
         await self.presence.start()
         await self.broker.start(self.hub.deliver, self.caches.on_control)
         await self.pushes.start()
-        reuse = config.workers > 1 or config.reuse_port
+        reuse = config.workers > 1
         await self.gateway.start(listening_socket(config.host, config.ws_port, reuse))
         http_socket = listening_socket(config.host, config.http_port, reuse)
         loop = asyncio.get_running_loop()

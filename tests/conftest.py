@@ -7,7 +7,7 @@ nodes with config overrides (short timeouts, small queues) for tests that need t
 from __future__ import annotations
 
 import itertools
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +16,7 @@ import pytest
 from client import RendezvousClient, RendezvousHttp, mint_token
 from server.config import Config, JwtKey
 from server.node import Node
+from tests.redis_servers import RedisCluster, RedisServer
 
 SECRET = "rendezvous-test-secret-0123456789abcdef"
 _node_numbers = itertools.count()
@@ -122,6 +123,24 @@ async def harness_for() -> AsyncIterator[Callable[[Node], Harness]]:
     yield wrap
     for harness in made:
         await harness.close()
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    """A fresh, real redis-server for one test."""
+    server = RedisServer(tmp_path / "redis")
+    server.start()
+    yield server
+    server.stop(kill=True)
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisCluster]:
+    """A real 3-master Redis Cluster shared by the session: tests use their own keys."""
+    cluster = RedisCluster(tmp_path_factory.mktemp("redis-cluster"))
+    cluster.start()
+    yield cluster
+    cluster.stop()
 
 
 @pytest.fixture(params=["rdv.v1.msgpack", "rdv.v1.json"])

@@ -52,7 +52,7 @@ class EventBuffer:
     async def next(
         self,
         t: EventType = None,
-        timeout: float | None = 5,  # noqa: ASYNC109 (the API tests read best)
+        timeout: float | None = 5,
         predicate: Predicate | None = None,
     ) -> Frame:
         """The oldest frame matching `t` (a type or set of types) and `predicate`."""

@@ -200,7 +200,7 @@ class RendezvousClient:
         await self._send(self.codec.encode(frame) if isinstance(frame, dict) else frame)
 
     async def request(
-        self, frame: Frame, timeout: float = 10  # noqa: ASYNC109 (per-request deadline)
+        self, frame: Frame, timeout: float = 10
     ) -> Frame:
         """Send `frame` with a fresh `r` and return the reply carrying that `r`.
 
@@ -238,7 +238,7 @@ class RendezvousClient:
         media: dict[str, Any] | None = None,
         c: str | None = None,
         *,
-        timeout: float = 10,  # noqa: ASYNC109
+        timeout: float = 10,
     ) -> Frame:
         """Send a chat message; returns the `ack` (`id`, `ts`) once the server stored it."""
         frame: Frame = {"t": "send", "m": m, "c": c if c is not None else uuid.uuid4().hex}
@@ -294,7 +294,7 @@ class RendezvousClient:
     async def next_event(
         self,
         t: EventType = None,
-        timeout: float | None = 5,  # noqa: ASYNC109 (the API tests read best)
+        timeout: float | None = 5,
         predicate: Predicate | None = None,
     ) -> Frame:
         """The oldest unread event of type `t` (a `t` or a set of them, None for any) that
@@ -336,7 +336,7 @@ class RendezvousClient:
         return self._ws.close_reason
 
     async def wait_closed(
-        self, timeout: float | None = 5  # noqa: ASYNC109
+        self, timeout: float | None = 5
     ) -> int | None:
         """Wait until the connection has ended; returns `close_code`."""
         async with asyncio.timeout(timeout):

@@ -114,6 +114,14 @@ async def serve(config: Config, secret_origin: str) -> None:
     await node.stop()
 
 
+def _drain_when_parent_dies() -> None:
+    """In a worker: get SIGTERM (and so drain) if the supervisor dies, even by SIGKILL."""
+    if sys.platform == "linux":
+        import ctypes
+
+        ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
 def supervise(workers: int) -> int:
     """Run `workers` copies of this command as worker processes; restart one that dies;
     pass SIGTERM and SIGINT on so that each drains."""
@@ -123,7 +131,8 @@ def supervise(workers: int) -> int:
 
     def spawn(index: int) -> None:
         procs[index] = subprocess.Popen([sys.executable, "-m", "server.cli", *sys.argv[1:]],
-                                        env={**env, WORKER_ENV: str(index)})
+                                        env={**env, WORKER_ENV: str(index)},
+                                        preexec_fn=_drain_when_parent_dies)
 
     def forward(signum: int, _frame: object) -> None:
         nonlocal stopping

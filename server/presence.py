@@ -64,27 +64,27 @@ class MemoryPresence:
     async def close(self) -> None:
         return None
 
-    def _live(self, user: str, now: float) -> dict[str, float]:
-        """The user's unexpired sessions; expired ones are dropped and become last seen."""
-        sessions = self._sessions.get(user)
+    def _drop_expired(self, user: str, now: float) -> dict[str, float]:
+        """The user's live sessions, after turning expired ones into last seen."""
+        sessions = self._sessions.get(user, {})
+        for session, expiry in list(sessions.items()):
+            if expiry <= now:
+                del sessions[session]
+                self._seen[user] = max(self._seen.get(user, 0),
+                                       coarse(int((expiry - self.ttl_s) * 1000)))
         if not sessions:
-            return {}
-        expired = [s for s, expiry in sessions.items() if expiry <= now]
-        for s in expired:
-            self._seen[user] = coarse(int((sessions.pop(s) - self.ttl_s) * 1000))
-        if not sessions:
-            del self._sessions[user]
+            self._sessions.pop(user, None)
         return sessions
 
     async def connect(self, user: str, session: str) -> bool:
         now = self._clock()
-        was_online = bool(self._live(user, now))
+        was_online = bool(self._drop_expired(user, now))
         self._sessions.setdefault(user, {})[session] = now + self.ttl_s
         return not was_online
 
     async def disconnect(self, user: str, session: str) -> int | None:
         now = self._clock()
-        sessions = self._live(user, now)
+        sessions = self._drop_expired(user, now)
         if sessions.pop(session, None) is None:
             return None
         if sessions:
@@ -94,19 +94,31 @@ class MemoryPresence:
         return seen
 
     async def refresh(self, sessions: Iterable[tuple[str, str]]) -> None:
+        """Extend live sessions only: a session removed meanwhile is not brought back."""
         expiry = self._clock() + self.ttl_s
         for user, session in sessions:
-            self._sessions.setdefault(user, {})[session] = expiry
+            live = self._sessions.get(user)
+            if live is not None and session in live:
+                live[session] = expiry
 
     async def status(self, users: Iterable[str]) -> dict[str, Status]:
+        """Read-only: an expired session counts as gone but is left for `reap` to report."""
         now = self._clock()
-        return {u: Status(bool(self._sessions.get(u)) and bool(self._live(u, now)),
-                          self._seen.get(u)) for u in users}
+        out = {}
+        for user in users:
+            expiries = self._sessions.get(user, {}).values()
+            online = any(e > now for e in expiries)
+            seen = self._seen.get(user)
+            expired = [coarse(int((e - self.ttl_s) * 1000)) for e in expiries if e <= now]
+            if not online and expired:
+                seen = max([seen or 0, *expired])
+            out[user] = Status(online, seen)
+        return out
 
     async def reap(self) -> list[tuple[str, int]]:
         now = self._clock()
         gone = []
         for user, sessions in list(self._sessions.items()):
-            if any(expiry <= now for expiry in sessions.values()) and not self._live(user, now):
+            if any(e <= now for e in sessions.values()) and not self._drop_expired(user, now):
                 gone.append((user, self._seen[user]))
         return gone

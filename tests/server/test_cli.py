@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import socket
 import subprocess
-import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -15,67 +13,8 @@ import jwt
 import pytest
 
 from client import RendezvousClient, RendezvousHttp
-
-CLI = [sys.executable, "-m", "server.cli"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def env_without_secret() -> dict[str, str]:
-    env = dict(os.environ)
-    env.pop("RENDEZVOUS_JWT_SECRET", None)
-    return env
-
-
-class NodeProcess:
-    def __init__(self, data_dir: Path) -> None:
-        self.data_dir = data_dir
-        self.ws_port = free_port()
-        self.http_port = free_port()
-        self.proc: asyncio.subprocess.Process | None = None
-        self.banner: list[str] = []
-
-    async def start(self) -> None:
-        self.proc = await asyncio.create_subprocess_exec(
-            *CLI, "serve", "--data-dir", str(self.data_dir), "--ws-port", str(self.ws_port),
-            "--http-port", str(self.http_port), "--log-level", "WARNING",
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-            env=env_without_secret())
-        assert self.proc.stdout is not None
-        async with asyncio.timeout(20):
-            while True:
-                line = (await self.proc.stdout.readline()).decode()
-                if not line:
-                    err = await self.proc.stderr.read() if self.proc.stderr else b""
-                    raise AssertionError(f"node exited: {err.decode()}")
-                self.banner.append(line)
-                if line.startswith("  Stop"):
-                    return
-
-    def token(self, user: str) -> str:
-        out = subprocess.run([*CLI, "token", user, "--data-dir", str(self.data_dir)],
-                             capture_output=True, text=True, check=True,
-                             env=env_without_secret())
-        return out.stdout.strip()
-
-    @property
-    def ws_url(self) -> str:
-        return f"ws://127.0.0.1:{self.ws_port}/v1/ws"
-
-    @property
-    def http_url(self) -> str:
-        return f"http://127.0.0.1:{self.http_port}"
-
-    async def stop(self, sig: int = signal.SIGTERM) -> int:
-        assert self.proc is not None
-        if self.proc.returncode is None:
-            self.proc.send_signal(sig)
-        async with asyncio.timeout(20):
-            return await self.proc.wait()
+from tests.node_process import CLI, NodeProcess, env_without_secret
+from tests.redis_servers import free_port
 
 
 @pytest.fixture

@@ -64,7 +64,7 @@ async def http() -> AsyncIterator[Apis]:
     await apis.aclose()
 
 
-async def wait_until(condition: Callable[[], Any], timeout: float = 3.0,  # noqa: ASYNC109
+async def wait_until(condition: Callable[[], Any], timeout: float = 3.0,
                      interval: float = 0.01) -> Any:
     """Poll `condition` (sync or async) until it is truthy; its value, or AssertionError."""
     deadline = time.monotonic() + timeout

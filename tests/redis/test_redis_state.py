@@ -1,0 +1,315 @@
+"""Rate limits, send claims and node-id leases against real Redis, standalone and cluster.
+
+Each "node" gets its own client, as real nodes do; keys carry a prefix unique to the test
+because the cluster is shared by the session.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
+
+from protocol.ids import MAX_NODE
+from server.cluster_state import Claim, MemoryLimiter
+from server.config import Config
+from server.metrics import Metrics
+from server.redis_state import (
+    RedisLimiter,
+    RedisNodeIds,
+    RedisSendClaims,
+    connect_redis,
+)
+from tests.redis_servers import RedisServer
+
+Client = Redis | RedisCluster
+Clients = Callable[[], Client]
+
+
+@pytest.fixture(params=["standalone", "cluster"])
+async def clients(request: pytest.FixtureRequest) -> AsyncIterator[Clients]:
+    """Makes clients (one per simulated node) of a standalone Redis or of the cluster."""
+    if request.param == "standalone":
+        config = Config(redis_url=request.getfixturevalue("redis_server").url)
+    else:
+        config = Config(redis_cluster_nodes=request.getfixturevalue("redis_cluster").seeds)
+    made: list[Client] = []
+
+    def make() -> Client:
+        made.append(connect_redis(config))
+        return made[-1]
+
+    yield make
+    for client in made:
+        await client.aclose()
+
+
+@pytest.fixture
+def prefix() -> str:
+    return f"t{uuid.uuid4().hex[:10]}:"
+
+
+@pytest.fixture
+async def standalone(redis_server: RedisServer) -> AsyncIterator[Client]:
+    client = connect_redis(Config(redis_url=redis_server.url))
+    yield client
+    await client.aclose()
+
+
+def fallbacks(metrics: Metrics, what: str) -> float:
+    value = metrics.registry.get_sample_value("rendezvous_redis_fallbacks_total",
+                                              {"what": what})
+    return value or 0.0
+
+
+def outage_warnings(caplog: pytest.LogCaptureFixture, what: str) -> int:
+    return sum(1 for r in caplog.records
+               if r.levelno == logging.WARNING and f"unavailable for {what}" in r.getMessage())
+
+
+async def warm(*clients: Client) -> None:
+    """Connect (and, on a cluster, read the slots) now: timing tests measure the calls."""
+    for client in clients:
+        await client.ping()
+
+
+def limiter(client: Client, prefix: str, metrics: Metrics | None = None, rate: float = 10.0,
+            burst: int = 3, fallback: Any = None) -> RedisLimiter:
+    return RedisLimiter(client, name="send", prefix=prefix, rate=rate, burst=burst,
+                        fallback=fallback or MemoryLimiter(rate, burst),
+                        metrics=metrics or Metrics())
+
+
+def test_clients_fail_fast_rather_than_retry() -> None:
+    client = connect_redis(Config(redis_url="redis://127.0.0.1:6399/2"))
+    assert isinstance(client, Redis)
+    kwargs = client.connection_pool.connection_kwargs
+    assert (kwargs["socket_timeout"], kwargs["socket_connect_timeout"], kwargs["db"]) == (
+        2.0, 2.0, 2)
+    assert kwargs["health_check_interval"] > 0
+    retry = client.get_retry()
+    assert retry is not None and retry.get_retries() == 1
+    assert kwargs.get("decode_responses", False) is False  # the broker carries bytes
+    cluster = connect_redis(Config(redis_cluster_nodes=("127.0.0.1:7000", "127.0.0.2:7001")))
+    assert isinstance(cluster, RedisCluster)
+    assert [(n.host, n.port) for n in cluster.startup_nodes] == [("127.0.0.1", 7000),
+                                                                 ("127.0.0.2", 7001)]
+    assert cluster.retry.get_retries() == 2
+    assert cluster.connection_kwargs["socket_timeout"] == 2.0
+
+
+# -- rate limits -------------------------------------------------------------------------
+
+async def test_limiter_allows_the_burst_then_asks_to_wait_a_token(clients: Clients,
+                                                                   prefix: str) -> None:
+    client = clients()
+    await warm(client)
+    bucket = limiter(client, prefix, rate=2.0, burst=3)
+    assert [await bucket.take("alice") for _ in range(3)] == [0.0, 0.0, 0.0]
+    wait = await bucket.take("alice")
+    assert 0.25 < wait <= 0.5  # about 1/rate
+    assert await bucket.take("bob") == 0.0  # one bucket per key
+    await asyncio.sleep(wait + 0.02)
+    assert await bucket.take("alice") == 0.0  # refilled at `rate`
+
+
+async def test_limiter_is_one_bucket_for_all_nodes(clients: Clients, prefix: str) -> None:
+    ca, cb = clients(), clients()
+    await warm(ca, cb)
+    a, b = limiter(ca, prefix, rate=2, burst=4), limiter(cb, prefix, rate=2, burst=4)
+    assert [await a.take("alice"), await b.take("alice"), await a.take("alice"),
+            await b.take("alice")] == [0.0] * 4
+    assert await a.take("alice") > 0
+    assert await b.take("alice") > 0
+    other = RedisLimiter(clients(), name="swipe", prefix=prefix, rate=10, burst=1,
+                         fallback=MemoryLimiter(10, 1), metrics=Metrics())
+    assert await other.take("alice") == 0.0  # another limit, another bucket
+
+
+async def test_limiter_falls_back_to_the_local_bucket_while_redis_is_down(
+        standalone: Client, redis_server: RedisServer, prefix: str,
+        caplog: pytest.LogCaptureFixture) -> None:
+    metrics = Metrics()
+    bucket = limiter(standalone, prefix, metrics, rate=1.0, burst=2)
+    assert await bucket.take("alice") == 0.0
+    redis_server.stop(kill=True)
+    # The local bucket starts full: 2 allowed, then a wait.
+    assert [await bucket.take("alice") for _ in range(2)] == [0.0, 0.0]
+    assert await bucket.take("alice") > 0
+    assert fallbacks(metrics, "rate_limit") == 3
+    assert outage_warnings(caplog, "rate_limit") == 1  # once per outage, not per call
+    redis_server.start()
+    assert await bucket.take("carol") == 0.0
+    assert fallbacks(metrics, "rate_limit") == 3
+
+
+# -- send claims -------------------------------------------------------------------------
+
+async def test_claim_new_then_pending_then_done(clients: Clients, prefix: str) -> None:
+    claims = RedisSendClaims(clients(), prefix=prefix, metrics=Metrics())
+    assert await claims.claim("m1", "alice", "c1") == Claim("new")
+    assert await claims.claim("m1", "alice", "c1") == Claim("pending")
+    assert await claims.claim("m1", "alice", "c2") == Claim("new")  # another c
+    assert await claims.claim("m1", "bob", "c1") == Claim("new")  # another sender
+    await claims.confirm("m1", "alice", "c1", 1234567890123, 1_700_000_000_000)
+    assert await claims.claim("m1", "alice", "c1") == Claim("done", 1234567890123,
+                                                            1_700_000_000_000)
+    await claims.release("m1", "alice", "c1")  # too late: done stays done
+    assert (await claims.claim("m1", "alice", "c1")).state == "done"
+
+
+async def test_release_lets_the_retry_claim_again(clients: Clients, prefix: str) -> None:
+    claims = RedisSendClaims(clients(), prefix=prefix, metrics=Metrics())
+    assert await claims.claim("m1", "alice", "c1") == Claim("new")
+    await claims.release("m1", "alice", "c1")
+    assert await claims.claim("m1", "alice", "c1") == Claim("new")
+
+
+async def test_concurrent_claims_from_two_nodes_give_one_new(clients: Clients,
+                                                             prefix: str) -> None:
+    a = RedisSendClaims(clients(), prefix=prefix, metrics=Metrics())
+    b = RedisSendClaims(clients(), prefix=prefix, metrics=Metrics())
+    for c in range(20):
+        results = await asyncio.gather(*(node.claim("m", "alice", f"c{c}")
+                                         for node in (a, b, a, b, a, b)))
+        assert sorted(r.state for r in results) == ["new"] + ["pending"] * 5
+
+
+def test_claim_keys_are_short_and_keep_parts_apart() -> None:
+    claims = RedisSendClaims(Redis(), prefix="rdv:", metrics=Metrics())
+    key = claims.key("m" * 200, "u" * 64, "{c}:|\n")
+    assert key.startswith("rdv:claim:") and len(key) <= 40
+    assert claims.key("a:b", "c", "d") != claims.key("a", "b:c", "d")
+    assert claims.key("m", "alice", "c1") == claims.key("m", "alice", "c1")
+
+
+async def test_claims_degrade_to_the_store_while_redis_is_down(
+        standalone: Client, redis_server: RedisServer, prefix: str,
+        caplog: pytest.LogCaptureFixture) -> None:
+    metrics = Metrics()
+    claims = RedisSendClaims(standalone, prefix=prefix, metrics=metrics)
+    assert await claims.claim("m", "alice", "c1") == Claim("new")
+    redis_server.stop(kill=True)
+    assert await claims.claim("m", "alice", "c1") == Claim("new")  # the store dedupes
+    await claims.confirm("m", "alice", "c1", 1, 2)
+    await claims.release("m", "alice", "c1")
+    assert fallbacks(metrics, "claims") == 3
+    assert outage_warnings(caplog, "claims") == 1
+    redis_server.start()
+    assert await claims.claim("m", "alice", "c1") == Claim("new")
+    assert await claims.claim("m", "alice", "c1") == Claim("pending")
+
+
+# -- node ids ----------------------------------------------------------------------------
+
+async def test_nodes_lease_distinct_ids_and_release_them(clients: Clients,
+                                                         prefix: str) -> None:
+    nodes = [RedisNodeIds(clients(), node=f"n{i}", prefix=prefix, metrics=Metrics())
+             for i in range(3)]
+    try:
+        ids = [await n.acquire() for n in nodes]
+        assert len(set(ids)) == 3 and all(0 <= i <= MAX_NODE for i in ids)
+        assert await nodes[0].acquire() == ids[0]  # acquiring again keeps the lease
+        check = clients()
+        assert await check.get(f"{prefix}node-id:{ids[0]}") == nodes[0].token.encode()
+        await nodes[0].release()
+        assert await check.get(f"{prefix}node-id:{ids[0]}") is None
+        assert await check.get(f"{prefix}node-id:{ids[1]}") == nodes[1].token.encode()
+    finally:
+        for n in nodes:
+            await n.release()
+
+
+async def test_an_expired_lease_is_taken_back_by_its_owner(clients: Clients,
+                                                           prefix: str) -> None:
+    check = clients()
+    ids = RedisNodeIds(clients(), node="n", prefix=prefix, metrics=Metrics(), lease_s=0.6)
+    node_id = await ids.acquire()
+    key = f"{prefix}node-id:{node_id}"
+    try:
+        await asyncio.sleep(1.0)  # the refresher runs every 0.2 s: the lease holds
+        assert await check.get(key) == ids.token.encode()
+        assert ids._task is not None
+        ids._task.cancel()  # the node hangs: nobody renews
+        await asyncio.sleep(0.8)
+        assert await check.get(key) is None
+        assert await ids.renew()
+        assert ids.node_id == node_id
+        assert await check.get(key) == ids.token.encode()
+        assert 0 < await check.pttl(key) <= 600
+    finally:
+        await ids.release()
+
+
+async def test_the_refresher_takes_a_vanished_lease_back(clients: Clients,
+                                                         prefix: str) -> None:
+    check = clients()
+    ids = RedisNodeIds(clients(), node="n", prefix=prefix, metrics=Metrics(), lease_s=0.6)
+    node_id = await ids.acquire()
+    key = f"{prefix}node-id:{node_id}"
+    try:
+        await check.delete(key)  # e.g. Redis restarted without persistence
+        await asyncio.sleep(0.5)
+        assert await check.get(key) == ids.token.encode()
+    finally:
+        await ids.release()
+
+
+async def test_a_lease_taken_by_another_node_is_an_error(
+        clients: Clients, prefix: str, caplog: pytest.LogCaptureFixture) -> None:
+    check = clients()
+    metrics = Metrics()
+    ids = RedisNodeIds(clients(), node="n", prefix=prefix, metrics=metrics, lease_s=30)
+    node_id = await ids.acquire()
+    key = f"{prefix}node-id:{node_id}"
+    try:
+        await check.set(key, "other:1234")
+        assert not await ids.renew()
+        assert fallbacks(metrics, "node_id_conflict") == 1
+        assert any(r.levelno == logging.ERROR and "could collide" in r.getMessage()
+                   for r in caplog.records)
+        await ids.release()
+        assert await check.get(key) == b"other:1234"  # release never deletes another's
+    finally:
+        await ids.release()
+
+
+async def test_acquire_refuses_to_guess_when_redis_is_down(standalone: Client,
+                                                           redis_server: RedisServer,
+                                                           prefix: str) -> None:
+    redis_server.stop(kill=True)
+    ids = RedisNodeIds(standalone, node="n", prefix=prefix, metrics=Metrics())
+    with pytest.raises(RuntimeError, match="Redis did not answer"):
+        await ids.acquire()
+
+
+async def test_acquire_refuses_when_every_id_is_leased(standalone: Client,
+                                                       prefix: str) -> None:
+    await standalone.mset({f"{prefix}node-id:{i}": "someone" for i in range(MAX_NODE + 1)})
+    ids = RedisNodeIds(standalone, node="n", prefix=prefix, metrics=Metrics())
+    with pytest.raises(RuntimeError, match="all 1024 node ids"):
+        await ids.acquire()
+    await standalone.delete(f"{prefix}node-id:7")
+    assert await ids.acquire() == 7
+    await ids.release()
+
+
+async def test_renewal_survives_a_redis_outage(standalone: Client, redis_server: RedisServer,
+                                               prefix: str) -> None:
+    metrics = Metrics()
+    ids = RedisNodeIds(standalone, node="n", prefix=prefix, metrics=metrics, lease_s=0.6)
+    node_id = await ids.acquire()
+    redis_server.stop(kill=True)
+    await asyncio.sleep(0.5)
+    assert fallbacks(metrics, "node_id") >= 1
+    assert ids._task is not None and not ids._task.done()
+    redis_server.start()  # empty: the lease is gone, the refresher takes it back
+    await asyncio.sleep(0.5)
+    assert await standalone.get(f"{prefix}node-id:{node_id}") == ids.token.encode()
+    await ids.release()

@@ -102,7 +102,8 @@ class ChatService:
         return match
 
     # -- messages -------------------------------------------------------------------------
-    async def send(self, session: Session, f: Send) -> Frame:
+    async def send(self, session: Session, f: Send) -> Frame | None:
+        """Store the message, ack it (as soon as it is durable), then fan it out."""
         started = time.perf_counter()
         user = session.user
         match = await self.open_match(user, f.m, f.r)
@@ -113,7 +114,8 @@ class ChatService:
                                 r=f.r, retry_ms=max(1, int(wait * 1000)))
         claim = await self.claims.claim(f.m, user, f.c)
         if claim.state == "done":
-            return sf.ack(f.r, f.m, f.c, claim.id, claim.ts)
+            session.push(sf.ack(f.r, f.m, f.c, claim.id, claim.ts))
+            return None
         if claim.state == "pending":
             raise ProtocolError(ErrorCode.UNAVAILABLE, "this message is being stored; resend",
                                 r=f.r, retry_ms=250)
@@ -126,16 +128,16 @@ class ChatService:
         except StoreUnavailable:
             await self.claims.release(f.m, user, f.c)
             raise unavailable(f.r) from None
-        await self.claims.confirm(f.m, user, f.c, stored.id, stored.ts)
-        reply = sf.ack(f.r, f.m, f.c, stored.id, stored.ts)
+        session.push(sf.ack(f.r, f.m, f.c, stored.id, stored.ts))  # durable: ack at once
         self.metrics.send_to_ack.observe(time.perf_counter() - started)
+        await self.claims.confirm(f.m, user, f.c, stored.id, stored.ts)
         if created:
             peer = match.peer_of(user)
             await self._stop_typing(f.m, user, peer)
             await self.broker.publish((peer, user), {"t": "msg", **message_entry(stored)},
                                       skip_session=session.id)
             await self.pushes.message(peer, stored)
-        return reply
+        return None
 
     async def history(self, session: Session, f: History) -> Frame:
         await self.open_match(session.user, f.m, f.r)

@@ -26,7 +26,7 @@ from redis.asyncio.cluster import RedisCluster
 
 from server.broker import Control, Deliver, Frame
 from server.metrics import Metrics
-from server.redis_pubsub import PubSubLink, open_link
+from server.redis_pubsub import PubSubLink, open_link, stop_tasks, wait_event
 
 log = logging.getLogger("rendezvous.broker")
 
@@ -90,15 +90,11 @@ class RedisBroker:
         loop = asyncio.get_running_loop()
         self._tasks = [loop.create_task(self._keep_subscribed(), name="broker-subscriber"),
                        loop.create_task(self._canary(), name="broker-canary")]
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._first_canary.wait(), self._healthy_within_s)
+        await wait_event(self._first_canary, self._healthy_within_s)
 
     async def close(self) -> None:
         """Stop reading and publishing; the shared client stays open (the node closes it)."""
-        tasks = [*self._tasks, *([self._flusher] if self._flusher else [])]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await stop_tasks([*self._tasks, *([self._flusher] if self._flusher else [])])
         self._tasks, self._flusher = [], None
         if self._batch is not None and not self._batch.done():
             self._batch.set_result(None)
@@ -127,8 +123,7 @@ class RedisBroker:
             except Exception:  # the link is failing; its successor subscribes from _users
                 self._kick.set()
                 return
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(asyncio.shield(confirmed), self._confirm_timeout_s)
+        await asyncio.wait((confirmed,), timeout=self._confirm_timeout_s)
 
     async def unsubscribe(self, user: str) -> None:
         self._users.discard(user)
@@ -185,9 +180,7 @@ class RedisBroker:
         try:
             await asyncio.wait((reader, kicked), return_when=asyncio.FIRST_COMPLETED)
         finally:
-            reader.cancel()
-            kicked.cancel()
-            await asyncio.gather(reader, kicked, return_exceptions=True)
+            await stop_tasks((reader, kicked))
         error = None if reader.cancelled() else reader.exception()
         raise error or ConnectionError("subscription went silent")
 
@@ -261,8 +254,7 @@ class RedisBroker:
             silent_for = time.monotonic() - max(self._last_canary, self._linked_at)
             if self._link is not None and silent_for > self._healthy_within_s:
                 self._kick.set()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._canary_now.wait(), self._canary_interval_s)
+            await wait_event(self._canary_now, self._canary_interval_s)
             self._canary_now.clear()
 
     async def _publish_one(self, channel: str, payload: bytes) -> None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Protocol
 
 from redis.asyncio import Redis
@@ -44,6 +44,26 @@ class PubSubLink(Protocol):
         `on_event` is called synchronously, in the order Redis sent the events."""
 
     async def close(self) -> None: ...
+
+
+async def wait_event(event: asyncio.Event, timeout: float) -> None:
+    """`wait_for(event.wait(), timeout)` without its Python 3.11 race: cancelled in the
+    iteration the event is set, 3.11's wait_for returns and the cancellation is lost."""
+    waiter = asyncio.ensure_future(event.wait())
+    try:
+        await asyncio.wait((waiter,), timeout=timeout)
+    finally:
+        waiter.cancel()
+
+
+async def stop_tasks(tasks: Iterable[asyncio.Task[Any]]) -> None:
+    """Cancel and wait for `tasks`, cancelling again any that swallowed it (the same race
+    exists in code we do not own, e.g. around asyncio.timeout in client libraries)."""
+    pending = {task for task in tasks if not task.done()}
+    while pending:
+        for task in pending:
+            task.cancel()
+        _, pending = await asyncio.wait(pending, timeout=0.5)
 
 
 def open_link(client: Redis | RedisCluster, sharded: bool) -> PubSubLink:
@@ -165,9 +185,7 @@ class ShardedLink:
     async def _stop_readers(self) -> None:
         tasks = [task for _, task in self._readers.values()]
         self._readers.clear()
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await stop_tasks(tasks)
 
     async def close(self) -> None:
         await self._stop_readers()

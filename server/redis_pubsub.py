@@ -59,11 +59,15 @@ async def wait_event(event: asyncio.Event, timeout: float) -> None:
 async def stop_tasks(tasks: Iterable[asyncio.Task[Any]]) -> None:
     """Cancel and wait for `tasks`, cancelling again any that swallowed it (the same race
     exists in code we do not own, e.g. around asyncio.timeout in client libraries)."""
+    tasks = list(tasks)
     pending = {task for task in tasks if not task.done()}
     while pending:
         for task in pending:
             task.cancel()
         _, pending = await asyncio.wait(pending, timeout=0.5)
+    for task in tasks:  # their errors were the caller's to see, not the loop's to log
+        if not task.cancelled():
+            task.exception()
 
 
 def open_link(client: Redis | RedisCluster, sharded: bool) -> PubSubLink:
@@ -128,6 +132,7 @@ class ShardedLink:
         self._cluster = client
         self._pubsub: ClusterPubSub = client.pubsub()
         self._readers: dict[str, tuple[PubSub, asyncio.Task[None]]] = {}
+        self._retired: set[asyncio.Task[None]] = set()
         self._changed = asyncio.Event()
 
     async def connect(self) -> None:
@@ -164,9 +169,19 @@ class ShardedLink:
     def _start_readers(self, on_event: OnEvent) -> None:
         for name, pubsub in list(self._pubsub.node_pubsub_mapping.items()):
             current = self._readers.get(name)
-            if current is None or current[0] is not pubsub:
-                task = asyncio.ensure_future(self._read(name, pubsub, on_event))
-                self._readers[name] = (pubsub, task)
+            if current is not None and current[0] is pubsub:
+                continue
+            if current is not None:  # the node's connection was replaced: one reader each
+                current[1].cancel()
+                self._retired.add(current[1])
+                current[1].add_done_callback(self._forget)
+            task = asyncio.ensure_future(self._read(name, pubsub, on_event))
+            self._readers[name] = (pubsub, task)
+
+    def _forget(self, task: asyncio.Task[None]) -> None:
+        self._retired.discard(task)
+        if not task.cancelled():
+            task.exception()  # a replaced connection's last error is of no interest
 
     async def _read(self, name: str, pubsub: PubSub, on_event: OnEvent) -> None:
         node = self._cluster.get_node(node_name=name)
@@ -183,7 +198,7 @@ class ShardedLink:
             _report(message, on_event)
 
     async def _stop_readers(self) -> None:
-        tasks = [task for _, task in self._readers.values()]
+        tasks = [*(task for _, task in self._readers.values()), *self._retired]
         self._readers.clear()
         await stop_tasks(tasks)
 

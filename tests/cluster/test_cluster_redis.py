@@ -7,6 +7,7 @@ import re
 import signal
 import time
 
+import httpx
 import pytest
 
 from client import RendezvousClient, ServerError
@@ -141,6 +142,7 @@ async def test_redis_restart_mid_conversation_loses_nothing(
 
     redis_server.stop(kill=True)
     during = [(await kim.send(m, f"during {i}"))["id"] for i in range(5)]  # stored and acked
+    assert await readyz_becomes(a.http_url, 503), "/readyz stayed ready without Redis"
     redis_server.start()
     restarted = time.monotonic()
     resumed = None
@@ -154,6 +156,7 @@ async def test_redis_restart_mid_conversation_loses_nothing(
             continue
     assert resumed is not None, "fan-out did not resume within 15 s of Redis returning"
     print(f"\nRedis restart: fan-out resumed {resumed:.2f} s after Redis came back")
+    assert await readyz_becomes(a.http_url, 200)
     synced = await lee.sync(cursor)
     got = {x["id"] for x in synced["msgs"]}
     assert set(during) <= got, "a message acked during the outage is missing from sync"
@@ -186,6 +189,16 @@ async def test_drain_moves_every_client_without_loss(
     got = [x["id"] for x in page["msgs"] if x["m"] == m]
     assert got == sent and page["more"] is False
     assert len(others) == 3
+
+
+async def readyz_becomes(http_url: str, status: int, within_s: float = 10) -> bool:
+    """Whether GET /readyz answers `status` within `within_s` (the canary needs a few s)."""
+    async with httpx.AsyncClient(base_url=http_url) as http:
+        for _ in range(int(within_s / 0.2)):
+            if (await http.get("/readyz")).status_code == status:
+                return True
+            await asyncio.sleep(0.2)
+    return False
 
 
 async def _send_for(client: RendezvousClient, m: str, seconds: float) -> list[int]:

@@ -1,10 +1,13 @@
 """Closed-loop chat throughput through a real node process: prints figures, asserts nothing.
 
     python benchmarks/chat_bench.py --pairs 50 --seconds 10
+    python benchmarks/chat_bench.py --redis-url redis://127.0.0.1:6379/0 --nodes 2
 
-Starts `rendezvous serve` on free ports with a fresh data dir, matches N pairs over HTTP,
-then each pair sends in a closed loop (next send after the previous ack) for the duration.
-Reports acked messages per second, send-to-ack and send-to-delivery latency percentiles.
+Starts `rendezvous serve` on free ports with a fresh data dir (with --redis-url, N nodes
+sharing it: senders on the first node, receivers on the second, so every message crosses
+Redis), matches the pairs over HTTP, then each pair sends in a closed loop (next send after
+the previous ack) for the duration. Reports acked messages per second, send-to-ack and
+send-to-delivery latency percentiles.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -38,19 +42,30 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000 if ordered else 0.0
 
 
-async def run(pairs: int, seconds: float, subprotocol: str) -> None:
+async def start_node(data_dir: str, extra: list[str]) -> tuple[Any, str, str]:
     ws_port, http_port = free_port(), free_port()
-    data_dir = tempfile.mkdtemp(prefix="rdv-bench-")
     env = {**os.environ, "RENDEZVOUS_JWT_SECRET": SECRET}
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "server.cli", "serve", "--data-dir", data_dir, "--ws-port",
         str(ws_port), "--http-port", str(http_port), "--log-level", "WARNING",
-        "--sends-per-s", "100000", "--send-burst", "100000",
+        "--sends-per-s", "100000", "--send-burst", "100000", *extra,
         stdout=asyncio.subprocess.PIPE, env=env)
     assert proc.stdout is not None
     while b"Stop" not in await proc.stdout.readline():
         pass
-    ws_url, http_url = f"ws://127.0.0.1:{ws_port}/v1/ws", f"http://127.0.0.1:{http_port}"
+    return proc, f"ws://127.0.0.1:{ws_port}/v1/ws", f"http://127.0.0.1:{http_port}"
+
+
+async def run(pairs: int, seconds: float, subprotocol: str, redis_url: str | None,
+              nodes: int) -> None:
+    data_dir = tempfile.mkdtemp(prefix="rdv-bench-")
+    # a prefix of its own: earlier runs' claims must not answer for this run's fresh store
+    extra = ["--redis-url", redis_url] if redis_url else []
+    os.environ["RENDEZVOUS_REDIS_PREFIX"] = f"bench{os.getpid()}:"
+    started = [await start_node(data_dir, extra) for _ in range(nodes if redis_url else 1)]
+    procs = [p for p, _, _ in started]
+    ws_url, http_url = started[0][1], started[0][2]
+    ws_url_b = started[-1][1]
     try:
         users = [(f"a{i}", f"b{i}") for i in range(pairs)]
         matches = []
@@ -73,7 +88,7 @@ async def run(pairs: int, seconds: float, subprotocol: str) -> None:
         for (a, b), m in zip(users, matches, strict=True):
             ca = await RendezvousClient.connect(ws_url, mint_token(SECRET, a),
                                                 subprotocol=subprotocol, on_event=on_event)
-            cb = await RendezvousClient.connect(ws_url, mint_token(SECRET, b),
+            cb = await RendezvousClient.connect(ws_url_b, mint_token(SECRET, b),
                                                 subprotocol=subprotocol, on_event=on_event)
             clients.append((ca, cb, m))
         stop_at = time.perf_counter() + seconds
@@ -94,7 +109,8 @@ async def run(pairs: int, seconds: float, subprotocol: str) -> None:
         for ca, cb, _ in clients:
             await ca.close()
             await cb.close()
-        print(f"pairs={pairs} seconds={elapsed:.1f} subprotocol={subprotocol}")
+        print(f"pairs={pairs} seconds={elapsed:.1f} subprotocol={subprotocol} "
+              f"nodes={len(procs)} fan-out={'redis' if redis_url else 'in-process'}")
         print(f"acked messages/s     {len(acks) / elapsed:10.0f}   (total {len(acks)})")
         print(f"send->ack ms         p50 {pct(acks, .5):6.2f}  p99 {pct(acks, .99):6.2f}"
               f"  max {max(acks) * 1000:6.1f}")
@@ -114,8 +130,9 @@ async def run(pairs: int, seconds: float, subprotocol: str) -> None:
             print(f"mean ack ms          {total / count * 1000:6.2f}  (server: frame read to "
                   "ack queued)")
     finally:
-        proc.send_signal(signal.SIGTERM)
-        await proc.wait()
+        for proc in procs:
+            proc.send_signal(signal.SIGTERM)
+            await proc.wait()
 
 
 def main() -> None:
@@ -124,12 +141,16 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--subprotocol", default="rdv.v1.msgpack",
                         choices=["rdv.v1.msgpack", "rdv.v1.json"])
+    parser.add_argument("--redis-url", help="run a cluster through this Redis")
+    parser.add_argument("--nodes", type=int, default=2, help="nodes with --redis-url")
     args = parser.parse_args()
+    main_coro = run(args.pairs, args.seconds, args.subprotocol, args.redis_url, args.nodes)
     try:
         import uvloop
-        uvloop.run(run(args.pairs, args.seconds, args.subprotocol))
     except ImportError:
-        asyncio.run(run(args.pairs, args.seconds, args.subprotocol))
+        asyncio.run(main_coro)
+    else:
+        uvloop.run(main_coro)
 
 
 if __name__ == "__main__":

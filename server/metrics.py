@@ -52,6 +52,8 @@ class Metrics:
                                     registry=r)
         self.broker_resubscribes = Counter("rendezvous_broker_resubscribes", "Times the broker "
                                            "reconnected and subscribed again", registry=r)
+        self.broker_dropped = Counter("rendezvous_broker_dropped", "Broker messages dropped "
+                                      "as undecodable", registry=r)
         self.presence_ops = Counter("rendezvous_presence_ops", "Presence operations", ["op"],
                                     registry=r)
         self.redis_fallbacks = Counter("rendezvous_redis_fallbacks", "Operations that fell "

@@ -238,6 +238,7 @@ class RedisBroker:
 
     def _drop(self) -> None:
         self.dropped += 1
+        self.metrics.broker_dropped.inc()
         if self.dropped & (self.dropped - 1) == 0:  # 1st, 2nd, 4th, ...: visible, not a flood
             log.warning("dropped an undecodable broker message (%d so far)", self.dropped)
 

@@ -51,6 +51,7 @@ class RedisServer:
 
     def __init__(self, workdir: Path, port: int | None = None,
                  extra: tuple[str, ...] = ()) -> None:
+        self.fixed_port = port is not None  # cluster nodes: the bus port was checked too
         self.port = port or free_port()
         self.workdir = workdir
         self.extra = extra
@@ -62,6 +63,18 @@ class RedisServer:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self, timeout: float = 10.0) -> None:
+        """Start on `port`; a fresh server whose free port was taken meanwhile (the race
+        between `free_port` and the bind) retries on another port."""
+        for attempt in range(3):
+            try:
+                self._start(timeout)
+                return
+            except RuntimeError:
+                if self.fixed_port or attempt == 2:
+                    raise
+                self.port = free_port()
+
+    def _start(self, timeout: float) -> None:
         self.proc = subprocess.Popen(
             [redis_binary(), "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
              "--appendonly", "no", "--dir", str(self.workdir), "--protected-mode", "no",
@@ -79,6 +92,8 @@ class RedisServer:
                 time.sleep(0.02)
 
     def stop(self, kill: bool = False) -> None:
+        """Stop it; `start()` again comes back on the same port."""
+        self.fixed_port = True
         if self.proc is None:
             return
         if kill:

@@ -1,0 +1,677 @@
+"""`CassandraStore`: the cluster's durable state in Apache Cassandra.
+
+Tables and why they look as they do: `storage.cassandra_schema`. The driver is bridged to
+asyncio: every request goes out with `execute_async` and its answer comes back to the loop
+through `call_soon_threadsafe`; connecting, the schema and preparing happen once, in
+`start`, on an executor thread. No call blocks the event loop after that.
+
+Ordering without read-before-write: a cell that may only move forward (a conversation's
+last message, a read cursor, a swipe) is written with a timestamp made from its own
+ordering key (message id or swipe time), so a late or retried older write loses to a newer
+one in Cassandra itself, whatever the arrival order. Only match creation uses a lightweight
+transaction: it is the one race that must have exactly one winner.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import json
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import Awaitable, Hashable, Iterable
+from dataclasses import replace
+from typing import Any, Generic, TypeVar, cast
+
+from cassandra import ConsistencyLevel, OperationTimedOut, RequestExecutionException
+from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile, NoHostAvailable
+from cassandra.connection import ConnectionBusy, ConnectionException
+from cassandra.policies import (
+    DCAwareRoundRobinPolicy,
+    ExponentialReconnectionPolicy,
+    TokenAwarePolicy,
+)
+from cassandra.protocol import ErrorMessage
+from cassandra.query import UNSET_VALUE, dict_factory
+
+from protocol.ids import ms_of
+from storage.base import (
+    SETTING_NAMES,
+    Conversation,
+    CursorKind,
+    Cursors,
+    Device,
+    MatchRecord,
+    Message,
+    Page,
+    Platform,
+    Settings,
+    StoreUnavailable,
+    SwipeAction,
+)
+from storage.buckets import bucket_of
+from storage.cassandra_schema import check_identifier, migrate
+
+Row = dict[str, Any]
+K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
+
+# Failures that say "not now" (retry later), as opposed to a bug in a statement.
+_TEMPORARY: tuple[type[BaseException], ...] = (
+    NoHostAvailable, OperationTimedOut, RequestExecutionException, ConnectionException,
+    ConnectionBusy, ErrorMessage, OSError)
+_NO_ID_BOUND = (1 << 63) - 1
+_LOW_BITS = (1 << 22) - 1  # node and sequence bits of a message id
+_COUNT_PAGE = 500  # rows per read while counting unread messages
+_COUNT_SCAN_LIMIT = 20_000  # most rows one count may read (the user's own sends included)
+_CACHE_SIZE = 50_000
+_MSG = "match_id, id, sender, client_id, ts, body, media"
+_MATCH = "id, user_a, user_b, ts, superlike, closed_ts, closed_by"
+_CURSOR_COLUMNS = {"read": "read_id", "delivered": "delivered_id"}
+
+# The statements, prepared at start; {ks} is the keyspace.
+CQL: dict[str, str] = {
+    "ping": "SELECT release_version FROM system.local",
+    "insert_message": f"INSERT INTO {{ks}}.messages (bucket, {_MSG}) VALUES (?, ?, ?, ?, ?, ?,"
+                      " ?, ?)",
+    "get_message": f"SELECT {_MSG} FROM {{ks}}.messages WHERE match_id = ? AND bucket = ?"
+                   " AND id = ?",
+    "history": f"SELECT {_MSG} FROM {{ks}}.messages WHERE match_id = ? AND bucket = ?"
+               " AND id < ? LIMIT ?",
+    "after": f"SELECT {_MSG} FROM {{ks}}.messages WHERE match_id = ? AND bucket = ?"
+             " AND id > ? ORDER BY id ASC LIMIT ?",
+    "senders_after": "SELECT id, sender FROM {ks}.messages WHERE match_id = ? AND bucket = ?"
+                     " AND id > ? ORDER BY id ASC LIMIT ?",
+    "add_bucket": "INSERT INTO {ks}.match_buckets (match_id, bucket) VALUES (?, ?)",
+    "buckets_down": "SELECT bucket FROM {ks}.match_buckets WHERE match_id = ? AND bucket <= ?",
+    "buckets_up": "SELECT bucket FROM {ks}.match_buckets WHERE match_id = ? AND bucket >= ?"
+                  " ORDER BY bucket ASC",
+    "get_client_id": "SELECT id, ts FROM {ks}.message_client_ids WHERE match_id = ?"
+                     " AND sender = ? AND client_id = ?",
+    "put_client_id": "INSERT INTO {ks}.message_client_ids (match_id, sender, client_id, id, ts)"
+                     " VALUES (?, ?, ?, ?, ?)",
+    "advance_conversation": "UPDATE {ks}.conversations_by_user USING TIMESTAMP ? SET last = ?"
+                            " WHERE user = ? AND match_id = ?",
+    "add_conversation": "INSERT INTO {ks}.conversations_by_user (user, match_id, peer,"
+                        " match_ts) VALUES (?, ?, ?, ?) USING TIMESTAMP ?",
+    "hide_conversation": "DELETE FROM {ks}.conversations_by_user USING TIMESTAMP ?"
+                         " WHERE user = ? AND match_id = ?",
+    "conversations": "SELECT match_id, peer, match_ts, last FROM {ks}.conversations_by_user"
+                     " WHERE user = ?",
+    "cursors": "SELECT user, read_id, delivered_id FROM {ks}.read_cursors WHERE match_id = ?",
+    "cursor": "SELECT read_id, delivered_id FROM {ks}.read_cursors WHERE match_id = ?"
+              " AND user = ?",
+    **{f"advance_{kind}": f"UPDATE {{ks}}.read_cursors USING TIMESTAMP ? SET {col} = ?"
+                          " WHERE match_id = ? AND user = ?"
+       for kind, col in _CURSOR_COLUMNS.items()},
+    "put_swipe": "INSERT INTO {ks}.swipes_by_swiper (swiper, target, action, ts)"
+                 " VALUES (?, ?, ?, ?) USING TIMESTAMP ?",
+    "get_swipe": "SELECT action FROM {ks}.swipes_by_swiper WHERE swiper = ? AND target = ?",
+    "put_like": "INSERT INTO {ks}.likes_received (target, swiper, action, ts)"
+                " VALUES (?, ?, ?, ?) USING TIMESTAMP ?",
+    "drop_like": "DELETE FROM {ks}.likes_received USING TIMESTAMP ? WHERE target = ?"
+                 " AND swiper = ?",
+    "insert_match": f"INSERT INTO {{ks}}.matches ({_MATCH}, creator) VALUES (?, ?, ?, ?, ?, ?,"
+                    " ?, ?) IF NOT EXISTS",
+    "get_match": f"SELECT {_MATCH} FROM {{ks}}.matches WHERE id = ?",
+    "get_match_serial": f"SELECT {_MATCH}, creator FROM {{ks}}.matches WHERE id = ?",
+    "close_match": "UPDATE {ks}.matches SET closed_ts = ?, closed_by = ? WHERE id = ?",
+    "list_match": "INSERT INTO {ks}.matches_by_user (user, ts, match_id, peer, superlike)"
+                  " VALUES (?, ?, ?, ?, ?) USING TIMESTAMP ?",
+    "unlist_match": "DELETE FROM {ks}.matches_by_user USING TIMESTAMP ? WHERE user = ?"
+                    " AND ts = ? AND match_id = ?",
+    "matches_first": "SELECT match_id, ts, peer, superlike FROM {ks}.matches_by_user"
+                     " WHERE user = ? LIMIT ?",
+    "matches_next": "SELECT match_id, ts, peer, superlike FROM {ks}.matches_by_user"
+                    " WHERE user = ? AND (ts, match_id) < (?, ?) LIMIT ?",
+    "add_block": "INSERT INTO {ks}.blocks (user, target, ts) VALUES (?, ?, ?)",
+    "get_block": "SELECT ts FROM {ks}.blocks WHERE user = ? AND target = ?",
+    "get_owner": "SELECT user FROM {ks}.device_owner WHERE token = ?",
+    "put_owner": "INSERT INTO {ks}.device_owner (token, user) VALUES (?, ?)",
+    "drop_owner": "DELETE FROM {ks}.device_owner WHERE token = ?",
+    "get_device": "SELECT app, locale FROM {ks}.devices_by_user WHERE user = ? AND token = ?",
+    "put_device": "INSERT INTO {ks}.devices_by_user (user, token, platform, app, locale,"
+                  " updated_ts) VALUES (?, ?, ?, ?, ?, ?)",
+    "drop_device": "DELETE FROM {ks}.devices_by_user WHERE user = ? AND token = ?",
+    "devices": "SELECT user, token, platform, app, locale, updated_ts FROM {ks}.devices_by_user"
+               " WHERE user = ?",
+    "get_settings": "SELECT show_online, read_receipts, push_previews FROM {ks}.settings"
+                    " WHERE user = ?",
+    "put_settings": "UPDATE {ks}.settings SET show_online = ?, read_receipts = ?,"
+                    " push_previews = ? WHERE user = ?",
+}
+
+
+class CassandraStore:
+    """The `Store` on a Cassandra cluster, for many nodes.
+
+    One driver `Cluster` and `Session` per store (make one store per process). Requests are
+    token-aware (they go straight to a replica of their partition) at `consistency`; the
+    lightweight transaction of `create_match` runs at `serial_consistency`. When Cassandra
+    is unreachable every call raises `StoreUnavailable` within about `request_timeout_s`;
+    the driver reconnects by itself and the same store works again once it is back.
+    """
+
+    def __init__(self, contact_points: list[str], *, keyspace: str = "rendezvous",
+                 replication: dict[str, Any] | None = None,
+                 consistency: str = "LOCAL_QUORUM", serial_consistency: str = "LOCAL_SERIAL",
+                 port: int = 9042, request_timeout_s: float = 5.0,
+                 local_dc: str | None = None) -> None:
+        if not contact_points:
+            raise ValueError("at least one Cassandra contact point is needed")
+        self.contact_points = [_host_port(point, port) for point in contact_points]
+        self.keyspace = check_identifier(keyspace)
+        self.replication = dict(replication or {"class": "SimpleStrategy",
+                                                "replication_factor": 1})
+        self.consistency = _consistency(consistency)
+        self.serial_consistency = _consistency(serial_consistency)
+        self.request_timeout_s = request_timeout_s
+        self.local_dc = local_dc
+        self._cluster: Any = None
+        self._session: Any = None
+        self._prepared: dict[str, Any] = {}
+        self._closed = False
+        self._in_flight: set[asyncio.Future[list[Row]]] = set()
+        self._members: _Lru[str, tuple[str, str]] = _Lru(_CACHE_SIZE)  # never change
+        self._buckets: _Lru[tuple[str, int], bool] = _Lru(_CACHE_SIZE)  # known written
+        self._swipe_stamps = _SubMs()
+        self._locks = _KeyLocks()
+
+    # -- lifecycle ------------------------------------------------------------------------
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.run_in_executor(None, self._connect)
+        except _TEMPORARY as exc:
+            raise StoreUnavailable(f"cassandra at {self.contact_points}: {exc}") from exc
+
+    def _connect(self) -> None:
+        """Blocking: connect, migrate, prepare. Runs on an executor thread."""
+        profile = ExecutionProfile(
+            load_balancing_policy=TokenAwarePolicy(DCAwareRoundRobinPolicy(self.local_dc)),
+            consistency_level=self.consistency, serial_consistency_level=self.serial_consistency,
+            request_timeout=self.request_timeout_s, row_factory=dict_factory)
+        cluster = Cluster(self.contact_points, execution_profiles={EXEC_PROFILE_DEFAULT: profile},
+                          reconnection_policy=ExponentialReconnectionPolicy(0.5, 10.0),
+                          connect_timeout=self.request_timeout_s,
+                          control_connection_timeout=self.request_timeout_s)
+        try:
+            session = cluster.connect()
+            migrate(session, self.keyspace, self.replication)
+            prepared = {name: session.prepare(cql.format(ks=self.keyspace))
+                        for name, cql in CQL.items()}
+        except BaseException:
+            cluster.shutdown()
+            raise
+        prepared["ping"].consistency_level = ConsistencyLevel.ONE  # system.local is local
+        prepared["get_match_serial"].consistency_level = self.serial_consistency
+        self._cluster, self._session, self._prepared = cluster, session, prepared
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True  # new calls fail from here on; pending ones finish first
+        if self._in_flight:
+            await asyncio.wait(set(self._in_flight), timeout=self.request_timeout_s)
+        cluster, self._cluster, self._session = self._cluster, None, None
+        if cluster is not None:
+            await asyncio.get_running_loop().run_in_executor(None, cluster.shutdown)
+
+    async def ping(self) -> None:
+        await self._run("ping")
+
+    # -- the bridge -----------------------------------------------------------------------
+    def _run(self, name: str, *args: Any) -> Awaitable[list[Row]]:
+        """Send one prepared statement; its rows (every page) arrive on this loop."""
+        session = self._session
+        if session is None or self._closed:
+            raise StoreUnavailable("the Cassandra store is closed" if self._closed
+                                   else "the Cassandra store is not started")
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[list[Row]] = loop.create_future()
+        rows: list[Row] = []
+        try:
+            future = session.execute_async(self._prepared[name], args)
+        except _TEMPORARY as exc:
+            raise StoreUnavailable(f"cassandra: {exc!r}") from exc
+
+        def page(result: list[Row] | None) -> None:  # on a driver thread
+            rows.extend(result or ())
+            if future.has_more_pages:  # fetched without blocking anyone
+                future.start_fetching_next_page()
+            else:
+                _settle(loop, done, rows, None)
+
+        future.add_callbacks(page, lambda exc: _settle(loop, done, None, exc))
+        self._in_flight.add(done)
+        done.add_done_callback(self._in_flight.discard)
+        return _unavailable_on_failure(done)
+
+    async def _all(self, calls: Iterable[Awaitable[Any]]) -> list[Any]:
+        """Await every call, even when one fails (none is left running), then raise."""
+        results = await asyncio.gather(*calls, return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+        return results
+
+    # -- messages -------------------------------------------------------------------------
+    async def save_message(self, message: Message) -> tuple[Message, bool]:
+        """Read the idempotency key first, then write everything at once.
+
+        No lightweight transaction: in a cluster, the node claims (match, sender, client id)
+        in Redis before storing, so two racing resends of one message do not both reach the
+        store; in this process, racing saves of one key take turns. What is left (a Redis
+        outage and a resend racing its original through two nodes in the same few ms) could
+        store one message twice; an LWT would cost every message four round trips instead.
+        """
+        m = message
+        async with self._locks.hold((m.match_id, m.sender, m.client_id)):
+            keys, members = await self._all((
+                self._run("get_client_id", m.match_id, m.sender, m.client_id),
+                self._match_members(m.match_id)))
+            if keys:
+                first = keys[0]["id"]
+                stored = await self._run("get_message", m.match_id, bucket_of(first), first)
+                if stored:  # else its first save failed half-way: store this one instead
+                    await self._note_bucket(m.match_id, bucket_of(first))
+                    return _message(stored[0]), False
+            stamp = _id_stamp(m.id)
+            last = (m.id, m.sender, m.ts)
+            media = UNSET_VALUE if m.media is None else json.dumps(m.media, separators=(",", ":"))
+            await self._all((
+                self._note_bucket(m.match_id, bucket_of(m.id)),
+                self._run("insert_message", bucket_of(m.id), m.match_id, m.id, m.sender,
+                          m.client_id, m.ts, _unset(m.body), media),
+                self._run("put_client_id", m.match_id, m.sender, m.client_id, m.id, m.ts),
+                *(self._run("advance_conversation", stamp, last, user, m.match_id)
+                  for user in members)))
+            return m, True
+
+    async def _match_members(self, match_id: str) -> tuple[str, ...]:
+        """The two users of a match (cached: they never change), or () if there is none."""
+        members = self._members.get(match_id)
+        if members is None:
+            rows = await self._run("get_match", match_id)
+            if not rows:
+                return ()
+            members = self._members.put(match_id, (rows[0]["user_a"], rows[0]["user_b"]))
+        return members
+
+    async def _note_bucket(self, match_id: str, bucket: int) -> None:
+        if self._buckets.get((match_id, bucket)) is None:
+            await self._run("add_bucket", match_id, bucket)
+            self._buckets.put((match_id, bucket), True)
+
+    async def history(self, match_id: str, before: int | None,
+                      limit: int) -> tuple[list[Message], bool]:
+        upper = _NO_ID_BOUND if before is None else before
+        buckets = await self._run("buckets_down", match_id, bucket_of(upper))
+        found: list[Row] = []
+        for row in buckets:  # newest first; only buckets that were written
+            want = limit + 1 - len(found)
+            if want <= 0:
+                break
+            found += await self._run("history", match_id, row["bucket"], upper, want)
+        return [_message(r) for r in found[:limit]], len(found) > limit
+
+    async def messages_after(self, match_id: str, after_id: int,
+                             limit: int) -> list[Message]:
+        buckets = await self._run("buckets_up", match_id, bucket_of(after_id))
+        found: list[Row] = []
+        for row in buckets:
+            if len(found) >= limit:
+                break
+            found += await self._run("after", match_id, row["bucket"], after_id,
+                                     limit - len(found))
+        return [_message(r) for r in found]
+
+    async def count_unread(self, match_id: str, user: str, after_id: int,
+                           cap: int = 999) -> int:
+        """Reads only messages newer than `after_id`, a page at a time, and stops at `cap`
+        (or after `_COUNT_SCAN_LIMIT` rows, for a user who sent thousands unanswered)."""
+        count = scanned = 0
+        for row in await self._run("buckets_up", match_id, bucket_of(after_id)):
+            last = after_id
+            while count < cap and scanned < _COUNT_SCAN_LIMIT:
+                page = await self._run("senders_after", match_id, row["bucket"], last,
+                                       _COUNT_PAGE)
+                scanned += len(page)
+                count += sum(1 for r in page if r["sender"] != user)
+                if len(page) < _COUNT_PAGE:
+                    break
+                last = page[-1]["id"]
+        return min(count, cap)
+
+    # -- conversations and cursors --------------------------------------------------------
+    async def conversations(self, user: str) -> list[Conversation]:
+        out = []
+        for r in await self._run("conversations", user):
+            if r["peer"] is None:  # only a late `last` outlived the closing: not a row
+                continue
+            last_id, last_from, last_ts = r["last"] or (0, None, None)
+            out.append(Conversation(r["match_id"], r["peer"], r["match_ts"], last_id,
+                                    last_from, last_ts))
+        out.sort(key=lambda c: (max(c.last_ts or c.match_ts, c.match_ts), c.match_id),
+                 reverse=True)
+        return out
+
+    async def cursors(self, match_id: str) -> dict[str, Cursors]:
+        rows = await self._run("cursors", match_id)
+        return {r["user"]: Cursors(r["read_id"] or 0, r["delivered_id"] or 0) for r in rows}
+
+    async def advance_cursor(self, match_id: str, user: str, kind: CursorKind,
+                             message_id: int) -> bool:
+        """The write carries the id's stamp, so of racing advances the largest stays."""
+        col = _CURSOR_COLUMNS[kind]
+        if message_id <= 0:
+            return False
+        rows = await self._run("cursor", match_id, user)
+        if rows and (rows[0][col] or 0) >= message_id:
+            return False
+        await self._run(f"advance_{kind}", _id_stamp(message_id), message_id, match_id, user)
+        return True
+
+    # -- swipes and matches ---------------------------------------------------------------
+    async def record_swipe(self, swiper: str, target: str, action: SwipeAction,
+                           ts: int) -> None:
+        stamp = self._swipe_stamps.at(ts)  # the latest ts wins; a tie, the later call
+        like = (self._run("drop_like", stamp, target, swiper) if action == "pass" else
+                self._run("put_like", target, swiper, action, ts, stamp))
+        await self._all((self._run("put_swipe", swiper, target, action, ts, stamp), like))
+
+    async def get_swipe(self, swiper: str, target: str) -> SwipeAction | None:
+        rows = await self._run("get_swipe", swiper, target)
+        return cast(SwipeAction, rows[0]["action"]) if rows else None
+
+    async def create_match(self, match: MatchRecord) -> tuple[MatchRecord, bool]:
+        async with self._locks.hold(match.id):  # racing calls here queue, not contend
+            stored, created = await self._insert_match(match)
+        self._members.put(stored.id, stored.users)
+        if stored.is_open:  # (again, if an earlier call stopped half-way)
+            await self._all(self._list_match(stored))
+        return stored, created
+
+    async def _insert_match(self, m: MatchRecord) -> tuple[MatchRecord, bool]:
+        """INSERT ... IF NOT EXISTS, retried when its outcome is unknown.
+
+        The row carries a token of this call: after a timeout, a read at serial consistency
+        (which finishes any half-done round) tells whether the row is ours.
+        """
+        token = uuid.uuid4()
+        deadline = time.monotonic() + 2 * self.request_timeout_s
+        attempt = 0
+        while True:
+            try:
+                rows = await self._run("insert_match", m.id, *m.users, m.ts, m.superlike,
+                                       _unset(m.closed_ts), _unset(m.closed_by), token)
+                row = rows[0]
+                if row["[applied]"]:
+                    return m, True
+                return _match(row), row.get("creator") == token
+            except StoreUnavailable:
+                attempt += 1
+                if attempt > 2 or time.monotonic() > deadline:
+                    raise
+            await asyncio.sleep(0.05 * attempt)
+            try:
+                rows = await self._run("get_match_serial", m.id)
+            except StoreUnavailable:
+                continue  # still unknown: the insert again settles it
+            if rows:
+                return _match(rows[0]), rows[0]["creator"] == token
+
+    def _list_match(self, m: MatchRecord) -> list[Awaitable[list[Row]]]:
+        """Add the match to both users' lists; the writes carry the match's own time, so a
+        closing (stamped later) removes them whatever the order they arrive in."""
+        stamp = m.ts * 1000
+        calls = []
+        for user, peer in ((m.users[0], m.users[1]), (m.users[1], m.users[0])):
+            calls.append(self._run("list_match", user, m.ts, m.id, peer, m.superlike, stamp))
+            calls.append(self._run("add_conversation", user, m.id, peer, m.ts, stamp))
+        return calls
+
+    async def get_match(self, match_id: str) -> MatchRecord | None:
+        rows = await self._run("get_match", match_id)
+        return _match(rows[0]) if rows else None
+
+    async def matches_for_user(self, user: str, limit: int,
+                               cursor: str | None = None) -> Page:
+        if cursor is None:
+            rows = await self._run("matches_first", user, limit + 1)
+        else:
+            ts, match_id = decode_page_cursor(cursor)
+            rows = await self._run("matches_next", user, ts, match_id, limit + 1)
+        items = [MatchRecord(r["match_id"], cast(tuple[str, str], tuple(sorted((user, r["peer"])))),
+                             r["ts"], bool(r["superlike"])) for r in rows[:limit]]
+        more = len(rows) > limit and bool(items)
+        return Page(items, encode_page_cursor(items[-1]) if more else None)
+
+    async def close_match(self, match_id: str, by_user: str, ts: int) -> MatchRecord | None:
+        """Close, then remove the match from both users' lists (again on every call, so a
+        retry finishes a closing cut short). Two closings at the same instant: the later
+        write wins, and the earlier caller may have been answered with its own."""
+        rows = await self._run("get_match", match_id)
+        if not rows:
+            return None
+        match = _match(rows[0])
+        if match.is_open:
+            await self._run("close_match", ts, by_user, match_id)
+            match = replace(match, closed_ts=ts, closed_by=by_user)
+        stamp = max(match.closed_ts or 0, match.ts) * 1000 + 999
+        await self._all(call for user in match.users for call in (
+            self._run("unlist_match", stamp, user, match.ts, match.id),
+            self._run("hide_conversation", stamp, user, match.id)))
+        return match
+
+    # -- blocks, devices, settings --------------------------------------------------------
+    async def add_block(self, user: str, target: str, ts: int) -> None:
+        await self._run("add_block", user, target, ts)
+
+    async def is_blocked(self, a: str, b: str) -> bool:
+        either = await self._all((self._run("get_block", a, b), self._run("get_block", b, a)))
+        return any(either)
+
+    async def put_device(self, device: Device) -> None:
+        d = device
+        owners, existing = await self._all((self._run("get_owner", d.token),
+                                            self._run("get_device", d.user, d.token)))
+        if owners and owners[0]["user"] != d.user:  # the phone changed accounts
+            await self._run("drop_device", owners[0]["user"], d.token)
+        old = existing[0] if existing else {}
+        await self._all((
+            self._run("put_owner", d.token, d.user),
+            self._run("put_device", d.user, d.token, d.platform,
+                      _clearing(d.app, old.get("app")), _clearing(d.locale, old.get("locale")),
+                      d.updated_ts)))
+
+    async def delete_device(self, user: str, token: str) -> bool:
+        owners, existing = await self._all((self._run("get_owner", token),
+                                            self._run("get_device", user, token)))
+        calls = []
+        if existing:
+            calls.append(self._run("drop_device", user, token))
+        if owners and owners[0]["user"] == user:
+            calls.append(self._run("drop_owner", token))
+        await self._all(calls)
+        return bool(existing)
+
+    async def devices(self, user: str) -> list[Device]:
+        rows = await self._run("devices", user)
+        return [Device(r["user"], r["token"], cast(Platform, r["platform"]), r["app"],
+                       r["locale"], r["updated_ts"]) for r in rows]  # clustered by token
+
+    async def get_settings(self, user: str) -> Settings:
+        rows = await self._run("get_settings", user)
+        if not rows:
+            return Settings()
+        defaults = Settings().as_dict()
+        return Settings(**{k: defaults[k] if v is None else bool(v) for k, v in rows[0].items()})
+
+    async def put_settings(self, user: str, changes: dict[str, bool]) -> Settings:
+        """Writes only the changed columns (no read-modify-write), then reads the merge."""
+        unknown = set(changes) - SETTING_NAMES
+        if unknown:
+            raise ValueError(f"unknown settings: {sorted(unknown)}")
+        if changes:
+            await self._run("put_settings", *(_unset(changes.get(name)) for name in
+                                              ("show_online", "read_receipts", "push_previews")),
+                            user)
+        return await self.get_settings(user)
+
+
+# -- helpers ------------------------------------------------------------------------------
+def _settle(loop: asyncio.AbstractEventLoop, done: asyncio.Future[list[Row]],
+            rows: list[Row] | None, exc: BaseException | None) -> None:
+    """Hand a driver thread's answer to the loop (dropped if the loop is gone)."""
+    def finish() -> None:
+        if done.done():
+            return
+        if exc is not None:
+            done.set_exception(exc)
+        else:
+            done.set_result(rows or [])
+    try:
+        loop.call_soon_threadsafe(finish)
+    except RuntimeError:  # the loop was closed: nobody is waiting any more
+        pass
+
+
+async def _unavailable_on_failure(done: asyncio.Future[list[Row]]) -> list[Row]:
+    try:
+        return await asyncio.shield(done)  # a cancelled caller leaves `close` its future
+    except _TEMPORARY as exc:
+        raise StoreUnavailable(f"cassandra: {exc!r}") from exc
+
+
+def _id_stamp(message_id: int) -> int:
+    """A write timestamp (us) that never decreases as message ids grow: the id's ms, and
+    its node and sequence bits scaled into the sub-ms digits. Equal stamps fall to the
+    larger value, so writes of larger ids still win."""
+    return ms_of(message_id) * 1000 + ((message_id & _LOW_BITS) * 1000 >> 22)
+
+
+def _unset(value: Any) -> Any:
+    """None becomes "not written" rather than a tombstone."""
+    return UNSET_VALUE if value is None else value
+
+
+def _clearing(new: Any, old: Any) -> Any:
+    """A nullable column: write the value; None clears it only if a value is there now."""
+    if new is not None:
+        return new
+    return None if old is not None else UNSET_VALUE
+
+
+def _message(r: Row) -> Message:
+    media = r["media"]
+    return Message(r["match_id"], r["id"], r["sender"], r["client_id"], r["ts"], r["body"],
+                   None if media is None else json.loads(media))
+
+
+def _match(r: Row) -> MatchRecord:
+    return MatchRecord(r["id"], (r["user_a"], r["user_b"]), r["ts"], bool(r["superlike"]),
+                       r["closed_ts"], r["closed_by"])
+
+
+def _consistency(name: str) -> int:
+    try:
+        return cast(int, ConsistencyLevel.name_to_value[name.upper()])
+    except KeyError:
+        raise ValueError(f"unknown consistency level {name!r}") from None
+
+
+def _host_port(point: str, default_port: int) -> tuple[str, int]:
+    """'host', 'host:port', '[v6]' or '[v6]:port'."""
+    host, sep, port = point.rpartition(":")
+    if not sep or (host.startswith("[") != host.endswith("]")) or (":" in host and "[" not in host):
+        host, port = point, str(default_port)
+    host = host.strip("[]")
+    if not host or not port.isdigit():
+        raise ValueError(f"bad Cassandra contact point {point!r}")
+    return host, int(port)
+
+
+def encode_page_cursor(last: MatchRecord) -> str:
+    """The opaque cursor after `last`: its (ts, id), the clustering key of matches_by_user."""
+    return base64.urlsafe_b64encode(f"{last.ts}:{last.id}".encode()).decode()
+
+
+def decode_page_cursor(cursor: str) -> tuple[int, str]:
+    try:
+        ts, match_id = base64.urlsafe_b64decode(cursor.encode()).decode().split(":", 1)
+        return int(ts), match_id
+    except (binascii.Error, UnicodeError, ValueError) as exc:
+        raise ValueError("malformed page cursor") from exc
+
+
+class _Lru(Generic[K, V]):
+    """A bounded map that forgets the least recently used entry."""
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._items: OrderedDict[K, V] = OrderedDict()
+
+    def get(self, key: K) -> V | None:
+        value = self._items.get(key)
+        if value is not None:
+            self._items.move_to_end(key)
+        return value
+
+    def put(self, key: K, value: V) -> V:
+        self._items[key] = value
+        self._items.move_to_end(key)
+        if len(self._items) > self._size:
+            self._items.popitem(last=False)
+        return value
+
+
+class _SubMs:
+    """Write timestamps (us) for events stamped in ms: within one ms, a later call here
+    gets a later microsecond (up to 1000 per ms), so it wins a tie on the ms."""
+
+    def __init__(self) -> None:
+        self._used: _Lru[int, int] = _Lru(4096)
+
+    def at(self, ms: int) -> int:
+        used = self._used.get(ms)
+        sub = 0 if used is None else min(used + 1, 999)
+        self._used.put(ms, sub)
+        return ms * 1000 + sub
+
+
+class _KeyLocks:
+    """One asyncio lock per key, kept only while someone holds or waits for it."""
+
+    def __init__(self) -> None:
+        self._locks: dict[Hashable, tuple[asyncio.Lock, int]] = {}
+
+    def hold(self, key: Hashable) -> _Held:
+        return _Held(self._locks, key)
+
+
+class _Held:
+    def __init__(self, locks: dict[Hashable, tuple[asyncio.Lock, int]], key: Hashable) -> None:
+        self._locks, self._key = locks, key
+
+    async def __aenter__(self) -> None:
+        lock, users = self._locks.get(self._key) or (asyncio.Lock(), 0)
+        self._locks[self._key] = (lock, users + 1)
+        try:
+            await lock.acquire()
+        except BaseException:
+            self._release_slot()
+            raise
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._locks[self._key][0].release()
+        self._release_slot()
+
+    def _release_slot(self) -> None:
+        lock, users = self._locks[self._key]
+        if users <= 1:
+            del self._locks[self._key]
+        else:
+            self._locks[self._key] = (lock, users - 1)

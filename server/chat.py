@@ -191,6 +191,10 @@ class ChatService:
         user = session.user
         match = await self.open_match(user, f.m, f.r)
         try:
+            newest, _ = await self.store.history(f.m, None, 1)
+            if not newest or f.id > newest[0].id:
+                raise ProtocolError(ErrorCode.NOT_FOUND, "no message with this id in the match",
+                                    r=f.r)
             moved = await self.store.advance_cursor(f.m, user, kind, f.id)
             peer = match.peer_of(user)
             share = kind == "delivered" or await self.receipts_shared(user, peer)

@@ -304,3 +304,35 @@ async def test_no_subprotocol_offered_means_msgpack(rdv: Harness) -> None:
     alice = await rdv.connect("alice", subprotocol=None)
     assert alice.subprotocol is None and alice.welcome["user"] == "alice"
     assert (await alice.ping())["t"] == "pong"
+
+
+async def test_a_receipt_for_a_message_that_does_not_exist_is_not_found(rdv: Harness) -> None:
+    m = await rdv.pair("alice", "bob")
+    alice = await rdv.connect("alice")
+    bob = await rdv.connect("bob")
+    with pytest.raises(ServerError) as empty:
+        await bob.read(m, 12345, ack=True)  # no message yet
+    assert empty.value.code == "not_found"
+    ack = await alice.send(m, "one")
+    with pytest.raises(ServerError) as beyond:
+        await bob.delivered(m, ack["id"] + 1, ack=True)
+    assert beyond.value.code == "not_found"
+    assert await alice.no_event({"read", "delivered"}, within=0.2)
+    assert (await bob.read(m, ack["id"], ack=True) or {})["t"] == "ok"
+
+
+async def test_an_internal_error_is_answered_and_the_node_keeps_serving(
+        rdv: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
+    m = await rdv.pair("alice", "bob")
+    alice = await rdv.connect("alice")
+
+    async def broken(*args: object) -> None:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(rdv.node.store, "history", broken)
+    with pytest.raises(ServerError) as failed:
+        await alice.history(m)
+    assert failed.value.code == "internal" and failed.value.frame["r"] == 1
+    monkeypatch.undo()
+    assert (await alice.ping())["t"] == "pong"
+    assert (await alice.history(m))["msgs"] == []

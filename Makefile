@@ -10,7 +10,7 @@ PYTEST_ARGS ?=
 
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install system-deps serve test lint bench clean
+.PHONY: install system-deps cassandra cassandra-stop serve test lint bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,12 +20,23 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-## Services the integration tests run for real: redis-server (Debian package)
+## Services the integration tests run for real: redis-server, and Cassandra (Java 17 + Maven,
+## jars from Maven Central cached in ~/.cache/rendezvous)
 system-deps:
-	@command -v redis-server >/dev/null || { \
-	  echo "installing redis-server from Debian"; \
+	@missing=""; \
+	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
+	command -v java >/dev/null || missing="$$missing openjdk-17-jdk-headless"; \
+	command -v mvn >/dev/null || missing="$$missing maven"; \
+	if [ -n "$$missing" ]; then echo "installing$$missing from Debian"; \
 	  $(SUDO) apt-get update -qq && \
-	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; }
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; fi
+	@$(PYTHON) scripts/cassandra fetch
+
+## A local Cassandra on 127.0.0.1:9042 for cluster mode (data in rendezvous-data/cassandra)
+cassandra:
+	$(PYTHON) scripts/cassandra start --dir rendezvous-data/cassandra --port 9042
+cassandra-stop:
+	$(PYTHON) scripts/cassandra stop --dir rendezvous-data/cassandra
 
 ## Run one node on the embedded default (SQLite in ./rendezvous-data): make serve ARGS="--help"
 serve: $(STAMP)

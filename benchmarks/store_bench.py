@@ -1,6 +1,7 @@
 """How fast a `Store` acknowledges messages: the durable write on the hot path.
 
     python benchmarks/store_bench.py --backend sqlite --messages 20000 --concurrency 200
+    python benchmarks/store_bench.py --backend cassandra --cassandra 127.0.0.1:9042
 
 `--concurrency` senders each save one message at a time, as sessions on a node do; ids come
 from one `IdGenerator`, assigned when a save starts. Prints writes per second and the
@@ -31,7 +32,14 @@ def _sqlite(args: argparse.Namespace, workdir: Path) -> Store:
                        max_batch=args.max_batch)
 
 
-BACKENDS: dict[str, Callable[[argparse.Namespace, Path], Store]] = {"sqlite": _sqlite}
+def _cassandra(args: argparse.Namespace, workdir: Path) -> Store:
+    from storage.cassandra import CassandraStore
+
+    return CassandraStore(args.cassandra.split(","), keyspace=f"bench_{os.getpid()}")
+
+
+BACKENDS: dict[str, Callable[[argparse.Namespace, Path], Store]] = {
+    "sqlite": _sqlite, "cassandra": _cassandra}
 
 
 def percentile(sorted_values: list[float], p: float) -> float:
@@ -92,6 +100,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--path", help="database file (default: a fresh temporary one)")
     parser.add_argument("--synchronous", default="FULL")
     parser.add_argument("--max-batch", type=int, default=256)
+    parser.add_argument("--cassandra", default="127.0.0.1:9042",
+                        help="contact points for --backend cassandra (a fresh keyspace)")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="store-bench-", dir=os.environ.get("TMPDIR")) as d:
         asyncio.run(run(args, Path(d)))

@@ -22,6 +22,7 @@ from typing import Any
 from server.auth import mint
 from server.config import SECRET_ENV, Config, ConfigError, hs256_secret
 from server.config_load import load
+from storage import StoreUnavailable
 
 WORKER_ENV = "RENDEZVOUS_WORKER"  # set in the processes a `--workers N` supervisor starts
 D = Config(jwt_keys=())  # the defaults, for help texts
@@ -48,6 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
     add("--redis-cluster", type=lambda v: tuple(s for s in v.split(",") if s),
         dest="redis_cluster_nodes", metavar="HOST:PORT,...",
         help="join a cluster through a Redis Cluster (sharded pub/sub); seed nodes")
+    add("--cassandra", type=lambda v: tuple(s for s in v.split(",") if s),
+        dest="cassandra_contact_points", metavar="HOST[:PORT],...",
+        help="store in Cassandra (contact points) instead of the data dir's SQLite file")
     add("--workers", type=int, help="processes sharing the ports (SO_REUSEPORT), each a "
         "cluster node; needs Redis (default 1)")
     add("--node-id", type=int, help="0..1023, unique per running node (part of every "
@@ -73,6 +77,13 @@ def build_parser() -> argparse.ArgumentParser:
                        help="lifetime in seconds (default 86400)")
     token.add_argument("--data-dir", type=Path, help=f"(default {D.data_dir})")
 
+    migrate = commands.add_parser("migrate", help="create or upgrade the store's schema "
+                                  "(Cassandra keyspace and tables, or the SQLite file)")
+    migrate.add_argument("--config", type=Path, metavar="FILE")
+    migrate.add_argument("--cassandra", type=lambda v: tuple(s for s in v.split(",") if s),
+                         dest="cassandra_contact_points", metavar="HOST[:PORT],...")
+    migrate.add_argument("--data-dir", type=Path)
+
     config = commands.add_parser("config", help="check a configuration file")
     config.add_argument("action", choices=["check"])
     config.add_argument("file", type=Path)
@@ -80,6 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 SERVE_KEYS = ("host", "ws_port", "http_port", "data_dir", "redis_url", "redis_cluster_nodes",
+              "cassandra_contact_points",
               "workers", "node_id", "node_name", "jwt_public_keys", "jwt_issuer",
               "jwt_audience", "jwt_hs256", "sends_per_s", "send_burst")
 
@@ -112,6 +124,20 @@ async def serve(config: Config, secret_origin: str) -> None:
     await stop.wait()
     print(f"draining {len(node.hub)} connections (reconnect, then 1012)", flush=True)
     await node.stop()
+
+
+async def migrate(config: Config) -> None:
+    """Open the store once: starting it creates or upgrades the schema, then report."""
+    from server.node import build_store
+
+    store = build_store(config)
+    where = (f"Cassandra {','.join(config.cassandra_contact_points)} keyspace "
+             f"{config.cassandra_keyspace}" if config.cassandra_contact_points
+             else f"SQLite {config.data_dir / 'rendezvous.db'}")
+    print(f"migrating {where} ...", flush=True)
+    await store.start()
+    await store.close()
+    print("schema is up to date", flush=True)
 
 
 def _drain_when_parent_dies() -> None:
@@ -176,6 +202,16 @@ def main(argv: list[str] | None = None) -> int:
             secret, _ = hs256_secret(data_dir)
             print(mint(secret, args.user, args.ttl))
             return 0
+        if args.command == "migrate":
+            config, _ = load(args.config, {"cassandra_contact_points":
+                                           args.cassandra_contact_points,
+                                           "data_dir": args.data_dir}, create_secret=False)
+            try:
+                run(migrate(config))
+            except StoreUnavailable as exc:
+                print(f"rendezvous: the store is unavailable: {exc}", file=sys.stderr)
+                return 1
+            return 0
         if args.command == "config":
             config, origin = load(args.file, {}, create_secret=False)
             print(f"{args.file}: OK (HS256 key: {origin})")
@@ -190,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
         return supervise(config.workers)
     try:
         run(serve(config, origin))
-    except (OSError, RuntimeError) as exc:
+    except (OSError, RuntimeError, StoreUnavailable) as exc:
         print(f"rendezvous: {exc}", file=sys.stderr)
         return 1
     return 0

@@ -46,6 +46,11 @@ class Config:
     redis_url: str | None = None  # redis://host:port/db: one Redis for fan-out and presence
     redis_cluster_nodes: tuple[str, ...] = ()  # host:port seeds of a Redis Cluster (sharded)
     redis_prefix: str = "rdv:"
+    cassandra_contact_points: tuple[str, ...] = ()  # host[:port]: store in Cassandra
+    cassandra_keyspace: str = "rendezvous"
+    cassandra_datacenter: str | None = None  # set: NetworkTopologyStrategy in this DC
+    cassandra_replication_factor: int = 1
+    cassandra_consistency: str = "LOCAL_QUORUM"
     workers: int = 1  # processes sharing the ports (SO_REUSEPORT), each a cluster node
     drain_timeout_s: float = 20.0  # SIGTERM: the most a node takes to let its clients go
     drain_batch: int = 500  # sessions told to reconnect per batch
@@ -89,6 +94,12 @@ class Config:
             host, _, port = seed.rpartition(":")
             if not host or not port.isdigit():
                 raise ConfigError(f"redis_cluster_nodes: {seed!r} is not host:port")
+        if self.cassandra_replication_factor < 1:
+            raise ConfigError("cassandra_replication_factor must be at least 1")
+        if self.cassandra_consistency not in ("ONE", "TWO", "THREE", "QUORUM", "ALL",
+                                              "LOCAL_QUORUM", "EACH_QUORUM", "LOCAL_ONE"):
+            raise ConfigError(f"cassandra_consistency: {self.cassandra_consistency!r} is not "
+                              "a Cassandra consistency level")
         if self.workers < 1:
             raise ConfigError("workers must be at least 1")
         if self.workers > 1 and not self.clustered:

@@ -65,6 +65,22 @@ def listening_socket(host: str, port: int, reuse_port: bool) -> socket.socket:
     return sock
 
 
+def build_store(config: Config) -> Store:
+    """Cassandra when contact points are configured, else the SQLite file of the data dir."""
+    if config.cassandra_contact_points:
+        from storage.cassandra import CassandraStore
+
+        dc = config.cassandra_datacenter
+        replication: dict[str, object] = (
+            {"class": "NetworkTopologyStrategy", dc: config.cassandra_replication_factor}
+            if dc else {"class": "SimpleStrategy",
+                        "replication_factor": config.cassandra_replication_factor})
+        return CassandraStore(list(config.cassandra_contact_points),
+                              keyspace=config.cassandra_keyspace, replication=replication,
+                              consistency=config.cassandra_consistency, local_dc=dc)
+    return SqliteStore(config.data_dir / "rendezvous.db", synchronous=config.sqlite_synchronous)
+
+
 class Node:
     def __init__(self, config: Config, *, store: Store | None = None,
                  backends: Backends | None = None,
@@ -72,8 +88,7 @@ class Node:
         self.config = config.validate()
         config.data_dir.mkdir(parents=True, exist_ok=True)
         self.metrics = Metrics()
-        self.store = store or SqliteStore(config.data_dir / "rendezvous.db",
-                                          synchronous=config.sqlite_synchronous)
+        self.store = store or build_store(config)
         self.backends = backends or build_backends(config, self.metrics)
         self.broker = self.backends.broker
         self.presence = self.backends.presence

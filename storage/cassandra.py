@@ -15,28 +15,22 @@ transaction: it is the one race that must have exactly one winner.
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
+import contextlib
+import itertools
 import json
 import time
 import uuid
-from collections import OrderedDict
-from collections.abc import Awaitable, Hashable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Hashable, Iterable
 from dataclasses import replace
-from typing import Any, Generic, TypeVar, cast
+from typing import Any, cast
 
-from cassandra import ConsistencyLevel, OperationTimedOut, RequestExecutionException
-from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile, NoHostAvailable
+from cassandra import OperationTimedOut, RequestExecutionException
+from cassandra.cluster import NoHostAvailable
 from cassandra.connection import ConnectionBusy, ConnectionException
-from cassandra.policies import (
-    DCAwareRoundRobinPolicy,
-    ExponentialReconnectionPolicy,
-    TokenAwarePolicy,
-)
-from cassandra.protocol import ErrorMessage
-from cassandra.query import UNSET_VALUE, dict_factory
+from cassandra.protocol import RequestExecutionException as FailedRequestMessage
+from cassandra.protocol import ServerError as ServerErrorMessage
+from cassandra.query import UNSET_VALUE
 
-from protocol.ids import ms_of
 from storage.base import (
     SETTING_NAMES,
     Conversation,
@@ -52,97 +46,35 @@ from storage.base import (
     SwipeAction,
 )
 from storage.buckets import bucket_of
-from storage.cassandra_schema import check_identifier, migrate
+from storage.cassandra_schema import (
+    CURSOR_COLUMNS,
+    ClusterSettings,
+    Lru,
+    SubMsStamps,
+    check_identifier,
+    connect,
+    consistency_level,
+    decode_page_cursor,
+    encode_page_cursor,
+    host_port,
+    id_stamp,
+    match_of,
+    message_of,
+    migrate,
+    prepare,
+)
 
 Row = dict[str, Any]
-K = TypeVar("K", bound=Hashable)
-V = TypeVar("V")
 
 # Failures that say "not now" (retry later), as opposed to a bug in a statement.
 _TEMPORARY: tuple[type[BaseException], ...] = (
     NoHostAvailable, OperationTimedOut, RequestExecutionException, ConnectionException,
-    ConnectionBusy, ErrorMessage, OSError)
+    ConnectionBusy, ServerErrorMessage, FailedRequestMessage, OSError)
 _NO_ID_BOUND = (1 << 63) - 1
-_LOW_BITS = (1 << 22) - 1  # node and sequence bits of a message id
 _COUNT_PAGE = 500  # rows per read while counting unread messages
 _COUNT_SCAN_LIMIT = 20_000  # most rows one count may read (the user's own sends included)
 _CACHE_SIZE = 50_000
-_MSG = "match_id, id, sender, client_id, ts, body, media"
-_MATCH = "id, user_a, user_b, ts, superlike, closed_ts, closed_by"
-_CURSOR_COLUMNS = {"read": "read_id", "delivered": "delivered_id"}
-
-# The statements, prepared at start; {ks} is the keyspace.
-CQL: dict[str, str] = {
-    "ping": "SELECT release_version FROM system.local",
-    "insert_message": f"INSERT INTO {{ks}}.messages (bucket, {_MSG}) VALUES (?, ?, ?, ?, ?, ?,"
-                      " ?, ?)",
-    "get_message": f"SELECT {_MSG} FROM {{ks}}.messages WHERE match_id = ? AND bucket = ?"
-                   " AND id = ?",
-    "history": f"SELECT {_MSG} FROM {{ks}}.messages WHERE match_id = ? AND bucket = ?"
-               " AND id < ? LIMIT ?",
-    "after": f"SELECT {_MSG} FROM {{ks}}.messages WHERE match_id = ? AND bucket = ?"
-             " AND id > ? ORDER BY id ASC LIMIT ?",
-    "senders_after": "SELECT id, sender FROM {ks}.messages WHERE match_id = ? AND bucket = ?"
-                     " AND id > ? ORDER BY id ASC LIMIT ?",
-    "add_bucket": "INSERT INTO {ks}.match_buckets (match_id, bucket) VALUES (?, ?)",
-    "buckets_down": "SELECT bucket FROM {ks}.match_buckets WHERE match_id = ? AND bucket <= ?",
-    "buckets_up": "SELECT bucket FROM {ks}.match_buckets WHERE match_id = ? AND bucket >= ?"
-                  " ORDER BY bucket ASC",
-    "get_client_id": "SELECT id, ts FROM {ks}.message_client_ids WHERE match_id = ?"
-                     " AND sender = ? AND client_id = ?",
-    "put_client_id": "INSERT INTO {ks}.message_client_ids (match_id, sender, client_id, id, ts)"
-                     " VALUES (?, ?, ?, ?, ?)",
-    "advance_conversation": "UPDATE {ks}.conversations_by_user USING TIMESTAMP ? SET last = ?"
-                            " WHERE user = ? AND match_id = ?",
-    "add_conversation": "INSERT INTO {ks}.conversations_by_user (user, match_id, peer,"
-                        " match_ts) VALUES (?, ?, ?, ?) USING TIMESTAMP ?",
-    "hide_conversation": "DELETE FROM {ks}.conversations_by_user USING TIMESTAMP ?"
-                         " WHERE user = ? AND match_id = ?",
-    "conversations": "SELECT match_id, peer, match_ts, last FROM {ks}.conversations_by_user"
-                     " WHERE user = ?",
-    "cursors": "SELECT user, read_id, delivered_id FROM {ks}.read_cursors WHERE match_id = ?",
-    "cursor": "SELECT read_id, delivered_id FROM {ks}.read_cursors WHERE match_id = ?"
-              " AND user = ?",
-    **{f"advance_{kind}": f"UPDATE {{ks}}.read_cursors USING TIMESTAMP ? SET {col} = ?"
-                          " WHERE match_id = ? AND user = ?"
-       for kind, col in _CURSOR_COLUMNS.items()},
-    "put_swipe": "INSERT INTO {ks}.swipes_by_swiper (swiper, target, action, ts)"
-                 " VALUES (?, ?, ?, ?) USING TIMESTAMP ?",
-    "get_swipe": "SELECT action FROM {ks}.swipes_by_swiper WHERE swiper = ? AND target = ?",
-    "put_like": "INSERT INTO {ks}.likes_received (target, swiper, action, ts)"
-                " VALUES (?, ?, ?, ?) USING TIMESTAMP ?",
-    "drop_like": "DELETE FROM {ks}.likes_received USING TIMESTAMP ? WHERE target = ?"
-                 " AND swiper = ?",
-    "insert_match": f"INSERT INTO {{ks}}.matches ({_MATCH}, creator) VALUES (?, ?, ?, ?, ?, ?,"
-                    " ?, ?) IF NOT EXISTS",
-    "get_match": f"SELECT {_MATCH} FROM {{ks}}.matches WHERE id = ?",
-    "get_match_serial": f"SELECT {_MATCH}, creator FROM {{ks}}.matches WHERE id = ?",
-    "close_match": "UPDATE {ks}.matches SET closed_ts = ?, closed_by = ? WHERE id = ?",
-    "list_match": "INSERT INTO {ks}.matches_by_user (user, ts, match_id, peer, superlike)"
-                  " VALUES (?, ?, ?, ?, ?) USING TIMESTAMP ?",
-    "unlist_match": "DELETE FROM {ks}.matches_by_user USING TIMESTAMP ? WHERE user = ?"
-                    " AND ts = ? AND match_id = ?",
-    "matches_first": "SELECT match_id, ts, peer, superlike FROM {ks}.matches_by_user"
-                     " WHERE user = ? LIMIT ?",
-    "matches_next": "SELECT match_id, ts, peer, superlike FROM {ks}.matches_by_user"
-                    " WHERE user = ? AND (ts, match_id) < (?, ?) LIMIT ?",
-    "add_block": "INSERT INTO {ks}.blocks (user, target, ts) VALUES (?, ?, ?)",
-    "get_block": "SELECT ts FROM {ks}.blocks WHERE user = ? AND target = ?",
-    "get_owner": "SELECT user FROM {ks}.device_owner WHERE token = ?",
-    "put_owner": "INSERT INTO {ks}.device_owner (token, user) VALUES (?, ?)",
-    "drop_owner": "DELETE FROM {ks}.device_owner WHERE token = ?",
-    "get_device": "SELECT app, locale FROM {ks}.devices_by_user WHERE user = ? AND token = ?",
-    "put_device": "INSERT INTO {ks}.devices_by_user (user, token, platform, app, locale,"
-                  " updated_ts) VALUES (?, ?, ?, ?, ?, ?)",
-    "drop_device": "DELETE FROM {ks}.devices_by_user WHERE user = ? AND token = ?",
-    "devices": "SELECT user, token, platform, app, locale, updated_ts FROM {ks}.devices_by_user"
-               " WHERE user = ?",
-    "get_settings": "SELECT show_online, read_receipts, push_previews FROM {ks}.settings"
-                    " WHERE user = ?",
-    "put_settings": "UPDATE {ks}.settings SET show_online = ?, read_receipts = ?,"
-                    " push_previews = ? WHERE user = ?",
-}
-
+_MAX_IN_FLIGHT = 2048  # requests per store; the driver's limit is 32768 per connection
 
 class CassandraStore:
     """The `Store` on a Cassandra cluster, for many nodes.
@@ -161,23 +93,25 @@ class CassandraStore:
                  local_dc: str | None = None) -> None:
         if not contact_points:
             raise ValueError("at least one Cassandra contact point is needed")
-        self.contact_points = [_host_port(point, port) for point in contact_points]
+        self.settings = ClusterSettings(
+            contact_points=tuple(host_port(point, port) for point in contact_points),
+            consistency=consistency_level(consistency),
+            serial_consistency=consistency_level(serial_consistency),
+            request_timeout_s=request_timeout_s, local_dc=local_dc)
         self.keyspace = check_identifier(keyspace)
         self.replication = dict(replication or {"class": "SimpleStrategy",
                                                 "replication_factor": 1})
-        self.consistency = _consistency(consistency)
-        self.serial_consistency = _consistency(serial_consistency)
         self.request_timeout_s = request_timeout_s
-        self.local_dc = local_dc
         self._cluster: Any = None
         self._session: Any = None
         self._prepared: dict[str, Any] = {}
         self._closed = False
         self._in_flight: set[asyncio.Future[list[Row]]] = set()
-        self._members: _Lru[str, tuple[str, str]] = _Lru(_CACHE_SIZE)  # never change
-        self._buckets: _Lru[tuple[str, int], bool] = _Lru(_CACHE_SIZE)  # known written
-        self._swipe_stamps = _SubMs()
-        self._locks = _KeyLocks()
+        self._members: Lru[str, tuple[str, str]] = Lru(_CACHE_SIZE)  # never change
+        self._buckets: Lru[tuple[str, int], bool] = Lru(_CACHE_SIZE)  # known written
+        self._swipe_stamps = SubMsStamps()
+        self._busy: dict[Hashable, asyncio.Future[None]] = {}
+        self._slots = asyncio.Semaphore(_MAX_IN_FLIGHT)
 
     # -- lifecycle ------------------------------------------------------------------------
     async def start(self) -> None:
@@ -185,28 +119,17 @@ class CassandraStore:
         try:
             await loop.run_in_executor(None, self._connect)
         except _TEMPORARY as exc:
-            raise StoreUnavailable(f"cassandra at {self.contact_points}: {exc}") from exc
+            raise StoreUnavailable(f"cassandra at {self.settings.contact_points}: {exc}") from exc
 
     def _connect(self) -> None:
         """Blocking: connect, migrate, prepare. Runs on an executor thread."""
-        profile = ExecutionProfile(
-            load_balancing_policy=TokenAwarePolicy(DCAwareRoundRobinPolicy(self.local_dc)),
-            consistency_level=self.consistency, serial_consistency_level=self.serial_consistency,
-            request_timeout=self.request_timeout_s, row_factory=dict_factory)
-        cluster = Cluster(self.contact_points, execution_profiles={EXEC_PROFILE_DEFAULT: profile},
-                          reconnection_policy=ExponentialReconnectionPolicy(0.5, 10.0),
-                          connect_timeout=self.request_timeout_s,
-                          control_connection_timeout=self.request_timeout_s)
+        cluster, session = connect(self.settings)
         try:
-            session = cluster.connect()
             migrate(session, self.keyspace, self.replication)
-            prepared = {name: session.prepare(cql.format(ks=self.keyspace))
-                        for name, cql in CQL.items()}
+            prepared = prepare(session, self.keyspace, self.settings)
         except BaseException:
             cluster.shutdown()
             raise
-        prepared["ping"].consistency_level = ConsistencyLevel.ONE  # system.local is local
-        prepared["get_match_serial"].consistency_level = self.serial_consistency
         self._cluster, self._session, self._prepared = cluster, session, prepared
 
     async def close(self) -> None:
@@ -223,8 +146,20 @@ class CassandraStore:
         await self._run("ping")
 
     # -- the bridge -----------------------------------------------------------------------
-    def _run(self, name: str, *args: Any) -> Awaitable[list[Row]]:
-        """Send one prepared statement; its rows (every page) arrive on this loop."""
+    async def _run(self, name: str, *args: Any, timeout: float | None = None) -> list[Row]:
+        """Send one prepared statement; its rows (every page) arrive on this loop.
+
+        At most `_MAX_IN_FLIGHT` at once: past that, callers wait here, on the loop, rather
+        than in the driver, which would block the loop to wait for a free stream id.
+        """
+        async with self._slots:
+            done = self._send(name, args, timeout or self.request_timeout_s)
+            try:
+                return await asyncio.shield(done)  # if the caller is cancelled, `close`
+            except _TEMPORARY as exc:               # still waits for it
+                raise StoreUnavailable(f"cassandra: {exc!r}") from exc
+
+    def _send(self, name: str, args: tuple[Any, ...], timeout: float) -> asyncio.Future[list[Row]]:
         session = self._session
         if session is None or self._closed:
             raise StoreUnavailable("the Cassandra store is closed" if self._closed
@@ -233,21 +168,36 @@ class CassandraStore:
         done: asyncio.Future[list[Row]] = loop.create_future()
         rows: list[Row] = []
         try:
-            future = session.execute_async(self._prepared[name], args)
+            future = session.execute_async(self._prepared[name], args, timeout=timeout)
         except _TEMPORARY as exc:
             raise StoreUnavailable(f"cassandra: {exc!r}") from exc
 
         def page(result: list[Row] | None) -> None:  # on a driver thread
             rows.extend(result or ())
-            if future.has_more_pages:  # fetched without blocking anyone
-                future.start_fetching_next_page()
-            else:
-                _settle(loop, done, rows, None)
+            try:
+                if future.has_more_pages:  # the next page, without blocking anyone
+                    future.start_fetching_next_page()
+                else:
+                    _settle(loop, done, rows, None)
+            except Exception as exc:
+                _settle(loop, done, None, exc)
 
         future.add_callbacks(page, lambda exc: _settle(loop, done, None, exc))
         self._in_flight.add(done)
-        done.add_done_callback(self._in_flight.discard)
-        return _unavailable_on_failure(done)
+        done.add_done_callback(_forget(self._in_flight))
+        return done
+
+    @contextlib.asynccontextmanager
+    async def _turn(self, key: Hashable) -> AsyncIterator[None]:
+        """Racing calls on one key in this process take turns instead of racing."""
+        while (busy := self._busy.get(key)) is not None:
+            await asyncio.wait((busy,))
+        mine = self._busy[key] = asyncio.get_running_loop().create_future()
+        try:
+            yield
+        finally:
+            del self._busy[key]
+            mine.set_result(None)
 
     async def _all(self, calls: Iterable[Awaitable[Any]]) -> list[Any]:
         """Await every call, even when one fails (none is left running), then raise."""
@@ -268,7 +218,7 @@ class CassandraStore:
         store one message twice; an LWT would cost every message four round trips instead.
         """
         m = message
-        async with self._locks.hold((m.match_id, m.sender, m.client_id)):
+        async with self._turn((m.match_id, m.sender, m.client_id)):
             keys, members = await self._all((
                 self._run("get_client_id", m.match_id, m.sender, m.client_id),
                 self._match_members(m.match_id)))
@@ -277,8 +227,8 @@ class CassandraStore:
                 stored = await self._run("get_message", m.match_id, bucket_of(first), first)
                 if stored:  # else its first save failed half-way: store this one instead
                     await self._note_bucket(m.match_id, bucket_of(first))
-                    return _message(stored[0]), False
-            stamp = _id_stamp(m.id)
+                    return message_of(stored[0]), False
+            stamp = id_stamp(m.id)
             last = (m.id, m.sender, m.ts)
             media = UNSET_VALUE if m.media is None else json.dumps(m.media, separators=(",", ":"))
             await self._all((
@@ -315,7 +265,7 @@ class CassandraStore:
             if want <= 0:
                 break
             found += await self._run("history", match_id, row["bucket"], upper, want)
-        return [_message(r) for r in found[:limit]], len(found) > limit
+        return [message_of(r) for r in found[:limit]], len(found) > limit
 
     async def messages_after(self, match_id: str, after_id: int,
                              limit: int) -> list[Message]:
@@ -326,7 +276,7 @@ class CassandraStore:
                 break
             found += await self._run("after", match_id, row["bucket"], after_id,
                                      limit - len(found))
-        return [_message(r) for r in found]
+        return [message_of(r) for r in found]
 
     async def count_unread(self, match_id: str, user: str, after_id: int,
                            cap: int = 999) -> int:
@@ -365,13 +315,13 @@ class CassandraStore:
     async def advance_cursor(self, match_id: str, user: str, kind: CursorKind,
                              message_id: int) -> bool:
         """The write carries the id's stamp, so of racing advances the largest stays."""
-        col = _CURSOR_COLUMNS[kind]
+        col = CURSOR_COLUMNS[kind]
         if message_id <= 0:
             return False
         rows = await self._run("cursor", match_id, user)
         if rows and (rows[0][col] or 0) >= message_id:
             return False
-        await self._run(f"advance_{kind}", _id_stamp(message_id), message_id, match_id, user)
+        await self._run(f"advance_{kind}", id_stamp(message_id), message_id, match_id, user)
         return True
 
     # -- swipes and matches ---------------------------------------------------------------
@@ -387,7 +337,7 @@ class CassandraStore:
         return cast(SwipeAction, rows[0]["action"]) if rows else None
 
     async def create_match(self, match: MatchRecord) -> tuple[MatchRecord, bool]:
-        async with self._locks.hold(match.id):  # racing calls here queue, not contend
+        async with self._turn(match.id):  # racing calls here queue, not contend
             stored, created = await self._insert_match(match)
         self._members.put(stored.id, stored.users)
         if stored.is_open:  # (again, if an earlier call stopped half-way)
@@ -395,39 +345,48 @@ class CassandraStore:
         return stored, created
 
     async def _insert_match(self, m: MatchRecord) -> tuple[MatchRecord, bool]:
-        """INSERT ... IF NOT EXISTS, retried when its outcome is unknown.
+        """INSERT ... IF NOT EXISTS, retried while its outcome is unknown, all within twice
+        the request timeout (an LWT is four round trips).
 
         The row carries a token of this call: after a timeout, a read at serial consistency
         (which finishes any half-done round) tells whether the row is ours.
         """
         token = uuid.uuid4()
         deadline = time.monotonic() + 2 * self.request_timeout_s
-        attempt = 0
-        while True:
+
+        def left() -> float:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0.05:
+                raise StoreUnavailable(f"creating match {m.id}: no answer in time")
+            return remaining
+
+        for attempt in itertools.count():
+            if attempt:
+                await asyncio.sleep(min(0.05 * attempt, left() / 2))
+                try:
+                    rows = await self._run("get_match_serial", m.id, timeout=left())
+                except StoreUnavailable:
+                    rows = None  # still unknown: the insert settles it
+                if rows:
+                    return match_of(rows[0]), rows[0]["creator"] == token
             try:
                 rows = await self._run("insert_match", m.id, *m.users, m.ts, m.superlike,
-                                       _unset(m.closed_ts), _unset(m.closed_by), token)
-                row = rows[0]
-                if row["[applied]"]:
-                    return m, True
-                return _match(row), row.get("creator") == token
+                                       _unset(m.closed_ts), _unset(m.closed_by), token,
+                                       timeout=left())
             except StoreUnavailable:
-                attempt += 1
-                if attempt > 2 or time.monotonic() > deadline:
+                if attempt >= 2:
                     raise
-            await asyncio.sleep(0.05 * attempt)
-            try:
-                rows = await self._run("get_match_serial", m.id)
-            except StoreUnavailable:
-                continue  # still unknown: the insert again settles it
-            if rows:
-                return _match(rows[0]), rows[0]["creator"] == token
+                continue
+            if rows[0]["[applied]"]:
+                return m, True
+            return match_of(rows[0]), rows[0].get("creator") == token
+        raise AssertionError("unreachable")
 
     def _list_match(self, m: MatchRecord) -> list[Awaitable[list[Row]]]:
         """Add the match to both users' lists; the writes carry the match's own time, so a
         closing (stamped later) removes them whatever the order they arrive in."""
         stamp = m.ts * 1000
-        calls = []
+        calls: list[Awaitable[list[Row]]] = []
         for user, peer in ((m.users[0], m.users[1]), (m.users[1], m.users[0])):
             calls.append(self._run("list_match", user, m.ts, m.id, peer, m.superlike, stamp))
             calls.append(self._run("add_conversation", user, m.id, peer, m.ts, stamp))
@@ -435,7 +394,7 @@ class CassandraStore:
 
     async def get_match(self, match_id: str) -> MatchRecord | None:
         rows = await self._run("get_match", match_id)
-        return _match(rows[0]) if rows else None
+        return match_of(rows[0]) if rows else None
 
     async def matches_for_user(self, user: str, limit: int,
                                cursor: str | None = None) -> Page:
@@ -444,8 +403,8 @@ class CassandraStore:
         else:
             ts, match_id = decode_page_cursor(cursor)
             rows = await self._run("matches_next", user, ts, match_id, limit + 1)
-        items = [MatchRecord(r["match_id"], cast(tuple[str, str], tuple(sorted((user, r["peer"])))),
-                             r["ts"], bool(r["superlike"])) for r in rows[:limit]]
+        items = [MatchRecord(r["match_id"], _pair(user, r["peer"]), r["ts"], bool(r["superlike"]))
+                 for r in rows[:limit]]
         more = len(rows) > limit and bool(items)
         return Page(items, encode_page_cursor(items[-1]) if more else None)
 
@@ -456,7 +415,7 @@ class CassandraStore:
         rows = await self._run("get_match", match_id)
         if not rows:
             return None
-        match = _match(rows[0])
+        match = match_of(rows[0])
         if match.is_open:
             await self._run("close_match", ts, by_user, match_id)
             match = replace(match, closed_ts=ts, closed_by=by_user)
@@ -533,24 +492,16 @@ def _settle(loop: asyncio.AbstractEventLoop, done: asyncio.Future[list[Row]],
             done.set_exception(exc)
         else:
             done.set_result(rows or [])
-    try:
+    with contextlib.suppress(RuntimeError):  # a closed loop: nobody is waiting any more
         loop.call_soon_threadsafe(finish)
-    except RuntimeError:  # the loop was closed: nobody is waiting any more
-        pass
 
 
-async def _unavailable_on_failure(done: asyncio.Future[list[Row]]) -> list[Row]:
-    try:
-        return await asyncio.shield(done)  # a cancelled caller leaves `close` its future
-    except _TEMPORARY as exc:
-        raise StoreUnavailable(f"cassandra: {exc!r}") from exc
-
-
-def _id_stamp(message_id: int) -> int:
-    """A write timestamp (us) that never decreases as message ids grow: the id's ms, and
-    its node and sequence bits scaled into the sub-ms digits. Equal stamps fall to the
-    larger value, so writes of larger ids still win."""
-    return ms_of(message_id) * 1000 + ((message_id & _LOW_BITS) * 1000 >> 22)
+def _forget(in_flight: set[asyncio.Future[list[Row]]]) -> Any:
+    def done(future: asyncio.Future[list[Row]]) -> None:
+        in_flight.discard(future)
+        if not future.cancelled():
+            future.exception()  # retrieved, even if its caller was cancelled meanwhile
+    return done
 
 
 def _unset(value: Any) -> Any:
@@ -565,113 +516,6 @@ def _clearing(new: Any, old: Any) -> Any:
     return None if old is not None else UNSET_VALUE
 
 
-def _message(r: Row) -> Message:
-    media = r["media"]
-    return Message(r["match_id"], r["id"], r["sender"], r["client_id"], r["ts"], r["body"],
-                   None if media is None else json.loads(media))
-
-
-def _match(r: Row) -> MatchRecord:
-    return MatchRecord(r["id"], (r["user_a"], r["user_b"]), r["ts"], bool(r["superlike"]),
-                       r["closed_ts"], r["closed_by"])
-
-
-def _consistency(name: str) -> int:
-    try:
-        return cast(int, ConsistencyLevel.name_to_value[name.upper()])
-    except KeyError:
-        raise ValueError(f"unknown consistency level {name!r}") from None
-
-
-def _host_port(point: str, default_port: int) -> tuple[str, int]:
-    """'host', 'host:port', '[v6]' or '[v6]:port'."""
-    host, sep, port = point.rpartition(":")
-    if not sep or (host.startswith("[") != host.endswith("]")) or (":" in host and "[" not in host):
-        host, port = point, str(default_port)
-    host = host.strip("[]")
-    if not host or not port.isdigit():
-        raise ValueError(f"bad Cassandra contact point {point!r}")
-    return host, int(port)
-
-
-def encode_page_cursor(last: MatchRecord) -> str:
-    """The opaque cursor after `last`: its (ts, id), the clustering key of matches_by_user."""
-    return base64.urlsafe_b64encode(f"{last.ts}:{last.id}".encode()).decode()
-
-
-def decode_page_cursor(cursor: str) -> tuple[int, str]:
-    try:
-        ts, match_id = base64.urlsafe_b64decode(cursor.encode()).decode().split(":", 1)
-        return int(ts), match_id
-    except (binascii.Error, UnicodeError, ValueError) as exc:
-        raise ValueError("malformed page cursor") from exc
-
-
-class _Lru(Generic[K, V]):
-    """A bounded map that forgets the least recently used entry."""
-
-    def __init__(self, size: int) -> None:
-        self._size = size
-        self._items: OrderedDict[K, V] = OrderedDict()
-
-    def get(self, key: K) -> V | None:
-        value = self._items.get(key)
-        if value is not None:
-            self._items.move_to_end(key)
-        return value
-
-    def put(self, key: K, value: V) -> V:
-        self._items[key] = value
-        self._items.move_to_end(key)
-        if len(self._items) > self._size:
-            self._items.popitem(last=False)
-        return value
-
-
-class _SubMs:
-    """Write timestamps (us) for events stamped in ms: within one ms, a later call here
-    gets a later microsecond (up to 1000 per ms), so it wins a tie on the ms."""
-
-    def __init__(self) -> None:
-        self._used: _Lru[int, int] = _Lru(4096)
-
-    def at(self, ms: int) -> int:
-        used = self._used.get(ms)
-        sub = 0 if used is None else min(used + 1, 999)
-        self._used.put(ms, sub)
-        return ms * 1000 + sub
-
-
-class _KeyLocks:
-    """One asyncio lock per key, kept only while someone holds or waits for it."""
-
-    def __init__(self) -> None:
-        self._locks: dict[Hashable, tuple[asyncio.Lock, int]] = {}
-
-    def hold(self, key: Hashable) -> _Held:
-        return _Held(self._locks, key)
-
-
-class _Held:
-    def __init__(self, locks: dict[Hashable, tuple[asyncio.Lock, int]], key: Hashable) -> None:
-        self._locks, self._key = locks, key
-
-    async def __aenter__(self) -> None:
-        lock, users = self._locks.get(self._key) or (asyncio.Lock(), 0)
-        self._locks[self._key] = (lock, users + 1)
-        try:
-            await lock.acquire()
-        except BaseException:
-            self._release_slot()
-            raise
-
-    async def __aexit__(self, *exc: object) -> None:
-        self._locks[self._key][0].release()
-        self._release_slot()
-
-    def _release_slot(self) -> None:
-        lock, users = self._locks[self._key]
-        if users <= 1:
-            del self._locks[self._key]
-        else:
-            self._locks[self._key] = (lock, users - 1)
+def _pair(a: str, b: str) -> tuple[str, str]:
+    lo, hi = sorted((a, b))
+    return lo, hi

@@ -1,24 +1,49 @@
-"""The Cassandra schema: one keyspace, a table per query, and the migrations that make it.
+"""The Cassandra layout and the blocking start-up around it: connect, migrate, prepare.
 
 Every table is shaped by the one query that reads it (Cassandra has no joins): messages by
 (match, time bucket) newest first, the buckets each match used, the idempotency keys of
 sends, each user's conversations, matches and devices. `storage.sqlite_schema` keeps the same
-tables and column names for the embedded default.
+tables and column names for the embedded default. `CQL` holds every statement the store
+sends; the write timestamps and page cursors below are part of the stored layout too.
 
-`migrate` creates or upgrades the keyspace and is safe to run again; `CassandraStore.start`
-runs it, and so can a one-off `rendezvous migrate` before a rolling deploy (DDL from many
-nodes at once is best avoided: it is the one moment schema versions can disagree).
+Everything here blocks and runs before the first request: `CassandraStore.start` calls it on
+an executor thread, and a one-off `rendezvous migrate` can call `connect` and `migrate` before
+a rolling deploy (DDL from many nodes at once is best avoided: it is the one moment schema
+versions can disagree). `migrate` creates or upgrades the keyspace and is safe to rerun.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
+import json
 import re
-from collections.abc import Mapping
-from typing import Any
+from collections import OrderedDict
+from collections.abc import Hashable, Mapping
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar, cast
+
+from cassandra import ConsistencyLevel, ProtocolVersion
+from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile
+from cassandra.policies import (
+    DCAwareRoundRobinPolicy,
+    ExponentialReconnectionPolicy,
+    TokenAwarePolicy,
+)
+from cassandra.query import dict_factory
+
+from protocol.ids import ms_of
+from storage.base import MatchRecord, Message
+
+K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
 
 SCHEMA_VERSION = 1
 COMPONENT = "rendezvous"  # the row of `schema_version` this code owns
 
+_MSG = "match_id, id, sender, client_id, ts, body, media"
+_MATCH = "id, user_a, user_b, ts, superlike, closed_ts, closed_by"
+CURSOR_COLUMNS = {"read": "read_id", "delivered": "delivered_id"}
 _IDENTIFIER = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,47}")
 
 # Each version's statements, run in order by `migrate` when the stored version is older.
@@ -113,15 +138,15 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
         )""",
         """CREATE TABLE IF NOT EXISTS {ks}.devices_by_user (
             user       text,
-            token      text,
+            "token"    text,
             platform   text,
             app        text,
             locale     text,
             updated_ts bigint,
-            PRIMARY KEY ((user), token)
+            PRIMARY KEY ((user), "token")
         )""",
         """CREATE TABLE IF NOT EXISTS {ks}.device_owner (
-            token text PRIMARY KEY,
+            "token" text PRIMARY KEY,
             user  text
         )""",
         """CREATE TABLE IF NOT EXISTS {ks}.settings (
@@ -132,6 +157,148 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
         )""",
     ),
 }
+
+
+# Every statement `CassandraStore` sends, prepared at start; {ks} is the keyspace. Each
+# reads one partition (one table per query), so token-aware routing sends it to a replica.
+CQL: dict[str, str] = {
+    "ping": "SELECT release_version FROM system.local",
+    "insert_message": f"INSERT INTO {{ks}}.messages (bucket, {_MSG}) VALUES (?, ?, ?, ?, ?, ?,"
+                      " ?, ?)",
+    "get_message": f"SELECT {_MSG} FROM {{ks}}.messages WHERE match_id = ? AND bucket = ?"
+                   " AND id = ?",
+    "history": f"SELECT {_MSG} FROM {{ks}}.messages WHERE match_id = ? AND bucket = ?"
+               " AND id < ? LIMIT ?",
+    "after": f"SELECT {_MSG} FROM {{ks}}.messages WHERE match_id = ? AND bucket = ?"
+             " AND id > ? ORDER BY id ASC LIMIT ?",
+    "senders_after": "SELECT id, sender FROM {ks}.messages WHERE match_id = ? AND bucket = ?"
+                     " AND id > ? ORDER BY id ASC LIMIT ?",
+    "add_bucket": "INSERT INTO {ks}.match_buckets (match_id, bucket) VALUES (?, ?)",
+    "buckets_down": "SELECT bucket FROM {ks}.match_buckets WHERE match_id = ? AND bucket <= ?",
+    "buckets_up": "SELECT bucket FROM {ks}.match_buckets WHERE match_id = ? AND bucket >= ?"
+                  " ORDER BY bucket ASC",
+    "get_client_id": "SELECT id, ts FROM {ks}.message_client_ids WHERE match_id = ?"
+                     " AND sender = ? AND client_id = ?",
+    "put_client_id": "INSERT INTO {ks}.message_client_ids (match_id, sender, client_id, id, ts)"
+                     " VALUES (?, ?, ?, ?, ?)",
+    "advance_conversation": "UPDATE {ks}.conversations_by_user USING TIMESTAMP ? SET last = ?"
+                            " WHERE user = ? AND match_id = ?",
+    "add_conversation": "INSERT INTO {ks}.conversations_by_user (user, match_id, peer,"
+                        " match_ts) VALUES (?, ?, ?, ?) USING TIMESTAMP ?",
+    "hide_conversation": "DELETE FROM {ks}.conversations_by_user USING TIMESTAMP ?"
+                         " WHERE user = ? AND match_id = ?",
+    "conversations": "SELECT match_id, peer, match_ts, last FROM {ks}.conversations_by_user"
+                     " WHERE user = ?",
+    "cursors": "SELECT user, read_id, delivered_id FROM {ks}.read_cursors WHERE match_id = ?",
+    "cursor": "SELECT read_id, delivered_id FROM {ks}.read_cursors WHERE match_id = ?"
+              " AND user = ?",
+    **{f"advance_{kind}": f"UPDATE {{ks}}.read_cursors USING TIMESTAMP ? SET {col} = ?"
+                          " WHERE match_id = ? AND user = ?"
+       for kind, col in CURSOR_COLUMNS.items()},
+    "put_swipe": "INSERT INTO {ks}.swipes_by_swiper (swiper, target, action, ts)"
+                 " VALUES (?, ?, ?, ?) USING TIMESTAMP ?",
+    "get_swipe": "SELECT action FROM {ks}.swipes_by_swiper WHERE swiper = ? AND target = ?",
+    "put_like": "INSERT INTO {ks}.likes_received (target, swiper, action, ts)"
+                " VALUES (?, ?, ?, ?) USING TIMESTAMP ?",
+    "drop_like": "DELETE FROM {ks}.likes_received USING TIMESTAMP ? WHERE target = ?"
+                 " AND swiper = ?",
+    "insert_match": f"INSERT INTO {{ks}}.matches ({_MATCH}, creator) VALUES (?, ?, ?, ?, ?, ?,"
+                    " ?, ?) IF NOT EXISTS",
+    "get_match": f"SELECT {_MATCH} FROM {{ks}}.matches WHERE id = ?",
+    "get_match_serial": f"SELECT {_MATCH}, creator FROM {{ks}}.matches WHERE id = ?",
+    "close_match": "UPDATE {ks}.matches SET closed_ts = ?, closed_by = ? WHERE id = ?",
+    "list_match": "INSERT INTO {ks}.matches_by_user (user, ts, match_id, peer, superlike)"
+                  " VALUES (?, ?, ?, ?, ?) USING TIMESTAMP ?",
+    "unlist_match": "DELETE FROM {ks}.matches_by_user USING TIMESTAMP ? WHERE user = ?"
+                    " AND ts = ? AND match_id = ?",
+    "matches_first": "SELECT match_id, ts, peer, superlike FROM {ks}.matches_by_user"
+                     " WHERE user = ? LIMIT ?",
+    "matches_next": "SELECT match_id, ts, peer, superlike FROM {ks}.matches_by_user"
+                    " WHERE user = ? AND (ts, match_id) < (?, ?) LIMIT ?",
+    "add_block": "INSERT INTO {ks}.blocks (user, target, ts) VALUES (?, ?, ?)",
+    "get_block": "SELECT ts FROM {ks}.blocks WHERE user = ? AND target = ?",
+    "get_owner": 'SELECT user FROM {ks}.device_owner WHERE "token" = ?',
+    "put_owner": 'INSERT INTO {ks}.device_owner ("token", user) VALUES (?, ?)',
+    "drop_owner": 'DELETE FROM {ks}.device_owner WHERE "token" = ?',
+    "get_device": 'SELECT app, locale FROM {ks}.devices_by_user WHERE user = ? AND "token" = ?',
+    "put_device": 'INSERT INTO {ks}.devices_by_user (user, "token", platform, app, locale,'
+                  " updated_ts) VALUES (?, ?, ?, ?, ?, ?)",
+    "drop_device": 'DELETE FROM {ks}.devices_by_user WHERE user = ? AND "token" = ?',
+    "devices": 'SELECT user, "token", platform, app, locale, updated_ts FROM {ks}.devices_by_user'
+               " WHERE user = ?",
+    "get_settings": "SELECT show_online, read_receipts, push_previews FROM {ks}.settings"
+                    " WHERE user = ?",
+    "put_settings": "UPDATE {ks}.settings SET show_online = ?, read_receipts = ?,"
+                    " push_previews = ? WHERE user = ?",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterSettings:
+    """How to reach the cluster and how sure each request must be."""
+
+    contact_points: tuple[tuple[str, int], ...]
+    consistency: int = ConsistencyLevel.LOCAL_QUORUM
+    serial_consistency: int = ConsistencyLevel.LOCAL_SERIAL
+    request_timeout_s: float = 5.0
+    local_dc: str | None = None
+    protocol_version: int = ProtocolVersion.V5  # Cassandra 4.0 and later; no downgrade dance
+
+
+def connect(settings: ClusterSettings) -> tuple[Any, Any]:
+    """A connected (cluster, session). Blocking.
+
+    Token-aware routing inside the local data centre; rows as dicts; a reconnection that
+    retries from 0.5 s up to every 4 s, so a restarted node is used again within seconds.
+    """
+    profile = ExecutionProfile(
+        load_balancing_policy=TokenAwarePolicy(DCAwareRoundRobinPolicy(settings.local_dc)),
+        consistency_level=settings.consistency,
+        serial_consistency_level=settings.serial_consistency,
+        request_timeout=settings.request_timeout_s, row_factory=dict_factory)
+    cluster = Cluster(list(settings.contact_points),
+                      execution_profiles={EXEC_PROFILE_DEFAULT: profile},
+                      reconnection_policy=ExponentialReconnectionPolicy(0.5, 4.0),
+                      connect_timeout=settings.request_timeout_s,
+                      control_connection_timeout=settings.request_timeout_s,
+                      protocol_version=settings.protocol_version)
+    try:
+        return cluster, cluster.connect()
+    except BaseException:
+        cluster.shutdown()
+        raise
+
+
+def prepare(session: Any, keyspace: str, settings: ClusterSettings) -> dict[str, Any]:
+    """Every statement of `CQL`, prepared for `keyspace`. Blocking."""
+    ks = check_identifier(keyspace)
+    prepared = {name: session.prepare(cql.format(ks=ks)) for name, cql in CQL.items()}
+    prepared["ping"].consistency_level = ConsistencyLevel.ONE  # system.local is per node
+    prepared["get_match_serial"].consistency_level = settings.serial_consistency
+    return prepared
+
+
+def consistency_level(name: str) -> int:
+    try:
+        return cast(int, ConsistencyLevel.name_to_value[name.upper()])
+    except KeyError:
+        raise ValueError(f"unknown consistency level {name!r}") from None
+
+
+def host_port(point: str, default_port: int) -> tuple[str, int]:
+    """'host', 'host:port', '[v6]' or '[v6]:port' (a bare IPv6 address takes the default)."""
+    port = str(default_port)
+    if point.startswith("["):
+        host, _, rest = point[1:].partition("]")
+        if rest:
+            port = rest[1:] if rest.startswith(":") else ""
+    elif point.count(":") == 1:
+        host, port = point.split(":")
+    else:
+        host = point
+    if not host or not port.isdigit():
+        raise ValueError(f"bad Cassandra contact point {point!r}")
+    return host, int(port)
 
 
 class SchemaTooNew(Exception):
@@ -193,3 +360,73 @@ def stored_version(session: Any, keyspace: str) -> int:
     row = rows[0]
     value = row["version"] if isinstance(row, dict) else row[0]
     return int(value or 0)
+
+
+# -- keys, cursors and write timestamps: part of the stored layout ------------------------
+LOW_BITS = (1 << 22) - 1  # the node and sequence bits of a message id
+
+
+def id_stamp(message_id: int) -> int:
+    """A write timestamp (us) that never decreases as message ids grow: the id's ms, and
+    its node and sequence bits scaled into the sub-ms digits. Equal stamps fall to the
+    larger value, so writes of larger ids still win."""
+    return ms_of(message_id) * 1000 + ((message_id & LOW_BITS) * 1000 >> 22)
+
+
+def message_of(r: dict[str, Any]) -> Message:
+    media = r["media"]
+    return Message(r["match_id"], r["id"], r["sender"], r["client_id"], r["ts"], r["body"],
+                   None if media is None else json.loads(media))
+
+
+def match_of(r: dict[str, Any]) -> MatchRecord:
+    return MatchRecord(r["id"], (r["user_a"], r["user_b"]), r["ts"], bool(r["superlike"]),
+                       r["closed_ts"], r["closed_by"])
+
+
+def encode_page_cursor(last: MatchRecord) -> str:
+    """The opaque cursor after `last`: its (ts, id), the clustering key of matches_by_user."""
+    return base64.urlsafe_b64encode(f"{last.ts}:{last.id}".encode()).decode()
+
+
+def decode_page_cursor(cursor: str) -> tuple[int, str]:
+    try:
+        ts, match_id = base64.urlsafe_b64decode(cursor.encode()).decode().split(":", 1)
+        return int(ts), match_id
+    except (binascii.Error, UnicodeError, ValueError) as exc:
+        raise ValueError("malformed page cursor") from exc
+
+
+class Lru(Generic[K, V]):
+    """A bounded map that forgets the least recently used entry."""
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._items: OrderedDict[K, V] = OrderedDict()
+
+    def get(self, key: K) -> V | None:
+        value = self._items.get(key)
+        if value is not None:
+            self._items.move_to_end(key)
+        return value
+
+    def put(self, key: K, value: V) -> V:
+        self._items[key] = value
+        self._items.move_to_end(key)
+        if len(self._items) > self._size:
+            self._items.popitem(last=False)
+        return value
+
+
+class SubMsStamps:
+    """Write timestamps (us) for events stamped in ms: within one ms, a later call here
+    gets a later microsecond (up to 1000 per ms), so it wins a tie on the ms."""
+
+    def __init__(self) -> None:
+        self._used: Lru[int, int] = Lru(4096)
+
+    def at(self, ms: int) -> int:
+        used = self._used.get(ms)
+        sub = 0 if used is None else min(used + 1, 999)
+        self._used.put(ms, sub)
+        return ms * 1000 + sub

@@ -16,6 +16,7 @@ import pytest
 from client import RendezvousClient, RendezvousHttp, mint_token
 from server.config import Config, JwtKey
 from server.node import Node
+from tests.cassandra_node import CassandraNode
 from tests.redis_servers import RedisCluster, RedisServer
 
 SECRET = "rendezvous-test-secret-0123456789abcdef"
@@ -141,6 +142,19 @@ def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisClu
     cluster.start()
     yield cluster
     cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def cassandra_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CassandraNode]:
+    """A real Cassandra node shared by the session: each test uses its own keyspace.
+
+    Starts once (about 10 s; the first run on a machine also fetches about 70 MB of jars from
+    Maven Central). A test that stops it must start it again before it returns.
+    """
+    node = CassandraNode(tmp_path_factory.mktemp("cassandra"))
+    node.start()
+    yield node
+    node.kill()  # its data goes with the tmp dir: no need to drain
 
 
 @pytest.fixture(params=["rdv.v1.msgpack", "rdv.v1.json"])

@@ -6,6 +6,7 @@ test then runs against it unchanged.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
@@ -14,15 +15,23 @@ import pytest
 from storage.base import Store
 from storage.sqlite import SqliteStore
 
-BACKENDS = ["sqlite"]
+BACKENDS = ["sqlite", "cassandra"]
 
 OpenStore = Callable[[], Awaitable[Store]]
 
 
-def _new_store(backend: str, tmp_path: Path) -> Store:
-    """A new, unstarted store over this test's data: the same data on every call."""
+def _new_store(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> Store:
+    """A new, unstarted store over this test's data: the same data on every call (for
+    Cassandra: a keyspace of this test's own on the session's real node)."""
     if backend == "sqlite":
         return SqliteStore(tmp_path / "rendezvous.db")
+    if backend == "cassandra":
+        from storage.cassandra import CassandraStore
+
+        node = request.getfixturevalue("cassandra_node")
+        keyspace = "t_" + hashlib.blake2b(request.node.nodeid.encode(),
+                                          digest_size=8).hexdigest()
+        return CassandraStore([node.contact_point], keyspace=keyspace)
     raise AssertionError(f"unknown backend {backend!r}")
 
 
@@ -32,13 +41,14 @@ def backend(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-async def open_store(backend: str, tmp_path: Path) -> AsyncIterator[OpenStore]:
+async def open_store(backend: str, tmp_path: Path,
+                     request: pytest.FixtureRequest) -> AsyncIterator[OpenStore]:
     """Opens a started store over this test's data; each call a new instance (as after a
     restart), every one closed at teardown."""
     opened: list[Store] = []
 
     async def open_() -> Store:
-        store = _new_store(backend, tmp_path)
+        store = _new_store(backend, tmp_path, request)
         await store.start()
         opened.append(store)
         return store

@@ -1,0 +1,459 @@
+"""What only `CassandraStore` promises, against a real Cassandra node started for this module.
+
+The `Store` contract itself runs through tests/storage/test_store_contract.py (the backend
+is a parameter of tests/storage/conftest.py). Here: the physical layout (match and bucket
+partitions, history that reads only buckets that hold messages), what the driver is asked
+(counted with a request listener), no tombstones from absent values (read traces), the
+lightweight transaction of match creation and its retry, and an outage: a frozen node and
+a stopped one make calls fail fast with `StoreUnavailable`, and the same store instance
+works again once the node is back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import os
+import signal
+import threading
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cassandra.cluster import ResponseFuture
+
+from protocol.ids import compose, ms_of
+from storage.base import Device, MatchRecord, Message, Store, StoreUnavailable, match_id_for
+from storage.buckets import BUCKET_MS, bucket_of
+from storage.cassandra import CassandraStore
+from storage.cassandra_schema import (
+    SCHEMA_VERSION,
+    ClusterSettings,
+    SchemaTooNew,
+    connect,
+    decode_page_cursor,
+    host_port,
+    id_stamp,
+    migrate,
+)
+from tests.cassandra_node import CassandraNode
+
+T0 = 1_700_000_000_000
+
+
+def mid(ms: int, seq: int = 0, node: int = 1) -> int:
+    return compose(ms, node, seq)
+
+
+def msg(match_id: str, id_: int, sender: str, client_id: str | None = None,
+        body: str | None = "hi") -> Message:
+    return Message(match_id, id_, sender, client_id or f"c{id_}", ms_of(id_), body)
+
+
+# -- fixtures -----------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CassandraNode]:
+    """One node for this module (its own: the outage test stops and restarts it)."""
+    cassandra = CassandraNode(tmp_path_factory.mktemp("cassandra-specific"))
+    cassandra.start()
+    yield cassandra
+    cassandra.stop()
+
+
+@pytest.fixture(scope="module")
+def cql(node: CassandraNode) -> Iterator[Any]:
+    """A plain blocking session for looking at tables directly."""
+    cluster, session = connect(ClusterSettings((host_port(node.contact_point, 9042),)))
+    yield session
+    cluster.shutdown()
+
+
+@pytest.fixture
+def keyspace(request: pytest.FixtureRequest) -> str:
+    return "s_" + hashlib.blake2b(request.node.nodeid.encode(), digest_size=8).hexdigest()
+
+
+OpenStore = Callable[..., Awaitable[CassandraStore]]
+
+
+@pytest.fixture
+async def open_store(node: CassandraNode, keyspace: str) -> AsyncIterator[OpenStore]:
+    opened: list[CassandraStore] = []
+
+    async def open_(**options: Any) -> CassandraStore:
+        store = CassandraStore([node.contact_point], keyspace=keyspace, **options)
+        await store.start()
+        opened.append(store)
+        return store
+
+    yield open_
+    for store in opened:
+        await store.close()
+
+
+@pytest.fixture
+async def store(open_store: OpenStore) -> CassandraStore:
+    return await open_store()
+
+
+async def matched(store: Store, a: str, b: str, ts: int = T0) -> MatchRecord:
+    lo, hi = sorted((a, b))
+    match, created = await store.create_match(MatchRecord(match_id_for(a, b), (lo, hi), ts))
+    assert created
+    return match
+
+
+class Requests:
+    """Every prepared statement the store's driver sends, with its bound values."""
+
+    def __init__(self, store: CassandraStore) -> None:
+        self.sent: list[tuple[str, list[bytes]]] = []
+        store._session.add_request_init_listener(self._on_request)
+
+    def _on_request(self, future: Any) -> None:
+        prepared = getattr(future.query, "prepared_statement", None)
+        if prepared is not None:
+            self.sent.append((prepared.query_string, list(future.query.values)))
+
+    def buckets_read(self, keyspace: str) -> list[int]:
+        """The bucket of every read of the messages table, in order."""
+        return [int.from_bytes(values[1], "big", signed=True)
+                for query, values in self.sent if f"FROM {keyspace}.messages " in query]
+
+    def clear(self) -> None:
+        self.sent.clear()
+
+
+# -- layout -------------------------------------------------------------------------------
+async def test_messages_live_in_match_and_bucket_partitions(store: CassandraStore, cql: Any,
+                                                            keyspace: str) -> None:
+    columns = {r["column_name"]: (r["kind"], r["position"], r["clustering_order"])
+               for r in cql.execute("SELECT column_name, kind, position, clustering_order"
+                                    " FROM system_schema.columns WHERE keyspace_name = %s"
+                                    " AND table_name = 'messages'", (keyspace,))}
+    assert columns["match_id"] == ("partition_key", 0, "none")
+    assert columns["bucket"] == ("partition_key", 1, "none")
+    assert columns["id"] == ("clustering", 0, "desc")
+
+    m = await matched(store, "ann", "bob")
+    spans = [0, 3, 9]  # buckets apart: the match was silent for months in between
+    sent = [msg(m.id, mid(T0 + span * BUCKET_MS + i), "ann") for span in spans for i in range(4)]
+    for message in sent:
+        await store.save_message(message)
+    partitions = {(r["match_id"], r["bucket"]) for r in cql.execute(
+        f"SELECT DISTINCT match_id, bucket FROM {keyspace}.messages")}
+    assert partitions == {(m.id, bucket_of(s.id)) for s in sent}
+    assert len(partitions) == 3
+    for match_id, bucket in partitions:
+        ids = [r["id"] for r in cql.execute(
+            f"SELECT id FROM {keyspace}.messages WHERE match_id = %s AND bucket = %s",
+            (match_id, bucket))]
+        assert ids == sorted((s.id for s in sent if bucket_of(s.id) == bucket), reverse=True)
+    listed = [r["bucket"] for r in cql.execute(
+        f"SELECT bucket FROM {keyspace}.match_buckets WHERE match_id = %s", (m.id,))]
+    assert listed == sorted({bucket_of(s.id) for s in sent}, reverse=True)
+
+
+async def test_history_reads_only_written_buckets_and_stops_at_the_first(
+        store: CassandraStore, keyspace: str) -> None:
+    m = await matched(store, "ann", "bob")
+    b1, b2, b3 = (bucket_of(mid(T0 + span * BUCKET_MS)) for span in (0, 4, 11))
+    sent = [msg(m.id, mid(T0 + span * BUCKET_MS + i), "bob") for span in (0, 4, 11)
+            for i in range(5)]
+    for message in sent:
+        await store.save_message(message)
+    requests = Requests(store)
+
+    pages, before, more = [], None, True
+    while more:
+        requests.clear()
+        page, more = await store.history(m.id, before, 4)
+        pages.append(requests.buckets_read(keyspace))
+        before = page[-1].id if page else None
+    # Each page reads the newest bucket it still needs, then older ones, and never a bucket
+    # that holds nothing (the empty ones in between, or any before the match's first).
+    assert pages == [[b3], [b3, b2], [b2, b1], [b1]]
+
+    requests.clear()
+    assert await store.messages_after(m.id, 0, 100) == sent
+    assert requests.buckets_read(keyspace) == [b1, b2, b3]
+    requests.clear()
+    assert await store.count_unread(m.id, "ann", sent[7].id) == 7
+    assert requests.buckets_read(keyspace) == [b2, b3]  # b1 is older than the cursor
+
+
+async def test_a_new_match_reads_no_message_partition(store: CassandraStore,
+                                                      keyspace: str) -> None:
+    m = await matched(store, "ann", "bob")
+    requests = Requests(store)
+    assert await store.history(m.id, None, 50) == ([], False)
+    assert await store.count_unread(m.id, "ann", 0) == 0
+    assert requests.buckets_read(keyspace) == []
+
+
+async def test_absent_values_write_no_tombstones(store: CassandraStore, cql: Any,
+                                                 keyspace: str) -> None:
+    m = await matched(store, "ann", "bob")
+    message = msg(m.id, mid(T0 + 1), "ann", body=None)  # media None too
+    await store.save_message(message)
+    await store.put_device(Device("ann", "tok", "fcm", None, None, T0))
+    await store.put_settings("ann", {"push_previews": True})
+    await store.record_swipe("ann", "bob", "like", T0)
+    await store.advance_cursor(m.id, "ann", "read", message.id)
+
+    def tombstones(query: str, args: tuple[Any, ...]) -> list[str]:
+        trace = cql.execute(query, args, trace=True).get_query_trace()
+        return [e.description for e in trace.events
+                if e.description.startswith("Read ") and "tombstone" in e.description]
+
+    for query, args in [
+        (f"SELECT * FROM {keyspace}.messages WHERE match_id = %s AND bucket = %s",
+         (m.id, bucket_of(message.id))),
+        (f"SELECT * FROM {keyspace}.devices_by_user WHERE user = %s", ("ann",)),
+        (f"SELECT * FROM {keyspace}.settings WHERE user = %s", ("ann",)),
+        (f"SELECT * FROM {keyspace}.matches WHERE id = %s", (m.id,)),
+        (f"SELECT * FROM {keyspace}.conversations_by_user WHERE user = %s", ("ann",)),
+        (f"SELECT * FROM {keyspace}.read_cursors WHERE match_id = %s", (m.id,)),
+    ]:
+        found = tombstones(query, args)
+        assert found and all(" 0 tombstone" in d for d in found), (query, found)
+
+    # Clearing a value that is there is a real change, and only then a tombstone is written.
+    await store.put_device(Device("ann", "tok", "fcm", "app", None, T0 + 1))
+    await store.put_device(Device("ann", "tok", "fcm", None, None, T0 + 2))
+    assert (await store.devices("ann"))[0].app is None
+
+
+# -- ordering by write timestamps ---------------------------------------------------------
+def test_id_stamps_never_decrease_as_ids_grow() -> None:
+    ids = sorted(compose(T0 + ms, node, seq) for ms in (0, 1) for node in (0, 1, 7, 1023)
+                 for seq in (0, 1, 4095))
+    stamps = [id_stamp(i) for i in ids]
+    assert stamps == sorted(stamps)
+    assert id_stamp(compose(T0, 1023, 4095)) < id_stamp(compose(T0 + 1, 0, 0))
+    assert id_stamp(compose(T0, 0, 0)) == T0 * 1000
+
+
+async def test_equal_stamps_still_keep_the_larger_id(store: CassandraStore) -> None:
+    m = await matched(store, "ann", "bob")
+    small, large = mid(T0 + 5, seq=1, node=3), mid(T0 + 5, seq=9, node=3)
+    assert id_stamp(small) == id_stamp(large)  # one node, one ms: one stamp
+    await store.save_message(msg(m.id, large, "bob"))
+    await store.save_message(msg(m.id, small, "ann"))  # arrives last, must not win
+    conversation = (await store.conversations("ann"))[0]
+    assert (conversation.last_id, conversation.last_from) == (large, "bob")
+    assert await store.advance_cursor(m.id, "ann", "read", large)
+    assert not await store.advance_cursor(m.id, "ann", "read", small)
+    assert (await store.cursors(m.id))["ann"].read_id == large
+
+
+async def test_a_message_after_the_closing_does_not_revive_the_conversation(
+        store: CassandraStore) -> None:
+    m = await matched(store, "ann", "bob")
+    await store.save_message(msg(m.id, mid(T0 + 5), "ann"))
+    await store.close_match(m.id, "bob", T0 + 10)
+    await store.save_message(msg(m.id, mid(T0 + 20), "ann"))  # raced the closing
+    assert await store.conversations("ann") == [] and await store.conversations("bob") == []
+    assert (await store.matches_for_user("ann", 10)).items == []
+
+
+async def test_save_message_after_a_half_done_first_save(store: CassandraStore, cql: Any,
+                                                         keyspace: str) -> None:
+    """The key was written but its message was not: the resend is stored, not lost."""
+    m = await matched(store, "ann", "bob")
+    cql.execute(f"INSERT INTO {keyspace}.message_client_ids (match_id, sender, client_id, id,"
+                " ts) VALUES (%s, %s, %s, %s, %s)", (m.id, "ann", "c-1", mid(T0), T0))
+    resend = msg(m.id, mid(T0 + 3), "ann", client_id="c-1")
+    assert await store.save_message(resend) == (resend, True)
+    assert await store.history(m.id, None, 5) == ([resend], False)
+    assert await store.save_message(msg(m.id, mid(T0 + 4), "ann", "c-1")) == (resend, False)
+
+
+# -- match creation: the one lightweight transaction --------------------------------------
+async def test_racing_create_match_across_two_stores(open_store: OpenStore) -> None:
+    first, second = await open_store(), await open_store()  # two processes' worth
+    record = MatchRecord(match_id_for("ann", "bob"), ("ann", "bob"), T0)
+    results = await asyncio.gather(*(s.create_match(record) for _ in range(8)
+                                     for s in (first, second)))
+    assert sum(created for _, created in results) == 1
+    assert {stored for stored, _ in results} == {record}
+    assert len(await second.conversations("bob")) == 1
+
+
+async def test_create_match_whose_answer_was_lost_still_knows_it_won(
+        store: CassandraStore, open_store: OpenStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A CAS that committed but timed out: the serial read-back finds this call's token."""
+    real_run = store._run
+    lost: list[str] = []
+
+    async def run(name: str, *args: Any, **options: Any) -> Any:
+        rows = await real_run(name, *args, **options)
+        if name == "insert_match" and not lost:
+            lost.append(name)
+            raise StoreUnavailable("simulated: the answer of a committed CAS was lost")
+        return rows
+
+    monkeypatch.setattr(store, "_run", run)
+    record = MatchRecord(match_id_for("ann", "bob"), ("ann", "bob"), T0)
+    assert await store.create_match(record) == (record, True)
+    assert lost
+    # A retry of that call by its caller (a new call) sees the match, not created by it.
+    assert await store.create_match(record) == (record, False)
+    other = await open_store()
+    assert await other.create_match(record) == (record, False)
+    assert len(await other.conversations("ann")) == 1
+
+
+async def test_create_match_whose_insert_failed_finds_the_other_winner(
+        store: CassandraStore, open_store: OpenStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    record = MatchRecord(match_id_for("ann", "bob"), ("ann", "bob"), T0)
+    winner = await open_store()
+    real_run = store._run
+
+    async def run(name: str, *args: Any, **options: Any) -> Any:
+        if name == "insert_match":  # fails before it is sent; meanwhile another wins
+            await winner.create_match(record)
+            monkeypatch.setattr(store, "_run", real_run)
+            raise StoreUnavailable("simulated: coordinator timed out")
+        return await real_run(name, *args, **options)
+
+    monkeypatch.setattr(store, "_run", run)
+    assert await store.create_match(record) == (record, False)
+
+
+# -- schema -------------------------------------------------------------------------------
+async def test_migrate_is_repeatable_and_refuses_a_newer_schema(
+        store: CassandraStore, cql: Any, keyspace: str, node: CassandraNode) -> None:
+    replication = {"class": "SimpleStrategy", "replication_factor": 1}
+    assert migrate(cql, keyspace, replication) == SCHEMA_VERSION
+    cql.execute(f"UPDATE {keyspace}.schema_version SET version = %s"
+                " WHERE component = 'rendezvous'", (SCHEMA_VERSION + 1,))
+    with pytest.raises(SchemaTooNew):
+        await CassandraStore([node.contact_point], keyspace=keyspace).start()
+
+
+def test_settings_are_checked_before_connecting() -> None:
+    assert host_port("10.0.0.1", 9042) == ("10.0.0.1", 9042)
+    assert host_port("db-1:9142", 9042) == ("db-1", 9142)
+    assert host_port("[::1]:9142", 9042) == ("::1", 9142)
+    assert host_port("::1", 9042) == ("::1", 9042)
+    for bad in ("", "db:port", "[::1]x"):
+        with pytest.raises(ValueError):
+            host_port(bad, 9042)
+    with pytest.raises(ValueError):
+        CassandraStore(["db"], consistency="MOSTLY")
+    with pytest.raises(ValueError):
+        CassandraStore(["db"], keyspace="drop table")
+    with pytest.raises(ValueError):
+        decode_page_cursor("not-a-cursor")
+
+
+# -- the event loop and outages -----------------------------------------------------------
+def thread_states(pid: int) -> list[str]:
+    states = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError):  # a thread that just exited
+            states.append((task / "stat").read_text().rsplit(")", 1)[1].split()[0])
+    return states
+
+
+async def all_threads_stopped(pid: int, timeout: float = 10.0) -> None:
+    """Wait until every thread of `pid` has taken its SIGSTOP: a group stop is not instant,
+    and until then a running thread can still answer a request."""
+    deadline = time.monotonic() + timeout
+    while True:
+        states = thread_states(pid)
+        if all(state in "Tt" for state in states):
+            return
+        assert time.monotonic() < deadline, f"threads of {pid} still running: {states}"
+        await asyncio.sleep(0.01)
+
+
+async def test_no_blocking_driver_call_on_the_event_loop(
+        store: CassandraStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    """After start, every request is `execute_async`: the blocking entry points of the
+    driver (execute, prepare, waiting on a result) are never called on the loop's thread."""
+    loop_thread = threading.get_ident()
+    blocked: list[str] = []
+
+    def guard(name: str, real: Callable[..., Any]) -> Callable[..., Any]:
+        def call(*args: Any, **kwargs: Any) -> Any:
+            if threading.get_ident() == loop_thread:
+                blocked.append(name)
+            return real(*args, **kwargs)
+        return call
+
+    session = store._session
+    for name in ("execute", "prepare", "set_keyspace"):
+        monkeypatch.setattr(session, name, guard(name, getattr(session, name)))
+    monkeypatch.setattr(ResponseFuture, "result", guard("result", ResponseFuture.result))
+    m = await matched(store, "ann", "bob")
+    await asyncio.gather(*(store.save_message(msg(m.id, mid(T0 + i), "ann"))
+                           for i in range(50)))
+    await store.history(m.id, None, 100)
+    await store.count_unread(m.id, "bob", 0)
+    await store.conversations("bob")
+    await store.put_device(Device("ann", "tok", "apns", None, None, T0))
+    await store.record_swipe("ann", "cat", "like", T0)
+    await store.close_match(m.id, "ann", T0 + 1)
+    await store.close()
+    assert blocked == []
+
+
+async def test_outage_fails_fast_and_the_same_store_recovers(open_store: OpenStore,
+                                                             node: CassandraNode) -> None:
+    timeout = 2.0
+    store = await open_store(request_timeout_s=timeout)
+    m = await matched(store, "ann", "bob")
+    before = msg(m.id, mid(T0), "ann")
+    await store.save_message(before)
+
+    async def fails_in_time(call: Callable[[], Awaitable[Any]], within: float) -> float:
+        started = time.monotonic()
+        with pytest.raises(StoreUnavailable):
+            await call()
+        elapsed = time.monotonic() - started
+        assert elapsed < within, elapsed
+        return elapsed
+
+    calls: list[tuple[Callable[[], Awaitable[Any]], float]] = [  # and the most each may take
+        (store.ping, timeout + 0.5),
+        (lambda: store.history(m.id, None, 10), timeout + 0.5),
+        (lambda: store.save_message(msg(m.id, mid(T0 + 1), "bob")), timeout + 0.5),
+        (lambda: store.get_settings("ann"), timeout + 0.5),
+        (lambda: store.create_match(MatchRecord(match_id_for("x", "y"), ("x", "y"), T0)),
+         2 * timeout + 0.5)]  # the one call that retries (its outcome is unknown)
+
+    # A node that hangs (frozen process): requests time out.
+    pid = node.pid
+    assert pid is not None
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        await all_threads_stopped(pid)
+        frozen = [await fails_in_time(call, within) for call, within in calls]
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    await store.ping()
+
+    # A node that is down: requests fail at once.
+    await asyncio.to_thread(node.stop)
+    down = [await fails_in_time(call, 0.5) for call, _ in calls]
+    await asyncio.to_thread(node.start)
+    started = time.monotonic()
+    while True:  # the driver reconnects by itself; the store needs nothing
+        try:
+            await store.ping()
+            break
+        except StoreUnavailable:
+            assert time.monotonic() - started < 30.0, "the store did not come back"
+            await asyncio.sleep(0.2)
+    recovered = time.monotonic() - started
+
+    after = msg(m.id, mid(T0 + 2), "bob")
+    assert await store.save_message(after) == (after, True)
+    assert await store.history(m.id, None, 10) == ([after, before], False)
+    print(f"frozen: {[round(t, 2) for t in frozen]} s; down: {[round(t, 3) for t in down]} s;"
+          f" back {recovered:.1f} s after the node answered")

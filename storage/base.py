@@ -8,6 +8,8 @@ and read cursors. Every method is a coroutine that never blocks the event loop.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
@@ -110,6 +112,21 @@ def match_id_for(a: str, b: str) -> str:
     lo, hi = sorted((a, b))
     digest = hashlib.blake2b(f"{lo}\x00{hi}".encode(), digest_size=12).hexdigest()
     return "m" + digest
+
+
+def encode_page_cursor(last: MatchRecord) -> str:
+    """The opaque cursor after `last` in a user's matches: its (ts, id) keyset, the same for
+    every backend."""
+    return base64.urlsafe_b64encode(f"{last.ts}:{last.id}".encode()).decode()
+
+
+def decode_page_cursor(cursor: str) -> tuple[int, str]:
+    """(ts, match id) of a cursor from `encode_page_cursor`; ValueError for anything else."""
+    try:
+        ts, match_id = base64.urlsafe_b64decode(cursor.encode()).decode().split(":", 1)
+        return int(ts), match_id
+    except (binascii.Error, UnicodeError, ValueError) as exc:
+        raise ValueError("malformed page cursor") from exc
 
 
 @dataclass(frozen=True, slots=True)

@@ -44,6 +44,8 @@ from storage.base import (
     Settings,
     StoreUnavailable,
     SwipeAction,
+    decode_page_cursor,
+    encode_page_cursor,
 )
 from storage.buckets import bucket_of
 from storage.cassandra_schema import (
@@ -54,8 +56,6 @@ from storage.cassandra_schema import (
     check_identifier,
     connect,
     consistency_level,
-    decode_page_cursor,
-    encode_page_cursor,
     host_port,
     id_stamp,
     match_of,

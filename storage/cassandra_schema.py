@@ -14,8 +14,6 @@ versions can disagree). `migrate` creates or upgrades the keyspace and is safe t
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 import re
 from collections import OrderedDict
@@ -384,17 +382,6 @@ def match_of(r: dict[str, Any]) -> MatchRecord:
                        r["closed_ts"], r["closed_by"])
 
 
-def encode_page_cursor(last: MatchRecord) -> str:
-    """The opaque cursor after `last`: its (ts, id), the clustering key of matches_by_user."""
-    return base64.urlsafe_b64encode(f"{last.ts}:{last.id}".encode()).decode()
-
-
-def decode_page_cursor(cursor: str) -> tuple[int, str]:
-    try:
-        ts, match_id = base64.urlsafe_b64decode(cursor.encode()).decode().split(":", 1)
-        return int(ts), match_id
-    except (binascii.Error, UnicodeError, ValueError) as exc:
-        raise ValueError("malformed page cursor") from exc
 
 
 class Lru(Generic[K, V]):

@@ -7,8 +7,6 @@ function of a connection, run by the writer inside the group's transaction or by
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 import os
 import sqlite3
@@ -26,6 +24,8 @@ from storage.base import (
     Platform,
     Settings,
     SwipeAction,
+    decode_page_cursor,
+    encode_page_cursor,
 )
 from storage.buckets import bucket_of
 from storage.sqlite_engine import SqliteEngine
@@ -206,17 +206,6 @@ def _match_rows(conn: sqlite3.Connection, match_id: str) -> list[Row]:
     return _rows(conn, f"SELECT {_MATCH} FROM matches WHERE id = ?", (match_id,))
 
 
-def encode_page_cursor(last: MatchRecord) -> str:
-    """The opaque cursor after `last`: its (ts, id), the keyset of `matches_by_user`."""
-    return base64.urlsafe_b64encode(f"{last.ts}:{last.id}".encode()).decode()
-
-
-def decode_page_cursor(cursor: str) -> tuple[int, str]:
-    try:
-        ts, match_id = base64.urlsafe_b64decode(cursor.encode()).decode().split(":", 1)
-        return int(ts), match_id
-    except (binascii.Error, UnicodeError, ValueError) as exc:
-        raise ValueError("malformed page cursor") from exc
 
 
 _ADVANCE_CONVERSATIONS = (  # both members' rows, the members read from the match row

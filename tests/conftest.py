@@ -9,7 +9,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -18,6 +18,9 @@ from server.config import Config, JwtKey
 from server.node import Node
 from tests.cassandra_node import CassandraNode
 from tests.redis_servers import RedisCluster, RedisServer
+
+if TYPE_CHECKING:
+    from tests.helpers import Apis
 
 SECRET = "rendezvous-test-secret-0123456789abcdef"
 _node_numbers = itertools.count()
@@ -155,6 +158,16 @@ def cassandra_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cassand
     node.start()
     yield node
     node.kill()  # its data goes with the tmp dir: no need to drain
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[Apis]:
+    """HTTP API clients per (harness, user) on one shared transport."""
+    from tests.helpers import Apis
+
+    apis = Apis()
+    yield apis
+    await apis.aclose()
 
 
 @pytest.fixture(params=["rdv.v1.msgpack", "rdv.v1.json"])

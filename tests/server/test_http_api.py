@@ -12,71 +12,17 @@ import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-import httpx
 import pytest
 
-from client import HttpError, RendezvousClient, RendezvousHttp, ServerError
+from client import HttpError, RendezvousClient, ServerError
 from tests.conftest import Harness, NodeFactory
+from tests.helpers import Apis, wait_until
 
 CONTRACT_PATHS = {  # PROTOCOL.md section 2, path parameters normalised to {}
     ("post", "/v1/swipes"), ("get", "/v1/matches"), ("delete", "/v1/matches/{}"),
     ("get", "/v1/matches/{}/messages"), ("post", "/v1/blocks"), ("put", "/v1/devices/{}"),
     ("delete", "/v1/devices/{}"), ("put", "/v1/me/settings"),
 }
-
-
-class Apis:
-    """One HTTP client per user and test, all on one transport: `rdv.http` makes a new httpx
-    client on every call, and each loads its own TLS context (~50 ms)."""
-
-    def __init__(self) -> None:
-        self._transport: httpx.AsyncHTTPTransport | None = None
-        self._clients: dict[tuple[int, str | None], RendezvousHttp] = {}
-
-    def __call__(self, rdv: Harness, user: str | None) -> RendezvousHttp:
-        key = (id(rdv), user)
-        if key not in self._clients:
-            if self._transport is None:
-                self._transport = httpx.AsyncHTTPTransport()
-            token = rdv.token(user) if user is not None else None
-            self._clients[key] = RendezvousHttp(rdv.http_url, token, transport=self._transport)
-        return self._clients[key]
-
-    async def pair(self, rdv: Harness, a: str, b: str) -> str:
-        """`rdv.pair` on these clients: the id of the new match of `a` and `b`."""
-        await self(rdv, a).swipe(b, "like")
-        result = await self(rdv, b).swipe(a, "like")
-        assert result["match"] is not None, result
-        match_id: str = result["match"]["id"]
-        return match_id
-
-    async def aclose(self) -> None:
-        for client in self._clients.values():
-            await client.aclose()
-        if self._transport is not None:
-            await self._transport.aclose()
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[Apis]:
-    apis = Apis()
-    yield apis
-    await apis.aclose()
-
-
-async def wait_until(condition: Callable[[], Any], timeout: float = 3.0,
-                     interval: float = 0.01) -> Any:
-    """Poll `condition` (sync or async) until it is truthy; its value, or AssertionError."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if asyncio.iscoroutine(value):
-            value = await value
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout} s")
-        await asyncio.sleep(interval)
 
 
 async def expect_error(call: Any, status: int, code: str) -> HttpError:

@@ -26,7 +26,15 @@ import pytest
 from cassandra.cluster import ResponseFuture
 
 from protocol.ids import compose, ms_of
-from storage.base import Device, MatchRecord, Message, Store, StoreUnavailable, match_id_for
+from storage.base import (
+    Device,
+    MatchRecord,
+    Message,
+    Store,
+    StoreUnavailable,
+    decode_page_cursor,
+    match_id_for,
+)
 from storage.buckets import BUCKET_MS, bucket_of
 from storage.cassandra import CassandraStore
 from storage.cassandra_schema import (
@@ -34,7 +42,6 @@ from storage.cassandra_schema import (
     ClusterSettings,
     SchemaTooNew,
     connect,
-    decode_page_cursor,
     host_port,
     id_stamp,
     migrate,

@@ -31,6 +31,7 @@ class Notification:
     loc_key: str  # the app localises the text: no names in the payload by default
     body: str | None = None  # only when the user turned previews on
     collapse_id: str | None = None  # one visible notification per match per burst
+    badge: int | None = None  # the user's total unread count, when known
     data: dict[str, Any] = field(default_factory=dict)
 
 

@@ -56,5 +56,12 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/store_bench.py --backend sqlite
 
+## Load test a running node (make serve): make load [SCENARIO=smoke] [ARGS="--workers 2"];
+## writes loadtest-results/<scenario>-<time>/report.html (docs/loadtest.md)
+SCENARIO ?= smoke
+.PHONY: load
+load: $(STAMP)
+	$(BIN)/rendezvous-load loadtest/scenarios/$(SCENARIO).yaml $(ARGS)
+
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

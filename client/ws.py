@@ -343,6 +343,11 @@ class RendezvousClient:
             await asyncio.shield(self._reader)
         return self.close_code
 
+    def abort(self) -> None:
+        """Drop the TCP connection at once, with no close handshake, as a phone losing its
+        network does (load tests: chaos). The reader then ends with code 1006."""
+        self._ws.transport.abort()
+
     async def close(self, code: int = 1000, reason: str = "") -> None:
         """Close the connection (idempotent) and wait for the reader to finish."""
         await self._ws.close(code, reason)

@@ -1,26 +1,43 @@
 """Decides who gets a push and hands it to the provider, off the hot path.
 
-The chat path only enqueues (never awaits a provider). A worker pool takes jobs from a
-bounded queue, skips users who are online or whose device just confirmed delivery, renders
-a discreet notification per device and acts on the provider's answer: dead tokens are
-pruned, temporary failures retried with backoff, configuration errors counted and logged.
+The chat and match paths only queue a small job (`PushJob`) and never wait on a provider.
+Workers take jobs from the `PushQueue` (in memory, or a Redis Stream in a cluster) and:
+
+1. skip a user who is online (a live socket got the frame), or whose device confirmed
+   delivery in the match a moment ago;
+2. coalesce a burst: the first message job of (user, match) in `coalesce_s` notifies, the
+   rest of the burst does not (the notification carries a collapse id per match anyway);
+3. render one discreet notification per registered device, with the unread badge, and send
+   to every device of the user at once, each provider behind its own in-flight cap;
+4. act on the answer: a dead token is pruned, a temporary failure is queued again with a
+   due time (exponential backoff, or the provider's Retry-After) instead of holding a
+   worker, a configuration error is counted and logged with the token kept.
+
+A push id is claimed before the send and marked sent after (`PushGates`), so a job that a
+durable queue hands out twice sends each notification once.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from push.badge import BADGE_CONVERSATIONS, unread_badge
 from push.base import Notification, Outcome, Pusher, PushResult
-from push.payload import match_notification, message_notification
+from push.gates import Claim, MemoryPushGates, PushGates
+from push.payload import match_notification, message_notification, superlike_notification
+from push.queue import MemoryPushQueue, PushJob, PushQueue
 from push.recorder import token_id
 from storage import Device, MatchRecord, Message, Store, StoreUnavailable
 
 log = logging.getLogger("rendezvous.push")
+
+CONFIG_ERROR_LOG_EVERY_S = 60.0  # a wrong key fails every push: one line a minute is enough
 
 
 class OnlineCheck(Protocol):
@@ -30,125 +47,286 @@ class OnlineCheck(Protocol):
 class PushMetrics(Protocol):
     pushes: Any
     push_queue: Any
+    push_shed: Any
+    push_skipped: Any
+    push_send_seconds: Any
+    push_config_errors: Any
 
 
 @dataclass(frozen=True, slots=True)
-class Job:
-    user: str
-    message: Message | None = None
-    match: MatchRecord | None = None
+class PushPolicy:
+    """The dispatcher's knobs (config keys `push_*`)."""
+
+    workers: int = 4
+    max_in_flight: int = 100  # sends in flight per provider
+    max_waiting: int = 1000  # sends waiting for a slot per provider; past it they are shed
+    coalesce_s: float = 15.0  # one notification per (user, match) per this window
+    delivered_window_s: float = 10.0  # no push after a device confirmed delivery
+    max_attempts: int = 5
+    retry_base_s: float = 1.0  # first backoff without Retry-After; doubles per attempt
+    retry_max_s: float = 300.0
+    send_timeout_s: float = 10.0
+    claim_s: float = 60.0  # a dead node's claims and queued jobs lapse after this
+    badge_conversations: int = BADGE_CONVERSATIONS
+
+
+async def _until(condition: Callable[[], bool], deadline: float) -> None:
+    """Poll `condition` until it holds or the monotonic `deadline` passes (drain only)."""
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        await asyncio.sleep(0.02)
+
+
+class ProviderSlots:
+    """At most `max_in_flight` sends to one provider and `max_waiting` waiting for a slot."""
+
+    def __init__(self, max_in_flight: int, max_waiting: int) -> None:
+        self._free = asyncio.Semaphore(max_in_flight)
+        self.max_waiting = max_waiting
+        self.waiting = 0
+
+    def full(self) -> bool:
+        return self._free.locked() and self.waiting >= self.max_waiting
+
+    @contextlib.asynccontextmanager
+    async def slot(self) -> AsyncIterator[None]:
+        self.waiting += 1
+        try:
+            await self._free.acquire()
+        finally:
+            self.waiting -= 1
+        try:
+            yield
+        finally:
+            self._free.release()
 
 
 class PushDispatcher:
     def __init__(self, *, store: Store, presence: OnlineCheck, pushers: Mapping[str, Pusher],
-                 metrics: PushMetrics, max_queue: int = 10_000, workers: int = 4,
-                 max_attempts: int = 3, base_delay_s: float = 0.5,
-                 delivered_window_s: float = 10.0) -> None:
+                 metrics: PushMetrics, queue: PushQueue | None = None,
+                 gates: PushGates | None = None, policy: PushPolicy | None = None) -> None:
         self.store = store
         self.presence = presence
         self.pushers = pushers
         self.metrics = metrics
-        self.max_attempts = max_attempts
-        self.base_delay_s = base_delay_s
-        self.delivered_window_s = delivered_window_s
-        self._queue: asyncio.Queue[Job] = asyncio.Queue(maxsize=max_queue)
-        self._workers_wanted = workers
+        self.queue: PushQueue = queue if queue is not None else MemoryPushQueue()
+        self.gates: PushGates = gates if gates is not None else MemoryPushGates()
+        self.policy = policy or PushPolicy()
+        self._slots = {p.provider: ProviderSlots(self.policy.max_in_flight,
+                                                 self.policy.max_waiting)
+                       for p in pushers.values()}
         self._workers: list[asyncio.Task[None]] = []
-        self._delivered: dict[tuple[str, str], float] = {}
+        self._background: set[asyncio.Task[Any]] = set()
+        self._in_flight: set[str] = set()  # push ids being sent: their claims are kept alive
+        self._busy = 0
+        self._stopping = False
+        self._config_logged: dict[tuple[str, str], float] = {}
 
     async def start(self) -> None:
-        for pusher in set(self.pushers.values()):
+        for pusher in self._unique_pushers():
             await pusher.start()
+        await self.queue.start()
         loop = asyncio.get_running_loop()
-        self._workers = [loop.create_task(self._work()) for _ in range(self._workers_wanted)]
+        self._workers = [loop.create_task(self._work(), name=f"push-worker-{i}")
+                         for i in range(self.policy.workers)]
+        self._spawn(self._keep_claims())
 
     async def close(self, drain_s: float = 2.0) -> None:
-        """Give queued pushes a moment, then stop."""
-        try:
-            await asyncio.wait_for(self._queue.join(), drain_s)
-        except TimeoutError:
-            log.warning("push queue not drained at stop", extra={"left": self._queue.qsize()})
-        for task in self._workers:
+        """Let running jobs (and, in memory, queued ones) finish for up to `drain_s`; a
+        durable queue keeps the rest for the other nodes."""
+        deadline = time.monotonic() + drain_s
+        idle = getattr(self.queue, "idle", None)
+        if callable(idle):
+            await _until(idle, deadline)
+        self._stopping = True
+        await _until(lambda: not self._busy, deadline)
+        left_here = callable(idle) and not idle()  # a durable queue's jobs are not ours
+        if left_here or self._busy:
+            log.warning("pushes not finished at stop",
+                        extra={"left": self.queue.depth(), "running": self._busy})
+        for task in [*self._workers, *self._background]:
             task.cancel()
-        await asyncio.gather(*self._workers, return_exceptions=True)
-        for pusher in set(self.pushers.values()):
+        await asyncio.gather(*self._workers, *self._background, return_exceptions=True)
+        await self.queue.close()
+        for pusher in self._unique_pushers():
             await pusher.close()
 
-    # -- called from the chat and match paths: never wait -------------------------------
-    async def message(self, user: str, message: Message) -> None:
-        self._enqueue(Job(user, message=message))
+    def _unique_pushers(self) -> list[Pusher]:
+        return list({id(p): p for p in self.pushers.values()}.values())
 
-    async def match(self, user: str, match: MatchRecord) -> None:
-        self._enqueue(Job(user, match=match))
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    # -- called from the chat and match paths: a queue put, never a provider ----------------
+    async def message(self, user: str, message: Message) -> None:
+        await self._enqueue(PushJob.for_message(user, message))
+
+    async def match(self, user: str, match: MatchRecord, superlike: bool = False) -> None:
+        """`superlike`: `user` received the super like that made this match."""
+        await self._enqueue(PushJob.for_match(user, match, superlike))
 
     def delivered(self, user: str, match_id: str) -> None:
         """A device of `user` confirmed delivery in `match_id`: no push for a short while."""
-        self._delivered[(user, match_id)] = time.monotonic()
-        if len(self._delivered) > 100_000:
-            self._delivered.clear()
+        self._spawn(self.gates.mark_delivered(user, match_id, self.policy.delivered_window_s))
 
-    def _enqueue(self, job: Job) -> None:
-        try:
-            self._queue.put_nowait(job)
-        except asyncio.QueueFull:
-            self.metrics.pushes.labels("any", "shed").inc()
+    async def _enqueue(self, job: PushJob, delay_s: float = 0.0,
+                       provider: str = "queue") -> None:
+        if not await self.queue.put(job, delay_s):
+            self.metrics.push_shed.labels(provider).inc()
             return
-        self.metrics.push_queue.set(self._queue.qsize())
+        self.metrics.push_queue.set(self.queue.depth())
 
     # -- workers --------------------------------------------------------------------------
     async def _work(self) -> None:
-        while True:
-            job = await self._queue.get()
+        while not self._stopping:
+            taken = await self.queue.take()
+            self._busy += 1
             try:
-                await self._handle(job)
+                await self._run(taken.job)
             except StoreUnavailable:
                 self.metrics.pushes.labels("any", "store_unavailable").inc()
+                if taken.job.attempt + 1 < self.policy.max_attempts:
+                    await self._enqueue(taken.job.retry(taken.job.devices),
+                                        self._backoff(taken.job.attempt, None))
             except Exception:
                 log.exception("push job failed")
             finally:
-                self._queue.task_done()
-                self.metrics.push_queue.set(self._queue.qsize())
+                self._busy -= 1
+            await self.queue.done(taken)  # not when cancelled: a durable queue keeps it
+            self.metrics.push_queue.set(self.queue.depth())
 
-    async def _handle(self, job: Job) -> None:
-        status = (await self.presence.status([job.user]))[job.user]
-        if status.online:
-            return  # a live socket got the frame
-        match_id = job.message.match_id if job.message else None
-        if match_id is not None:
-            stamp = self._delivered.get((job.user, match_id))
-            if stamp is not None and time.monotonic() - stamp < self.delivered_window_s:
-                return
+    async def _run(self, job: PushJob) -> None:
+        if (await self.presence.status([job.user]))[job.user].online:
+            return self._skip("online")
+        if job.kind == "message":
+            if await self.gates.recently_delivered(job.user, job.match_id):
+                return self._skip("delivered")
+            first_try = job.attempt == 0 and not job.devices
+            if first_try and not await self.gates.first_in_burst(job.user, job.match_id,
+                                                                 self.policy.coalesce_s):
+                return self._skip("coalesced")
         devices = await self.store.devices(job.user)
+        if job.devices:
+            devices = [d for d in devices if token_id(d.token) in job.devices]
         if not devices:
-            return
-        previews = (await self.store.get_settings(job.user)).push_previews
-        for device in devices:
-            pusher = self.pushers.get(device.platform)
-            if pusher is None:
-                continue
-            notification = self._render(job, device, previews)
-            await self._deliver(pusher, device, notification)
+            return self._skip("no_device")
+        previews = False
+        message = job.message()
+        if job.kind == "message":
+            previews = (await self.store.get_settings(job.user)).push_previews
+            if previews:
+                message = await self._stored_message(job)
+        badge = await unread_badge(self.store, job.user,
+                                   conversations=self.policy.badge_conversations)
+        await asyncio.gather(*(self._deliver(job, device,
+                                             self._render(job, device, message, previews, badge))
+                               for device in devices))
+        return None
+
+    def _skip(self, reason: str) -> None:
+        self.metrics.push_skipped.labels(reason).inc()
+
+    async def _stored_message(self, job: PushJob) -> Message:
+        """The message with its body (jobs carry none), for a preview."""
+        found = await self.store.messages_after(job.match_id, job.message_id - 1, 1)
+        return found[0] if found and found[0].id == job.message_id else job.message()
 
     @staticmethod
-    def _render(job: Job, device: Device, previews: bool) -> Notification:
-        if job.message is not None:
-            return message_notification(job.message, token_id(device.token), previews)
-        assert job.match is not None
-        return match_notification(job.match, token_id(device.token))
+    def _render(job: PushJob, device: Device, message: Message, previews: bool,
+                badge: int) -> Notification:
+        device_id = token_id(device.token)
+        if job.kind == "message":
+            return message_notification(message, device_id, previews, badge)
+        if job.kind == "superlike":
+            return superlike_notification(job.match(), device_id, badge)
+        return match_notification(job.match(), device_id, badge)
 
-    async def _deliver(self, pusher: Pusher, device: Device,
-                       notification: Notification) -> PushResult:
-        result = PushResult(Outcome.RETRY, "not attempted")
-        for attempt in range(self.max_attempts):
-            result = await pusher.send(device, notification)
-            self.metrics.pushes.labels(pusher.provider, result.outcome.value).inc()
-            if result.outcome is not Outcome.RETRY or attempt + 1 == self.max_attempts:
-                break  # no sleep after the last attempt: it would only hold the worker
-            delay = result.retry_after_s or self.base_delay_s * (2 ** attempt)
-            await asyncio.sleep(delay)
-        if result.outcome is Outcome.DEAD_TOKEN:
+    async def _deliver(self, job: PushJob, device: Device, notification: Notification) -> None:
+        pusher = self.pushers.get(device.platform)
+        if pusher is None:
+            return self._skip("no_provider")
+        provider = pusher.provider
+        device_id = token_id(device.token)
+        push_id = notification.push_id
+        claim, left_s = await self.gates.claim(push_id, self.policy.claim_s)
+        if claim is Claim.SENT:
+            return self._skip("duplicate")
+        if claim is Claim.BUSY:  # another worker holds it; look again once it may be free
+            await self._enqueue(job.retry((device_id,), job.attempt), left_s + 0.1, provider)
+            return None
+        slots = self._slots[provider]
+        if slots.full():
+            self.metrics.push_shed.labels(provider).inc()
+            await self.gates.finish(push_id, final=False)
+            return None
+        self._in_flight.add(push_id)
+        try:
+            result = await self._send(pusher, slots, device, notification)
+        finally:
+            self._in_flight.discard(push_id)
+        self.metrics.pushes.labels(provider, result.outcome.value).inc()
+        await self.gates.finish(push_id, final=result.outcome is not Outcome.RETRY)
+        if result.outcome is Outcome.RETRY:
+            if job.attempt + 1 < self.policy.max_attempts:
+                await self._enqueue(job.retry((device_id,)),
+                                    self._backoff(job.attempt, result.retry_after_s), provider)
+            else:
+                self.metrics.pushes.labels(provider, "gave_up").inc()
+        elif result.outcome is Outcome.DEAD_TOKEN:
             await self.store.delete_device(device.user, device.token)
+            log.info("pruned a dead push token",
+                     extra={"provider": provider, "device": device_id, "reason": result.reason})
         elif result.outcome is Outcome.CONFIG_ERROR:
-            log.error("push provider configuration error",
-                      extra={"provider": pusher.provider, "reason": result.reason})
-        return result
+            self._config_error(provider, result.reason, device_id)
+        elif result.outcome is Outcome.REJECTED:
+            log.warning("push rejected by the provider",
+                        extra={"provider": provider, "device": device_id,
+                               "reason": result.reason, "kind": notification.kind})
+        return None
+
+    async def _send(self, pusher: Pusher, slots: ProviderSlots, device: Device,
+                    notification: Notification) -> PushResult:
+        async with slots.slot():
+            started = time.perf_counter()
+            try:
+                return await asyncio.wait_for(pusher.send(device, notification),
+                                              self.policy.send_timeout_s + 1)
+            except TimeoutError:
+                return PushResult(Outcome.RETRY, "timeout")
+            except Exception:  # an adapter must not raise; if it does, retry later
+                log.exception("push adapter raised", extra={"provider": pusher.provider})
+                return PushResult(Outcome.RETRY, "adapter error")
+            finally:
+                self.metrics.push_send_seconds.labels(pusher.provider).observe(
+                    time.perf_counter() - started)
+
+    def _backoff(self, attempt: int, retry_after_s: float | None) -> float:
+        """The provider's Retry-After when given, else exponential backoff from the base."""
+        if retry_after_s is not None:
+            return max(0.0, retry_after_s)
+        return float(min(self.policy.retry_max_s, self.policy.retry_base_s * 2 ** attempt))
+
+    def _config_error(self, provider: str, reason: str, device_id: str) -> None:
+        self.metrics.push_config_errors.labels(provider, reason or "unknown").inc()
+        now = time.monotonic()
+        key = (provider, reason)
+        if now - self._config_logged.get(key, -CONFIG_ERROR_LOG_EVERY_S) >= \
+                CONFIG_ERROR_LOG_EVERY_S:
+            self._config_logged[key] = now
+            log.error("push provider configuration error: check the %s credentials and "
+                      "topic (token kept)", provider,
+                      extra={"provider": provider, "reason": reason, "device": device_id})
+
+    async def _keep_claims(self) -> None:
+        """Extend the send claims of pushes in flight, so a slow provider on a living node
+        is not mistaken for a dead node."""
+        interval = max(0.1, self.policy.claim_s / 3)
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.gates.refresh(list(self._in_flight), self.policy.claim_s)
+            except Exception:
+                log.exception("push claim refresh failed")

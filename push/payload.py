@@ -12,8 +12,8 @@ from storage import MatchRecord, Message
 PREVIEW_CHARS = 120
 
 
-def message_notification(message: Message, device_token_id: str,
-                         previews: bool) -> Notification:
+def message_notification(message: Message, device_token_id: str, previews: bool,
+                         badge: int | None = None) -> Notification:
     body = None
     if previews:
         body = (message.body or "")[:PREVIEW_CHARS] if message.body else None
@@ -24,16 +24,34 @@ def message_notification(message: Message, device_token_id: str,
         loc_key="rdv.message.media" if message.media and previews else "rdv.message.new",
         body=body,
         collapse_id=f"m:{message.match_id}",
+        badge=badge,
         data={"t": "msg", "m": message.match_id, "id": str(message.id)},
     )
 
 
-def match_notification(match: MatchRecord, device_token_id: str) -> Notification:
+def match_notification(match: MatchRecord, device_token_id: str,
+                       badge: int | None = None) -> Notification:
     return Notification(
         push_id=f"match:{match.id}:{device_token_id}",
         kind="match",
         match_id=match.id,
         loc_key="rdv.match.new",
         collapse_id=f"match:{match.id}",
+        badge=badge,
         data={"t": "match", "m": match.id},
+    )
+
+
+def superlike_notification(match: MatchRecord, device_token_id: str,
+                           badge: int | None = None) -> Notification:
+    """A match made by a super like, for the user who received the super like: as discreet
+    as a match (no name), its own key so the app can say "someone super liked you"."""
+    return Notification(
+        push_id=f"superlike:{match.id}:{device_token_id}",
+        kind="superlike",
+        match_id=match.id,
+        loc_key="rdv.superlike.new",
+        collapse_id=f"match:{match.id}",
+        badge=badge,
+        data={"t": "superlike", "m": match.id},
     )

@@ -48,6 +48,7 @@ class RecorderPusher:
             "loc_key": notification.loc_key,
             "body": notification.body,
             "collapse_id": notification.collapse_id,
+            "badge": notification.badge,
         }
         self.sent.append(record)
         del self.sent[:-self.keep]

@@ -44,7 +44,8 @@ def build_backends(config: Config, metrics: Metrics) -> Backends:
     swipe_local = MemoryLimiter(config.swipes_per_s, config.swipe_burst)
     if not config.clustered:
         return Backends(broker=MemoryBroker(),
-                        presence=MemoryPresence(ttl_s=config.presence_ttl_s),
+                        presence=MemoryPresence(ttl_s=config.presence_ttl_s,
+                                                ops=metrics.presence_ops),
                         send_limiter=send_local, swipe_limiter=swipe_local,
                         claims=StoreClaims(), node_ids=FixedNodeId(config.node_id or 0))
     from server.redis_broker import RedisBroker

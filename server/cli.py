@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import os
 import signal
 import subprocess
@@ -22,6 +21,7 @@ from typing import Any
 from server.auth import mint
 from server.config import SECRET_ENV, Config, ConfigError, hs256_secret
 from server.config_load import load
+from server.logs import setup_logging
 from storage import StoreUnavailable
 
 WORKER_ENV = "RENDEZVOUS_WORKER"  # set in the processes a `--workers N` supervisor starts
@@ -68,7 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
         f"(default {D.sends_per_s:g})")
     add("--send-burst", type=int, help=f"messages a user may send in a burst "
         f"(default {D.send_burst})")
-    add("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR (default INFO)")
+    add("--log-level", help=f"DEBUG, INFO, WARNING or ERROR (default {D.log_level})")
+    add("--log-format", choices=["json", "text", "auto"], help="stderr logs as one JSON "
+        "object per line, or text; auto (default): text on a terminal, else JSON")
 
     token = commands.add_parser("token", help="print a token for USER signed with the HS256 "
                                 f"secret (${SECRET_ENV}, else the data dir's dev secret)")
@@ -93,7 +95,8 @@ def build_parser() -> argparse.ArgumentParser:
 SERVE_KEYS = ("host", "ws_port", "http_port", "data_dir", "redis_url", "redis_cluster_nodes",
               "cassandra_contact_points",
               "workers", "node_id", "node_name", "jwt_public_keys", "jwt_issuer",
-              "jwt_audience", "jwt_hs256", "sends_per_s", "send_burst")
+              "jwt_audience", "jwt_hs256", "sends_per_s", "send_burst", "log_level",
+              "log_format")
 
 
 def serve_flags(args: argparse.Namespace) -> dict[str, Any]:
@@ -206,6 +209,7 @@ def main(argv: list[str] | None = None) -> int:
             config, _ = load(args.config, {"cassandra_contact_points":
                                            args.cassandra_contact_points,
                                            "data_dir": args.data_dir}, create_secret=False)
+            setup_logging(config.log_level, config.log_format, config.node)
             try:
                 run(migrate(config))
             except StoreUnavailable as exc:
@@ -216,9 +220,8 @@ def main(argv: list[str] | None = None) -> int:
             config, origin = load(args.file, {}, create_secret=False)
             print(f"{args.file}: OK (HS256 key: {origin})")
             return 0
-        logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
-                            format="%(asctime)s %(levelname)s %(name)s %(message)s")
         config, origin = load(args.config, serve_flags(args))
+        setup_logging(config.log_level, config.log_format, config.node)
     except ConfigError as exc:
         print(f"rendezvous: bad configuration: {exc}", file=sys.stderr)
         return 2

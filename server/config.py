@@ -72,6 +72,29 @@ class Config:
     max_http_body_bytes: int = 65_536
     presence_ttl_s: float = 60.0
     sqlite_synchronous: str = "FULL"
+    log_level: str = "INFO"  # DEBUG, INFO, WARNING or ERROR
+    log_format: str = "auto"  # json, text, or auto: text on a terminal, JSON otherwise
+    # -- push (issue 5): no provider configured -> the recorder (data_dir/pushes.jsonl) --
+    apns_topic: str | None = None  # the app's bundle id
+    apns_key_file: Path | None = None  # .p8 signing key (token auth), with key and team id
+    apns_key_id: str | None = None
+    apns_team_id: str | None = None
+    apns_cert_file: Path | None = None  # PEM certificate and key: instead of a signing key
+    apns_sandbox: bool = False
+    apns_server: str | None = None  # host:port instead of Apple's (a relay, tests)
+    apns_ca_file: Path | None = None  # CA bundle to trust for apns_server
+    fcm_service_account_file: Path | None = None  # the service account JSON of the project
+    fcm_url: str | None = None  # instead of Google's FCM v1 endpoint (a relay, tests)
+    push_workers: int = 4
+    push_max_in_flight: int = 100  # sends in flight per provider
+    push_max_waiting: int = 1000  # sends waiting per provider; past it pushes are shed
+    push_queue_max: int = 100_000  # jobs queued (and delayed retries); past it shed
+    push_coalesce_s: float = 15.0  # one notification per user and match per window
+    push_delivered_window_s: float = 10.0  # no push right after a device confirmed delivery
+    push_max_attempts: int = 5
+    push_retry_base_s: float = 1.0  # backoff without Retry-After: doubles per attempt
+    push_send_timeout_s: float = 10.0
+    push_claim_idle_s: float = 60.0  # a dead node's queued pushes are taken over after this
     limits: Limits = field(default_factory=Limits)
 
     def validate(self) -> Config:
@@ -119,6 +142,12 @@ class Config:
                                   f"{MIN_SECRET_BYTES} bytes ({SECRET_ENV})")
         if self.sqlite_synchronous not in ("FULL", "NORMAL", "EXTRA"):
             raise ConfigError("sqlite_synchronous must be FULL, NORMAL or EXTRA")
+        if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+            raise ConfigError(f"log_level must be DEBUG, INFO, WARNING or ERROR, got "
+                              f"{self.log_level!r}")
+        if self.log_format not in ("auto", "json", "text"):
+            raise ConfigError(f"log_format must be json, text or auto, got "
+                              f"{self.log_format!r}")
         for name in ("heartbeat_s", "send_queue_frames", "inflight_per_connection",
                      "max_http_body_bytes"):
             if getattr(self, name) <= 0:
@@ -126,7 +155,49 @@ class Config:
         if self.send_queue_frames <= self.inflight_per_connection:
             raise ConfigError("send_queue_frames must exceed inflight_per_connection, or a "
                               "client's own replies could fill its queue")
+        self._validate_push()
         return self
+
+    def _validate_push(self) -> None:
+        apns_auth = {"apns_key_file": self.apns_key_file, "apns_key_id": self.apns_key_id,
+                     "apns_team_id": self.apns_team_id}
+        if any(apns_auth.values()) and self.apns_cert_file:
+            raise ConfigError("apns_key_file and apns_cert_file: set one, not both")
+        if any(apns_auth.values()) and not all(apns_auth.values()):
+            missing = ", ".join(k for k, v in apns_auth.items() if not v)
+            raise ConfigError(f"{missing}: needed with the other apns_key_* settings")
+        if self.apns_configured and not self.apns_topic:
+            raise ConfigError("apns_topic: needed to send through APNS (the app's bundle id)")
+        if not self.apns_configured:
+            for name in ("apns_topic", "apns_server", "apns_ca_file"):
+                if getattr(self, name):
+                    raise ConfigError(f"{name} is set but APNS has no credentials: set "
+                                      "apns_key_file, apns_key_id and apns_team_id, or "
+                                      "apns_cert_file")
+        if self.apns_server:
+            host, _, port = self.apns_server.rpartition(":")
+            if not host or not port.isdigit():
+                raise ConfigError(f"apns_server: {self.apns_server!r} is not host:port")
+        if self.fcm_url and not self.fcm_service_account_file:
+            raise ConfigError("fcm_url is set but fcm_service_account_file is not")
+        if self.fcm_url and not self.fcm_url.startswith(("http://", "https://")):
+            raise ConfigError(f"fcm_url must be an http(s) URL, got {self.fcm_url!r}")
+        for name in ("push_workers", "push_max_in_flight", "push_queue_max",
+                     "push_max_attempts"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be at least 1")
+        for name in ("push_max_waiting", "push_coalesce_s", "push_delivered_window_s",
+                     "push_retry_base_s"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must not be negative")
+        for name in ("push_send_timeout_s", "push_claim_idle_s"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name} must be positive")
+
+    @property
+    def apns_configured(self) -> bool:
+        """APNS credentials are set (else iOS devices get the recorder)."""
+        return bool(self.apns_key_file or self.apns_cert_file)
 
     @property
     def clustered(self) -> bool:

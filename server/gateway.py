@@ -12,7 +12,6 @@ import asyncio
 import contextlib
 import logging
 import time
-import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from http import HTTPStatus
 from typing import Any
@@ -46,6 +45,7 @@ from server.broker import Broker
 from server.chat import ChatService
 from server.config import Config
 from server.hub import Hub, Session
+from server.logs import new_connection_id
 from server.metrics import Metrics
 from server.presence import Presence
 from server.ratelimit import RateLimiter
@@ -132,11 +132,13 @@ class Gateway:
 
     # -- one connection -------------------------------------------------------------------
     async def handle(self, ws: ServerConnection) -> None:
+        conn_id = new_connection_id()  # in this handler's context: on its log lines
         codec = codec_for(ws.subprotocol)
         claims = await self._authenticate(ws, codec)
         if claims is None:
             return
-        session = Session(claims.user, uuid.uuid4().hex[:16], codec, ws, claims.exp,
+        log.debug("connection authenticated", extra={"subprotocol": codec.name})
+        session = Session(claims.user, conn_id, codec, ws, claims.exp,
                           self.config.send_queue_frames, self.metrics)
         session.start()
         expiry = self._expire_at(session)
@@ -155,6 +157,7 @@ class Gateway:
             expiry[0].cancel()
             self.metrics.connections.dec()
             await self._leave(session)
+            log.debug("connection closed", extra={"close_code": ws.close_code})
 
     async def _leave(self, session: Session) -> None:
         await session.stop()
@@ -200,6 +203,8 @@ class Gateway:
                       reason: str) -> None:
         self.metrics.auth_failures.labels(reason).inc()
         self.metrics.closes.labels(str(int(CloseCode.UNAUTHORIZED))).inc()
+        self.metrics.frames_out.labels("error").inc()
+        log.info("refused a connection", extra={"reason": reason})
         try:
             await ws.send(codec.encode(sf.error(ErrorCode.UNAUTHORIZED, msg, r)))
             await ws.close(CloseCode.UNAUTHORIZED, "unauthorized")

@@ -24,6 +24,7 @@ from protocol.errors import HTTP_STATUS, ErrorCode, ProtocolError
 from server.auth import Authenticator, AuthError
 from server.chat import message_entry
 from server.cluster_state import Limiter
+from server.logs import RequestIds
 from server.matching import MatchService
 from server.metrics import Metrics
 from storage import Store, StoreUnavailable
@@ -248,4 +249,4 @@ def create_app(*, auth: Authenticator, matches: MatchService, store: Store, metr
     async def prometheus() -> Response:
         return Response(metrics.render(), media_type="text/plain; version=0.0.4")
 
-    return BodyLimit(app, max_body_bytes)
+    return RequestIds(BodyLimit(app, max_body_bytes))

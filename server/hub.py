@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Iterator
 from typing import Any, Protocol
 
@@ -65,6 +66,9 @@ class Session:
             return False
         self.metrics.frames_out.labels(frame.get("t", "?")).inc()
         return True
+
+    def queued(self) -> int:
+        return self._queue.qsize()
 
     def close_after_flush(self, code: int, reason: str) -> None:
         """Close once the frames queued so far are written (an error, then the close)."""
@@ -124,8 +128,12 @@ class Session:
 class Hub:
     """user -> sessions on this node."""
 
-    def __init__(self) -> None:
+    def __init__(self, metrics: Metrics | None = None) -> None:
         self._by_user: dict[str, dict[str, Session]] = {}
+        self._delivery = metrics.delivery if metrics is not None else None
+        if metrics is not None:  # computed at scrape time: nothing on the hot path
+            metrics.send_queue.set_function(self.queued_frames)
+            metrics.send_queue_max.set_function(self.max_queued_frames)
 
     def add(self, session: Session) -> bool:
         """Register a session; True if it is the user's first on this node."""
@@ -157,7 +165,18 @@ class Hub:
             if data is None:
                 data = encoded[session.codec.name] = session.codec.encode(frame)
             count += session.push(frame, data)
+        if count and self._delivery is not None and frame.get("t") == "msg":
+            ts = frame.get("ts")
+            if isinstance(ts, int):
+                self._delivery.observe(max(0.0, time.time() - ts / 1000))
         return count
+
+    def queued_frames(self) -> int:
+        """Frames waiting in all send queues here (for the queue depth gauge)."""
+        return sum(s.queued() for s in self.sessions())
+
+    def max_queued_frames(self) -> int:
+        return max((s.queued() for s in self.sessions()), default=0)
 
     def has_user(self, user: str) -> bool:
         return user in self._by_user

@@ -75,11 +75,15 @@ class MatchService:
             return None  # unmatched or blocked before: a match is not reopened
         if created:
             self.metrics.matches_created.inc()
+            # who received a super like: the target of this one, or this user of theirs
+            superliked = {target} if action == "superlike" else set()
+            if theirs == "superlike":
+                superliked.add(user)
             for member in match.users:
                 peer = match.peer_of(member)
                 await self.broker.publish((member,), sf.match(match.id, peer, match.ts,
                                                               match.superlike))
-                await self.pushes.match(member, match)
+                await self.pushes.match(member, match, superlike=member in superliked)
         return match_summary(match, user)
 
     async def member_match(self, user: str, match_id: str) -> MatchRecord:

@@ -6,7 +6,25 @@ keeps `/metrics` to what this node exports.
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+import functools
+import importlib.metadata
+import inspect
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar, cast
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    Info,
+    generate_latest,
+)
+
+from storage import Store
+
+T = TypeVar("T")
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
                    5.0)
@@ -44,6 +62,18 @@ class Metrics:
                               "outcome", ["provider", "outcome"], registry=r)
         self.push_queue = Gauge("rendezvous_push_queue_depth", "Pushes waiting to be sent",
                                 registry=r)
+        self.push_shed = Counter("rendezvous_push_shed", "Pushes dropped because the queue "
+                                 "(provider=queue) or a provider's wait line was full",
+                                 ["provider"], registry=r)
+        self.push_skipped = Counter("rendezvous_push_skipped", "Push jobs that sent nothing, "
+                                    "by reason (online, delivered, coalesced, no_device, "
+                                    "duplicate, no_provider)", ["reason"], registry=r)
+        self.push_send_seconds = Histogram("rendezvous_push_send_seconds", "Provider send "
+                                           "latency, slot wait excluded", ["provider"],
+                                           buckets=LATENCY_BUCKETS, registry=r)
+        self.push_config_errors = Counter("rendezvous_push_config_errors", "Provider answers "
+                                          "that blame our credentials, topic or sender",
+                                          ["provider", "reason"], registry=r)
 
         self.broker_publish = Histogram("rendezvous_broker_publish_seconds", "Broker publish "
                                         "latency", buckets=LATENCY_BUCKETS, registry=r)
@@ -61,6 +91,77 @@ class Metrics:
                                        ["what"], registry=r)
         self.drain_sessions = Gauge("rendezvous_drain_sessions_left", "Sessions still open "
                                     "while draining", registry=r)
+        # -- operations (issue 7) ------------------------------------------------------------
+        self.build = Info("rendezvous_build", "Version and identity of this node", registry=r)
+        self.draining = Gauge("rendezvous_draining", "1 while this node drains (stopping)",
+                              registry=r)
+        self.store_errors = Counter("rendezvous_store_errors", "Store calls that raised, by "
+                                    "operation", ["op"], registry=r)
+        self.delivery = Histogram("rendezvous_message_delivery_seconds", "From a message's "
+                                  "server timestamp (taken just before its durable write) to "
+                                  "its frame queued to a recipient's session on this node: "
+                                  "write, publish and broker hop (plus clock skew across "
+                                  "nodes)", buckets=LATENCY_BUCKETS, registry=r)
+        self.send_queue = Gauge("rendezvous_send_queue_frames", "Frames waiting in the "
+                                "send queues of this node's sessions, all together",
+                                registry=r)
+        self.send_queue_max = Gauge("rendezvous_send_queue_max_frames", "Frames waiting in "
+                                    "the fullest session send queue on this node", registry=r)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+    def set_build(self, version: str, node: str, node_id: int | None) -> None:
+        self.build.info({"version": version, "node": node,
+                         "node_id": "" if node_id is None else str(node_id)})
+
+
+def package_version() -> str:
+    """The installed rendezvous version, for `rendezvous_build_info`."""
+    try:
+        return importlib.metadata.version("rendezvous")
+    except importlib.metadata.PackageNotFoundError:  # running from a source checkout
+        return "source"
+
+
+# -- store timing -------------------------------------------------------------------------
+STORE_OPS = tuple(name for name, member in vars(Store).items()
+                  if inspect.iscoroutinefunction(member))
+
+
+def _timed(call: Callable[..., Awaitable[T]], latency: Histogram,
+           errors: Counter) -> Callable[..., Awaitable[T]]:
+    @functools.wraps(call)
+    async def timed(*args: Any, **kwargs: Any) -> T:
+        started = time.perf_counter()
+        try:
+            return await call(*args, **kwargs)
+        except Exception:  # CancelledError is not: a cancelled caller is no store error
+            errors.inc()
+            raise
+        finally:
+            latency.observe(time.perf_counter() - started)
+    return timed
+
+
+class TimedStore:
+    """A `Store` whose every call is timed in `rendezvous_store_op_seconds{op}` and, when it
+    raises, counted in `rendezvous_store_errors_total{op}`: one wrapper instead of timing
+    code at every call site, so no store call can be missed. Other attributes pass through
+    to the wrapped store."""
+
+    def __init__(self, store: Store, metrics: Metrics) -> None:
+        self.inner = store
+        for op in STORE_OPS:
+            setattr(self, op, _timed(getattr(store, op), metrics.store_ops.labels(op),
+                                     metrics.store_errors.labels(op)))
+
+    def __getattr__(self, name: str) -> Any:  # only for what __init__ did not set
+        return getattr(self.inner, name)
+
+
+def timed_store(store: Store, metrics: Metrics) -> Store:
+    """`store` with every call timed and its errors counted (see `TimedStore`)."""
+    if isinstance(store, TimedStore):
+        return cast(Store, store)
+    return cast(Store, TimedStore(store, metrics))

@@ -23,7 +23,6 @@ from protocol import server_frames as sf
 from protocol.errors import CloseCode
 from protocol.ids import IdGenerator
 from push.dispatcher import PushDispatcher
-from push.recorder import RecorderPusher
 from server.auth import Authenticator
 from server.backends import Backends, build_backends
 from server.caches import Caches
@@ -33,7 +32,8 @@ from server.gateway import Gateway
 from server.http_api import create_app
 from server.hub import Hub
 from server.matching import MatchService
-from server.metrics import Metrics
+from server.metrics import Metrics, package_version, timed_store
+from server.push_setup import build_push_queue, build_pushers, push_policy
 from storage import Store, StoreUnavailable
 from storage.sqlite import SqliteStore
 
@@ -88,17 +88,18 @@ class Node:
         self.config = config.validate()
         config.data_dir.mkdir(parents=True, exist_ok=True)
         self.metrics = Metrics()
-        self.store = store or build_store(config)
+        self.store = timed_store(store or build_store(config), self.metrics)
         self.backends = backends or build_backends(config, self.metrics)
         self.broker = self.backends.broker
         self.presence = self.backends.presence
         if pushers is None:
-            recorder = RecorderPusher(config.data_dir / "pushes.jsonl")
-            pushers = {"apns": recorder, "fcm": recorder}
-        self.hub = Hub()
+            pushers = build_pushers(config)  # reads key files: fails here, naming the key
+        self.hub = Hub(self.metrics)
         self.caches = Caches(self.store)
+        push_queue, push_gates = build_push_queue(config, self.backends.redis)
         self.pushes = PushDispatcher(store=self.store, presence=self.presence, pushers=pushers,
-                                     metrics=self.metrics)
+                                     metrics=self.metrics, queue=push_queue, gates=push_gates,
+                                     policy=push_policy(config))
         self.auth = Authenticator(config.jwt_keys, issuer=config.jwt_issuer,
                                   audience=config.jwt_audience, leeway_s=config.jwt_leeway_s,
                                   max_user_chars=config.limits.max_user_id_chars)
@@ -151,6 +152,7 @@ class Node:
             await asyncio.sleep(0.01)
         self._tasks.append(loop.create_task(self._keep_presence(), name="presence"))
         self.started = True
+        self.metrics.set_build(package_version(), config.node, self.node_id)
         log.info("node started", extra={"node": config.node, "node_id": self.node_id})
 
     async def stop(self) -> None:
@@ -173,6 +175,7 @@ class Node:
         if self.draining:
             return
         self.draining = True
+        self.metrics.draining.set(1)
         config = self.config
         deadline = time.monotonic() + config.drain_timeout_s
         self.gateway.stop_accepting()
@@ -187,6 +190,7 @@ class Node:
                 await asyncio.sleep(config.drain_interval_s)
         await self.gateway.wait_closed(max(0.1, deadline - time.monotonic()))
         self.metrics.drain_sessions.set(len(self.hub))
+        log.info("drained", extra={"sessions": len(sessions), "sessions_left": len(self.hub)})
 
     async def _keep_presence(self) -> None:
         """Refresh our sessions' TTL and reap sessions whose node stopped refreshing."""

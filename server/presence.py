@@ -12,6 +12,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
+from prometheus_client import Counter
+
 SEEN_GRANULARITY_MS = 60_000  # last seen is rounded down to the minute: coarse on purpose
 
 
@@ -52,8 +54,10 @@ class Presence(Protocol):
 class MemoryPresence:
     """In-process presence with the same TTL semantics as the Redis one."""
 
-    def __init__(self, ttl_s: float = 60.0, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, ttl_s: float = 60.0, clock: Callable[[], float] = time.time,
+                 ops: Counter | None = None) -> None:
         self.ttl_s = ttl_s
+        self._ops = ops  # rendezvous_presence_ops{op}, counted as the Redis presence does
         self._clock = clock
         self._sessions: dict[str, dict[str, float]] = {}  # user -> session -> expiry
         self._seen: dict[str, int] = {}
@@ -63,6 +67,10 @@ class MemoryPresence:
 
     async def close(self) -> None:
         return None
+
+    def _count(self, op: str) -> None:
+        if self._ops is not None:
+            self._ops.labels(op).inc()
 
     def _drop_expired(self, user: str, now: float) -> dict[str, float]:
         """The user's live sessions, after turning expired ones into last seen."""
@@ -77,12 +85,14 @@ class MemoryPresence:
         return sessions
 
     async def connect(self, user: str, session: str) -> bool:
+        self._count("connect")
         now = self._clock()
         was_online = bool(self._drop_expired(user, now))
         self._sessions.setdefault(user, {})[session] = now + self.ttl_s
         return not was_online
 
     async def disconnect(self, user: str, session: str) -> int | None:
+        self._count("disconnect")
         now = self._clock()
         sessions = self._drop_expired(user, now)
         if sessions.pop(session, None) is None:
@@ -95,6 +105,7 @@ class MemoryPresence:
 
     async def refresh(self, sessions: Iterable[tuple[str, str]]) -> None:
         """Extend live sessions only: a session removed meanwhile is not brought back."""
+        self._count("refresh")
         expiry = self._clock() + self.ttl_s
         for user, session in sessions:
             live = self._sessions.get(user)
@@ -103,6 +114,7 @@ class MemoryPresence:
 
     async def status(self, users: Iterable[str]) -> dict[str, Status]:
         """Read-only: an expired session counts as gone but is left for `reap` to report."""
+        self._count("status")
         now = self._clock()
         out = {}
         for user in users:
@@ -116,6 +128,7 @@ class MemoryPresence:
         return out
 
     async def reap(self) -> list[tuple[str, int]]:
+        self._count("reap")
         now = self._clock()
         gone = []
         for user, sessions in list(self._sessions.items()):

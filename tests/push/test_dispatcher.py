@@ -1,13 +1,16 @@
 """Who gets a push and what happens to the provider's answer, on a real node.
 
 The embedded node records pushes (`RecorderPusher`, also written to `pushes.jsonl`); tests
-that need a provider's failure answers build a node with a small fake pusher instead.
+that need a provider's failure answers build a node with a small fake pusher instead. The
+real APNS and FCM libraries against look-alike servers are in test_push_e2e.py.
 """
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
+import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -53,9 +56,19 @@ async def offline(rdv: Harness, user: str) -> None:
     await wait_until(gone)
 
 
+async def metric(rdv: Harness, http: Apis, line: str) -> float:
+    """The value of one sample line of /metrics (0 when absent)."""
+    text = (await http(rdv, None).raw("GET", "/metrics")).text
+    for row in text.splitlines():
+        if row.startswith(line + " "):
+            return float(row.rsplit(" ", 1)[1])
+    return 0.0
+
+
 class FakePusher:
     """A provider whose answers to message pushes the test scripts (`answer(device,
-    attempt)`); match pushes, which may race a test's device set-up, are simply sent."""
+    attempt)`); match pushes, which may race a test's device set-up, are simply sent.
+    `gate`, when set, holds every message push until the test opens it."""
 
     provider = "fake"
 
@@ -63,6 +76,7 @@ class FakePusher:
         self.answer = answer
         self.calls: list[tuple[float, Device, Notification]] = []
         self.started = self.closed = False
+        self.gate: asyncio.Event | None = None
 
     async def start(self) -> None:
         self.started = True
@@ -74,6 +88,8 @@ class FakePusher:
         attempt = sum(1 for _, d, n in self.calls
                       if d.token == device.token and n.push_id == notification.push_id)
         self.calls.append((time.monotonic(), device, notification))
+        if self.gate is not None and notification.kind == "message":
+            await self.gate.wait()
         if notification.kind != "message":
             return PushResult(Outcome.SENT)
         return self.answer(device, attempt)
@@ -86,12 +102,16 @@ class FakePusher:
         return [t for t, d, _ in self.messages() if d.token == token]
 
 
+def sent(device: Device, attempt: int) -> PushResult:
+    return PushResult(Outcome.SENT)
+
+
 @pytest.fixture
 async def make_node(tmp_path: Path) -> AsyncIterator[MakeNode]:
-    """Start a node with the given pushers (a Harness around it); stopped at teardown."""
+    """Start a node with the given pushers (None: from config) and config overrides."""
     made: list[Harness] = []
 
-    async def make(pushers: dict[str, Any], **overrides: Any) -> Harness:
+    async def make(pushers: dict[str, Any] | None = None, **overrides: Any) -> Harness:
         node = Node(config_for(tmp_path / f"custom{len(made)}", **overrides), pushers=pushers)
         await node.start()
         made.append(Harness(node))
@@ -120,13 +140,58 @@ async def test_an_offline_user_gets_one_discreet_push_per_device(rdv: Harness, h
         assert record["m"] == match_id
         assert record["body"] is None
         assert record["loc_key"] == "rdv.message.new"
+        assert record["badge"] == 1
         assert str(ack["id"]) in record["push_id"]
     assert len({r["push_id"] for r in pushed}) == 2
     assert await stays(lambda: len(records(rdv, "bob", "message")) == 2)
     assert records(rdv, "ann") == []  # the sender is online and has no devices anyway
 
 
-async def test_previews_put_the_body_in_the_push(rdv: Harness, http: Apis) -> None:
+async def test_a_burst_is_one_push_per_device_and_the_badge_counts_unread(
+        make_node: MakeNode, http: Apis) -> None:
+    rdv = await make_node(push_coalesce_s=1.0)
+    match_id = await http.pair(rdv, "ann", "bob")
+    other = await http.pair(rdv, "cat", "bob")
+    await register_both(http, rdv, "bob")
+    ann, cat = await rdv.connect("ann"), await rdv.connect("cat")
+    await cat.send(other, "an older unread message elsewhere")
+    await wait_until(lambda: len(records(rdv, "bob", "message")) == 2)
+    burst = [await ann.send(match_id, f"burst {i}") for i in range(5)]
+    pushed = await wait_until(lambda: len(records(rdv, "bob", "message")) == 4
+                              and records(rdv, "bob", "message")[2:])
+    assert await stays(lambda: len(records(rdv, "bob", "message")) == 4, within=0.5)
+    assert {r["platform"] for r in pushed} == {"apns", "fcm"}
+    assert {r["collapse_id"] for r in pushed} == {f"m:{match_id}"}
+    assert str(burst[0]["id"]) in pushed[0]["push_id"]  # the first of the burst notifies
+    badge = pushed[0]["badge"]  # counted when sent: cat's message plus the burst so far
+    assert {r["badge"] for r in pushed} == {badge} and 2 <= badge <= 6
+
+    await asyncio.sleep(1.0)  # the coalescing window is over: the next message notifies
+    await ann.send(match_id, "after the burst")
+    later = await wait_until(lambda: len(records(rdv, "bob", "message")) == 6
+                             and records(rdv, "bob", "message")[4:])
+    assert {r["badge"] for r in later} == {1 + 5 + 1}
+
+
+async def test_reading_lowers_the_badge(make_node: MakeNode, http: Apis) -> None:
+    rdv = await make_node(push_coalesce_s=0)
+    match_id = await http.pair(rdv, "ann", "bob")
+    await register_both(http, rdv, "bob")
+    ann = await rdv.connect("ann")
+    acks = [await ann.send(match_id, f"m{i}") for i in range(3)]
+    await wait_until(lambda: len(records(rdv, "bob", "message")) == 6)
+    bob = await rdv.connect("bob")
+    await bob.read(match_id, acks[1]["id"], ack=True)
+    await bob.close()
+    await offline(rdv, "bob")
+    await ann.send(match_id, "one more")
+    pushed = await wait_until(lambda: len(records(rdv, "bob", "message")) == 8
+                              and records(rdv, "bob", "message")[6:])
+    assert {r["badge"] for r in pushed} == {2}  # m2 and "one more"
+
+
+async def test_previews_put_the_body_in_the_push(make_node: MakeNode, http: Apis) -> None:
+    rdv = await make_node(push_coalesce_s=0)
     match_id = await http.pair(rdv, "ann", "bob")
     await register_both(http, rdv, "bob")
     await http(rdv, "bob").put_settings(push_previews=True)
@@ -138,7 +203,7 @@ async def test_previews_put_the_body_in_the_push(rdv: Harness, http: Apis) -> No
     long = "x" * 500
     await ann.send(match_id, long)
     await wait_until(lambda: len(records(rdv, "bob", "message")) == 4)
-    assert all(len(r["body"]) < len(long) for r in records(rdv, "bob", "message")[2:])
+    assert all(0 < len(r["body"]) < len(long) for r in records(rdv, "bob", "message")[2:])
 
 
 async def test_a_user_with_an_open_socket_gets_no_push(rdv: Harness, http: Apis) -> None:
@@ -149,6 +214,7 @@ async def test_a_user_with_an_open_socket_gets_no_push(rdv: Harness, http: Apis)
     await ann.send(match_id, "you are online")
     await bob.next_event("msg", timeout=3)
     assert await stays(lambda: records(rdv, "bob", "message") == [])
+    assert await metric(rdv, http, 'rendezvous_push_skipped_total{reason="online"}') >= 1
     await bob.close()  # and once the socket is gone, pushes resume
     await offline(rdv, "bob")
     await ann.send(match_id, "now you are not")
@@ -162,9 +228,24 @@ async def test_a_match_pushes_both_offline_users(rdv: Harness, http: Apis) -> No
     for user in ("ann", "bob"):
         pushed = await wait_until(lambda u=user: len(records(rdv, u)) == 2 and records(rdv, u))
         assert {r["kind"] for r in pushed} == {"match"}
+        assert {r["loc_key"] for r in pushed} == {"rdv.match.new"}
         assert {r["m"] for r in pushed} == {match_id}
         assert {r["platform"] for r in pushed} == {"apns", "fcm"}
     assert await stays(lambda: len(recorder(rdv).sent) == 4)
+
+
+async def test_a_super_like_match_tells_the_liked_user_superlike(rdv: Harness,
+                                                                 http: Apis) -> None:
+    await register_both(http, rdv, "ann")
+    await register_both(http, rdv, "bob")
+    await http(rdv, "ann").swipe("bob", "superlike")  # ann super likes bob
+    result = await http(rdv, "bob").swipe("ann", "like")
+    match_id = result["match"]["id"]
+    to_bob = await wait_until(lambda: len(records(rdv, "bob")) == 2 and records(rdv, "bob"))
+    assert {(r["kind"], r["loc_key"], r["m"]) for r in to_bob} == {
+        ("superlike", "rdv.superlike.new", match_id)}
+    to_ann = await wait_until(lambda: len(records(rdv, "ann")) == 2 and records(rdv, "ann"))
+    assert {r["kind"] for r in to_ann} == {"match"}  # she liked; nobody super liked her
 
 
 async def test_a_match_pushes_only_the_offline_side(rdv: Harness, http: Apis) -> None:
@@ -177,7 +258,10 @@ async def test_a_match_pushes_only_the_offline_side(rdv: Harness, http: Apis) ->
     assert await stays(lambda: records(rdv, "ann") == [])
 
 
-async def test_a_delivered_receipt_suppresses_pushes_for_a_while(rdv: Harness, http: Apis) -> None:
+async def test_a_delivered_receipt_suppresses_pushes_for_a_while(make_node: MakeNode,
+                                                                 http: Apis) -> None:
+    window = 1.0
+    rdv = await make_node(push_coalesce_s=0, push_delivered_window_s=window)
     match_id = await http.pair(rdv, "ann", "bob")
     await register_both(http, rdv, "bob")
     ann = await rdv.connect("ann")
@@ -186,12 +270,14 @@ async def test_a_delivered_receipt_suppresses_pushes_for_a_while(rdv: Harness, h
 
     bob = await rdv.connect("bob")  # the app woke up, fetched and confirmed, went away
     await bob.delivered(match_id, first["id"], ack=True)
+    confirmed = time.monotonic()
     await bob.close()
     await offline(rdv, "bob")
     await ann.send(match_id, "two")
     assert await stays(lambda: len(records(rdv, "bob", "message")) == 2)
+    assert time.monotonic() - confirmed < window  # still inside the window when sent
 
-    rdv.node.pushes.delivered_window_s = 0  # the window is over
+    await asyncio.sleep(max(0.0, window - (time.monotonic() - confirmed)) + 0.05)
     third = await ann.send(match_id, "three")
     pushed = await wait_until(lambda: len(records(rdv, "bob", "message")) == 4
                               and records(rdv, "bob", "message"))
@@ -248,7 +334,7 @@ async def test_a_dead_token_is_removed_from_the_store(make_node: MakeNode, http:
         return PushResult(Outcome.SENT)
 
     fake = FakePusher(answer)
-    rdv = await make_node({"apns": fake, "fcm": fake})
+    rdv = await make_node({"apns": fake, "fcm": fake}, push_coalesce_s=0)
     assert fake.started
     match_id = await http.pair(rdv, "ann", "bob")
     await http(rdv, "bob").put_device("dead-apns-token", "apns")
@@ -265,8 +351,35 @@ async def test_a_dead_token_is_removed_from_the_store(make_node: MakeNode, http:
     await ann.send(match_id, "hello?")  # the dead token is not tried again
     await wait_until(lambda: len(fake.messages()) == 3)
     assert fake.messages()[-1][1].token == "live-fcm-token"
-    text = (await http(rdv, None).raw("GET", "/metrics")).text
-    assert 'rendezvous_pushes_total{outcome="dead_token",provider="fake"} 1.0' in text
+    line = 'rendezvous_pushes_total{outcome="dead_token",provider="fake"}'
+    assert await metric(rdv, http, line) == 1.0
+
+
+async def test_a_configuration_error_keeps_the_token_counts_and_logs_once(
+        make_node: MakeNode, http: Apis, caplog: pytest.LogCaptureFixture) -> None:
+    fake = FakePusher(lambda d, a: PushResult(Outcome.CONFIG_ERROR, "InvalidProviderToken"))
+    rdv = await make_node({"apns": fake, "fcm": fake}, push_coalesce_s=0)
+    match_id = await http.pair(rdv, "ann", "bob")
+    await http(rdv, "bob").put_device("secret-device-token-123456", "apns")
+    ann = await rdv.connect("ann")
+    with caplog.at_level(logging.ERROR, logger="rendezvous.push"):
+        await ann.send(match_id, "one")
+        await ann.send(match_id, "two")
+        line = ('rendezvous_push_config_errors_total{provider="fake",'
+                'reason="InvalidProviderToken"}')
+
+        async def counted() -> bool:
+            return await metric(rdv, http, line) == 2.0
+
+        await wait_until(counted)
+    assert [d.token for d in await rdv.node.store.devices("bob")] == [
+        "secret-device-token-123456"]
+    errors = [r for r in caplog.records if "configuration error" in r.getMessage()]
+    assert len(errors) == 1  # not one per push
+    assert errors[0].__dict__["reason"] == "InvalidProviderToken"
+    assert errors[0].__dict__["device"] == token_id("secret-device-token-123456")
+    assert "secret-device-token" not in caplog.text
+    assert len(fake.messages()) == 2  # not retried
 
 
 @pytest.mark.parametrize("max_attempts", [1, 3])
@@ -274,8 +387,7 @@ async def test_retry_after_is_honoured_up_to_max_attempts(make_node: MakeNode,
                                                           max_attempts: int, http: Apis) -> None:
     delay = 0.25
     fake = FakePusher(lambda d, a: PushResult(Outcome.RETRY, "429", retry_after_s=delay))
-    rdv = await make_node({"apns": fake, "fcm": fake})
-    rdv.node.pushes.max_attempts = max_attempts
+    rdv = await make_node({"apns": fake, "fcm": fake}, push_max_attempts=max_attempts)
     match_id = await http.pair(rdv, "ann", "bob")
     await http(rdv, "bob").put_device("slow-token", "apns")
     ann = await rdv.connect("ann")
@@ -287,6 +399,8 @@ async def test_retry_after_is_honoured_up_to_max_attempts(make_node: MakeNode,
     assert await stays(lambda: len(fake.times("slow-token")) == max_attempts, within=delay * 2)
     assert len({n.push_id for _, _, n in fake.messages()}) == 1  # the same notification again
     assert [d.token for d in await rdv.node.store.devices("bob")] == ["slow-token"]
+    line = 'rendezvous_pushes_total{outcome="gave_up",provider="fake"}'
+    assert await metric(rdv, http, line) == 1.0
 
 
 async def test_a_retry_that_then_succeeds_stops_retrying(make_node: MakeNode, http: Apis) -> None:
@@ -307,8 +421,8 @@ async def test_a_retry_that_then_succeeds_stops_retrying(make_node: MakeNode, ht
 
 async def test_without_retry_after_the_delay_backs_off(make_node: MakeNode, http: Apis) -> None:
     fake = FakePusher(lambda d, a: PushResult(Outcome.RETRY, "transport"))
-    rdv = await make_node({"apns": fake, "fcm": fake})
-    rdv.node.pushes.base_delay_s = 0.1
+    rdv = await make_node({"apns": fake, "fcm": fake}, push_retry_base_s=0.1,
+                          push_max_attempts=3)
     match_id = await http.pair(rdv, "ann", "bob")
     await http(rdv, "bob").put_device("tok", "apns")
     ann = await rdv.connect("ann")
@@ -319,10 +433,10 @@ async def test_without_retry_after_the_delay_backs_off(make_node: MakeNode, http
     assert 0.18 <= third - second < 0.7  # doubled
 
 
-async def test_giving_up_does_not_hold_back_the_next_device(make_node: MakeNode,
-                                                            http: Apis) -> None:
-    """After the last attempt there is nothing to wait for: no sleep before the next one."""
-    delay = 0.3
+async def test_a_waiting_retry_holds_neither_a_worker_nor_the_other_devices(
+        make_node: MakeNode, http: Apis) -> None:
+    """One worker: a retry due in 2 s must not delay another device or another user."""
+    delay = 2.0
 
     def answer(device: Device, attempt: int) -> PushResult:
         if device.token == "a-retrying":
@@ -330,14 +444,102 @@ async def test_giving_up_does_not_hold_back_the_next_device(make_node: MakeNode,
         return PushResult(Outcome.SENT)
 
     fake = FakePusher(answer)
-    rdv = await make_node({"apns": fake, "fcm": fake})
-    rdv.node.pushes.max_attempts = 2
-    match_id = await http.pair(rdv, "ann", "bob")
-    await http(rdv, "bob").put_device("a-retrying", "apns")  # devices go in token order
+    rdv = await make_node({"apns": fake, "fcm": fake}, push_workers=1, push_max_attempts=2,
+                          push_coalesce_s=0)
+    with_bob = await http.pair(rdv, "ann", "bob")
+    with_cat = await http.pair(rdv, "ann", "cat")
+    await http(rdv, "bob").put_device("a-retrying", "apns")
     await http(rdv, "bob").put_device("b-fine", "fcm")
+    await http(rdv, "cat").put_device("c-fine", "fcm")
     ann = await rdv.connect("ann")
-    await ann.send(match_id, "hi")
-    await wait_until(lambda: fake.times("b-fine"), timeout=5)
-    first = fake.times("a-retrying")[0]
-    assert len(fake.times("a-retrying")) == 2
-    assert fake.times("b-fine")[0] - first < delay * 2 - 0.05
+    await ann.send(with_bob, "hi bob")
+    await wait_until(lambda: fake.times("b-fine") and fake.times("a-retrying"))
+    await ann.send(with_cat, "hi cat")
+    await wait_until(lambda: fake.times("c-fine"))
+    first_try = fake.times("a-retrying")[0]
+    assert fake.times("c-fine")[0] - first_try < delay / 2  # not after the retry
+    assert len(fake.times("a-retrying")) == 1  # the retry still waits
+    await wait_until(lambda: len(fake.times("a-retrying")) == 2, timeout=delay + 2)
+
+
+async def test_over_the_provider_cap_pushes_are_shed_with_a_metric(make_node: MakeNode,
+                                                                   http: Apis) -> None:
+    fake = FakePusher(sent)
+    fake.gate = asyncio.Event()  # the provider hangs until the test lets it answer
+    rdv = await make_node({"apns": fake, "fcm": fake}, push_max_in_flight=1,
+                          push_max_waiting=0, push_coalesce_s=0)
+    match_id = await http.pair(rdv, "ann", "bob")
+    await http(rdv, "bob").put_device("tok-1", "apns")
+    await wait_until(lambda: not rdv.node.pushes.queue.depth())
+    ann = await rdv.connect("ann")
+    await ann.send(match_id, "takes the only slot")
+    await wait_until(lambda: len(fake.messages()) == 1)
+    await ann.send(match_id, "finds the provider full")
+    line = 'rendezvous_push_shed_total{provider="fake"}'
+
+    async def shed() -> bool:
+        return await metric(rdv, http, line) == 1.0
+
+    await wait_until(shed)
+    fake.gate.set()
+    assert await stays(lambda: len(fake.messages()) == 1)
+
+
+async def test_a_full_queue_sheds_with_a_metric(make_node: MakeNode, http: Apis) -> None:
+    fake = FakePusher(sent)
+    fake.gate = asyncio.Event()
+    rdv = await make_node({"apns": fake, "fcm": fake}, push_queue_max=1, push_workers=1,
+                          push_coalesce_s=0)
+    match_id = await http.pair(rdv, "ann", "bob")
+    await http(rdv, "bob").put_device("tok-1", "apns")
+    await wait_until(rdv.node.pushes.queue.idle)
+    line = 'rendezvous_push_shed_total{provider="queue"}'
+    before = await metric(rdv, http, line)  # the pair's second match job may have been shed
+    ann = await rdv.connect("ann")
+    await ann.send(match_id, "taken by the one worker")
+    await wait_until(lambda: len(fake.messages()) == 1)
+    await ann.send(match_id, "finds the queue full")  # the worker's job still counts
+
+    async def shed() -> bool:
+        return await metric(rdv, http, line) == before + 1
+
+    await wait_until(shed)
+    fake.gate.set()
+    assert await stays(lambda: len(fake.messages()) == 1)
+
+
+# -- configuration --------------------------------------------------------------------------
+@pytest.mark.parametrize(("settings", "named"), [
+    ({"apns_key_file": Path("k.p8"), "apns_topic": "app"}, "apns_key_id, apns_team_id"),
+    ({"apns_key_file": Path("k.p8"), "apns_key_id": "K", "apns_team_id": "T"}, "apns_topic"),
+    ({"apns_cert_file": Path("c.pem"), "apns_key_file": Path("k.p8"), "apns_key_id": "K",
+      "apns_team_id": "T", "apns_topic": "app"}, "apns_key_file and apns_cert_file"),
+    ({"apns_server": "127.0.0.1:9"}, "apns_server"),
+    ({"apns_cert_file": Path("c.pem"), "apns_topic": "app", "apns_server": "nohost"},
+     "apns_server"),
+    ({"fcm_url": "http://127.0.0.1:9/"}, "fcm_url"),
+    ({"push_workers": 0}, "push_workers"),
+    ({"push_coalesce_s": -1.0}, "push_coalesce_s"),
+    ({"push_claim_idle_s": 0.0}, "push_claim_idle_s"),
+])
+def test_bad_push_settings_are_named(tmp_path: Path, settings: dict[str, Any],
+                                     named: str) -> None:
+    from server.config import ConfigError
+
+    with pytest.raises(ConfigError, match=named):
+        config_for(tmp_path, **settings).validate()
+
+
+@pytest.mark.parametrize("setting", ["apns_key_file", "apns_cert_file",
+                                     "fcm_service_account_file"])
+def test_a_missing_key_file_stops_the_node_naming_the_setting(tmp_path: Path,
+                                                              setting: str) -> None:
+    from server.config import ConfigError
+
+    settings: dict[str, Any] = {setting: tmp_path / "nowhere.pem"}
+    if setting == "apns_key_file":
+        settings.update(apns_key_id="KEYID12345", apns_team_id="TEAM123456")
+    if setting.startswith("apns"):
+        settings["apns_topic"] = "com.example.app"
+    with pytest.raises(ConfigError, match=f"{setting}: cannot read"):
+        Node(config_for(tmp_path / "data", **settings))

@@ -1,0 +1,334 @@
+"""The push queue and gates of a cluster, in Redis: a push outlives the node that queued it.
+
+Jobs are entries of one Redis Stream read through one consumer group (`XREADGROUP`): each
+node is a consumer, an entry it reads stays in its pending list until `XACK`, and an entry
+idle in a pending list longer than `claim_idle_s` (its node died) is taken over by a living
+node with `XAUTOCLAIM`. A living node keeps its own entries fresh (`XCLAIM ... JUSTID`
+resets their idle time) however slow a provider is. Delayed jobs (retries) wait in a sorted
+set by due time (Redis `TIME`, one clock for all nodes) and are moved into the stream when
+due, atomically. Finished entries are acknowledged and deleted, so the stream holds only
+unfinished work; `max_jobs` bounds stream plus delayed set, and `MAXLEN ~` backs it up.
+
+The stream and the delayed set share one hash tag (`{push}`) so the scripts that touch both
+run on a Redis Cluster too; every gate key is used alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Iterable
+from typing import Any
+
+from redis.exceptions import RedisClusterException, RedisError, ResponseError
+
+from push.gates import SENT_MARK_S, Claim
+from push.queue import PushJob, Taken, pack_job, unpack_job
+
+log = logging.getLogger("rendezvous.push")
+
+REDIS_ERRORS = (RedisError, RedisClusterException, OSError)
+GROUP = "push"
+BLOCK_MS = 1000  # below the client's socket timeout (2 s) so a blocked read never times out
+
+# KEYS stream, delayed. ARGV job, delay ms, max jobs. 1 queued, 0 full.
+PUT = """
+local waiting = redis.call('XLEN', KEYS[1]) + redis.call('ZCARD', KEYS[2])
+if waiting >= tonumber(ARGV[3]) then return 0 end
+local delay = tonumber(ARGV[2])
+if delay > 0 then
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  redis.call('ZADD', KEYS[2], now + delay, ARGV[1])
+else
+  redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[3], '*', 'j', ARGV[1])
+end
+return 1
+"""
+
+# KEYS stream, delayed. ARGV how many, max jobs. Moves due jobs into the stream; returns ms
+# until the next delayed job is due, or -1 when none waits.
+PROMOTE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local due = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now, 'LIMIT', 0, tonumber(ARGV[1]))
+for _, job in ipairs(due) do
+  redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*', 'j', job)
+  redis.call('ZREM', KEYS[2], job)
+end
+local nxt = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')
+if nxt[2] then return math.max(0, tonumber(nxt[2]) - now) end
+return -1
+"""
+
+# KEYS stream. ARGV group, entry id.
+DONE = """
+redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
+return redis.call('XDEL', KEYS[1], ARGV[2])
+"""
+
+# KEYS claim. ARGV ttl ms. {state, ms left}
+CLAIM = """
+if redis.call('SET', KEYS[1], 'busy', 'NX', 'PX', ARGV[1]) then return {'new', 0} end
+local state = redis.call('GET', KEYS[1])
+if not state then return {'busy', 0} end
+return {state, redis.call('PTTL', KEYS[1])}
+"""
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+class _Outage:
+    """Log a Redis outage once when it starts and once when it ends."""
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+        self.down = False
+
+    def failed(self, error: BaseException) -> None:
+        if not self.down:
+            self.down = True
+            log.warning("redis unavailable for %s: %r", self.what, error)
+
+    def ok(self) -> None:
+        if self.down:
+            self.down = False
+            log.warning("redis answers again for %s", self.what)
+
+
+class RedisPushQueue:
+    """`PushQueue` on a Redis Stream with a consumer group (see the module docstring)."""
+
+    def __init__(self, client: Any, *, consumer: str, prefix: str = "rdv:",
+                 max_jobs: int = 100_000, claim_idle_s: float = 60.0,
+                 batch: int = 8) -> None:
+        self.redis = client
+        self.consumer = consumer
+        self.stream = f"{prefix}{{push}}:jobs"
+        self.delayed = f"{prefix}{{push}}:delayed"
+        self.max_jobs = max_jobs
+        self.claim_idle_s = claim_idle_s
+        self.batch = batch
+        self.reclaimed = 0  # entries taken over from a stopped consumer
+        self._put = client.register_script(PUT)
+        self._promote = client.register_script(PROMOTE)
+        self._done = client.register_script(DONE)
+        self._buffer: deque[tuple[str, PushJob]] = deque()
+        self._owned: set[str] = set()
+        self._lock = asyncio.Lock()
+        self._upkeep_task: asyncio.Task[None] | None = None
+        self._upkeeps = 0
+        self._claim_cursor = "0-0"
+        self._depth = 0
+        self._outage = _Outage("push queue")
+
+    async def start(self) -> None:
+        try:
+            await self._ensure_group()
+        except REDIS_ERRORS as error:  # the reader creates it once Redis answers
+            self._outage.failed(error)
+        self._upkeep_task = asyncio.get_running_loop().create_task(self._keep_up(),
+                                                                   name="push-queue-upkeep")
+
+    async def close(self) -> None:
+        """Entries read but not finished stay pending: a living node takes them over."""
+        if self._upkeep_task is not None:
+            self._upkeep_task.cancel()
+            await asyncio.gather(self._upkeep_task, return_exceptions=True)
+
+    async def _ensure_group(self) -> None:
+        try:
+            await self.redis.xgroup_create(self.stream, GROUP, id="0", mkstream=True)
+        except ResponseError as error:
+            if "BUSYGROUP" not in str(error):
+                raise
+
+    async def put(self, job: PushJob, delay_s: float = 0.0) -> bool:
+        try:
+            queued = await self._put(keys=[self.stream, self.delayed],
+                                     args=[pack_job(job), max(0, round(delay_s * 1000)),
+                                           self.max_jobs])
+        except REDIS_ERRORS as error:
+            self._outage.failed(error)
+            return False
+        self._outage.ok()
+        return bool(queued)
+
+    async def take(self) -> Taken:
+        while True:
+            if self._buffer:
+                entry, job = self._buffer.popleft()
+                self._owned.add(entry)
+                return Taken(job, entry)
+            async with self._lock:
+                if not self._buffer:
+                    await self._fill()
+
+    async def done(self, taken: Taken) -> None:
+        entry = str(taken.handle)
+        try:
+            await self._done(keys=[self.stream], args=[GROUP, entry])
+        except REDIS_ERRORS as error:  # stays pending: taken over and deduplicated later
+            self._outage.failed(error)
+        self._owned.discard(entry)
+
+    def depth(self) -> int:
+        return self._depth
+
+    # -- reading ------------------------------------------------------------------------
+    async def _fill(self) -> None:
+        try:
+            wait_ms = int(await self._promote(keys=[self.stream, self.delayed],
+                                              args=[self.batch * 4, self.max_jobs]))
+            block = BLOCK_MS if wait_ms < 0 else max(1, min(BLOCK_MS, wait_ms))
+            reply = await self.redis.xreadgroup(GROUP, self.consumer, {self.stream: ">"},
+                                                count=self.batch, block=block)
+            for _stream, entries in reply or ():
+                self._add(entries)
+            self._outage.ok()
+        except ResponseError as error:
+            if "NOGROUP" in str(error):  # Redis restarted empty, or the stream was deleted
+                await self._ensure_group()
+                return
+            self._outage.failed(error)
+            await asyncio.sleep(1.0)
+        except REDIS_ERRORS as error:
+            self._outage.failed(error)
+            await asyncio.sleep(1.0)
+
+    async def _keep_up(self) -> None:
+        """Every third of `claim_idle_s`, whether or not a worker is free to read."""
+        while True:
+            await asyncio.sleep(max(0.1, self.claim_idle_s / 3))
+            try:
+                await self._upkeep()
+                self._outage.ok()
+            except ResponseError as error:
+                if "NOGROUP" in str(error):
+                    await self._ensure_group()
+                else:
+                    self._outage.failed(error)
+            except REDIS_ERRORS as error:
+                self._outage.failed(error)
+
+    async def _upkeep(self) -> None:
+        """Keep our own entries fresh, take over idle ones of stopped nodes, read depth."""
+        mine = list(self._owned) + [entry for entry, _ in self._buffer]
+        if mine:
+            await self.redis.xclaim(self.stream, GROUP, self.consumer, 0, mine, justid=True)
+        self._depth = int(await self.redis.xlen(self.stream)) + int(
+            await self.redis.zcard(self.delayed))
+        self._upkeeps += 1
+        if self._upkeeps % 30 == 0:
+            await self._forget_stopped_consumers()
+        if len(self._buffer) >= self.batch:
+            return  # busy enough: take over more once these are done
+        reply = await self.redis.xautoclaim(self.stream, GROUP, self.consumer,
+                                            min_idle_time=int(self.claim_idle_s * 1000),
+                                            start_id=self._claim_cursor, count=self.batch)
+        self._claim_cursor = _text(reply[0])
+        before = len(self._buffer)
+        self._add(reply[1])
+        taken_over = len(self._buffer) - before
+        if taken_over:
+            self.reclaimed += taken_over
+            log.warning("took over pushes of a stopped node", extra={"jobs": taken_over})
+
+    async def _forget_stopped_consumers(self) -> None:
+        """Every node start is a new consumer: drop the ones with nothing pending that have
+        been idle for ten claim periods (a living one is re-created by its next read)."""
+        idle_ms = int(self.claim_idle_s * 10_000)
+        for info in await self.redis.xinfo_consumers(self.stream, GROUP):
+            name = _text(info.get("name", info.get(b"name", b"")))
+            if name != self.consumer and int(info.get("pending", 0)) == 0 \
+                    and int(info.get("idle", 0)) > idle_ms:
+                await self.redis.xgroup_delconsumer(self.stream, GROUP, name)
+
+    def _add(self, entries: Iterable[Any]) -> None:
+        for entry_id, fields in entries:
+            entry = _text(entry_id)
+            data = (fields or {}).get(b"j")
+            if data is None:
+                continue  # trimmed by MAXLEN before anyone read it
+            try:
+                job = unpack_job(data)
+            except ValueError:
+                log.error("dropping an undecodable push job", extra={"entry": entry})
+                asyncio.get_running_loop().create_task(
+                    self._done(keys=[self.stream], args=[GROUP, entry]))
+                continue
+            self._buffer.append((entry, job))
+
+
+class RedisPushGates:
+    """`PushGates` as Redis keys with a TTL. When Redis fails the gates open (a push too
+    many beats a push lost): each outage is logged once."""
+
+    def __init__(self, client: Any, *, prefix: str = "rdv:") -> None:
+        self.redis = client
+        self.prefix = f"{prefix}push:"
+        self._claim = client.register_script(CLAIM)
+        self._outage = _Outage("push gates")
+
+    async def first_in_burst(self, user: str, match_id: str, window_s: float) -> bool:
+        if window_s <= 0:
+            return True
+        try:
+            created = await self.redis.set(f"{self.prefix}burst:{match_id}:{user}", b"1",
+                                           nx=True, px=max(1, int(window_s * 1000)))
+        except REDIS_ERRORS as error:
+            self._outage.failed(error)
+            return True
+        self._outage.ok()
+        return bool(created)
+
+    async def mark_delivered(self, user: str, match_id: str, window_s: float) -> None:
+        if window_s <= 0:
+            return
+        try:
+            await self.redis.set(f"{self.prefix}dlv:{match_id}:{user}", b"1",
+                                 px=max(1, int(window_s * 1000)))
+        except REDIS_ERRORS as error:
+            self._outage.failed(error)
+
+    async def recently_delivered(self, user: str, match_id: str) -> bool:
+        try:
+            found = await self.redis.exists(f"{self.prefix}dlv:{match_id}:{user}")
+        except REDIS_ERRORS as error:
+            self._outage.failed(error)
+            return False
+        return bool(found)
+
+    async def claim(self, push_id: str, ttl_s: float) -> tuple[Claim, float]:
+        try:
+            state, left_ms = await self._claim(keys=[f"{self.prefix}id:{push_id}"],
+                                               args=[max(1, int(ttl_s * 1000))])
+        except REDIS_ERRORS as error:
+            self._outage.failed(error)
+            return Claim.NEW, 0.0
+        return Claim(_text(state)), max(0, int(left_ms)) / 1000
+
+    async def finish(self, push_id: str, final: bool) -> None:
+        key = f"{self.prefix}id:{push_id}"
+        try:
+            if final:
+                await self.redis.set(key, b"sent", px=int(SENT_MARK_S * 1000))
+            else:
+                await self.redis.delete(key)
+        except REDIS_ERRORS as error:
+            self._outage.failed(error)
+
+    async def refresh(self, push_ids: Iterable[str], ttl_s: float) -> None:
+        ids = list(push_ids)
+        if not ids:
+            return
+        try:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for push_id in ids:
+                    pipe.pexpire(f"{self.prefix}id:{push_id}", max(1, int(ttl_s * 1000)))
+                await pipe.execute()
+        except REDIS_ERRORS as error:
+            self._outage.failed(error)

@@ -32,7 +32,8 @@ from client import (
     ServerError,
     mint_token,
 )
-from loadtest.measure import DeliveryTracker, Recorder
+from loadtest.delivery import DeliveryTracker
+from loadtest.measure import Recorder
 from loadtest.scenario import Scenario, Target
 
 if TYPE_CHECKING:

@@ -65,6 +65,7 @@ class WorkerRun:
         reporter = asyncio.create_task(self._report_every_second())
         lag_probe = asyncio.create_task(self._probe_loop_lag())
         await asyncio.sleep(max(0.0, start_at - time.time()))
+        ctx.recorder.started_at = time.time()  # the run's duration excludes process start-up
         begin = ctx.now()
         chaos = [asyncio.create_task(self._chaos_at(begin + c.at_s, c.share, c.storm))
                  for c in self.scenario.chaos]
@@ -173,4 +174,4 @@ class WorkerRun:
         ctx.recorder.gauge("loop_lag_s", self._loop_lag_s)
         ctx.max_lag_s = self._loop_lag_s = 0.0
         return {"kind": kind, "worker": ctx.worker, "phase": self.phase,
-                "users": len(ctx.online), "snapshot": ctx.recorder.snapshot()}
+                "users": len(ctx.online), "snapshot": ctx.recorder.snapshot(delta=True)}

@@ -2,7 +2,7 @@
 
 The parent writes one JSON plan to a worker's stdin (scenario path and overrides, the token
 secret, the worker's index and source addresses, the common start time) and reads one JSON
-line per second back: the worker's cumulative `Recorder.snapshot()`. Several processes get
+line per second back: the worker's `Recorder.snapshot(delta=True)`. Several processes get
 past one process's open-files limit and one core; several source addresses get past the
 ~28k ephemeral ports of one (source address, node) pair. Logs go to stderr, never bodies
 or tokens.
@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from loadtest.measure import SnapshotJoiner
 from loadtest.scenario import Scenario, Target, load_scenario
 
 log = logging.getLogger(__name__)
@@ -135,7 +136,8 @@ class WorkerFailed(RuntimeError):
 class WorkerState:
     index: int
     proc: asyncio.subprocess.Process
-    snapshot: dict[str, Any] | None = None
+    snapshot: dict[str, Any] | None = None  # the full snapshot, rebuilt from deltas
+    joiner: SnapshotJoiner = field(default_factory=SnapshotJoiner)
     users: int = 0
     phase: str = ""
     done: bool = False
@@ -213,7 +215,7 @@ async def _read(state: WorkerState) -> None:
             message = json.loads(line)
         except ValueError:
             continue
-        state.snapshot = message["snapshot"]
+        state.snapshot = state.joiner.add(message["snapshot"])
         state.users = int(message.get("users", 0))
         state.phase = str(message.get("phase", ""))
         if message.get("kind") == "done":

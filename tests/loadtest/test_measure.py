@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 from hdrh.histogram import HdrHistogram
 
+from loadtest.delivery import DeliveryTracker
 from loadtest.measure import (
     HIGHEST_US,
     LATENCIES,
-    DeliveryTracker,
     Recorder,
     SnapshotJoiner,
     counts_index,

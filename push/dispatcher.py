@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
@@ -51,6 +52,7 @@ class PushMetrics(Protocol):
     push_skipped: Any
     push_send_seconds: Any
     push_config_errors: Any
+    push_failures: Any
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +70,13 @@ class PushPolicy:
     send_timeout_s: float = 10.0
     claim_s: float = 60.0  # a dead node's claims and queued jobs lapse after this
     badge_conversations: int = BADGE_CONVERSATIONS
+
+
+def reason_label(reason: str) -> str:
+    """A provider's reason as a metric label: its code only ("invalid message: <details>"
+    -> "invalid message"), so details can neither blow up the label set nor leak a value."""
+    code = re.split(r"[:(\n]", reason, maxsplit=1)[0].strip()
+    return code[:40] or "unknown"
 
 
 async def _until(condition: Callable[[], bool], deadline: float) -> None:
@@ -268,6 +277,8 @@ class PushDispatcher:
         finally:
             self._in_flight.discard(push_id)
         self.metrics.pushes.labels(provider, result.outcome.value).inc()
+        if result.outcome is not Outcome.SENT:
+            self.metrics.push_failures.labels(provider, reason_label(result.reason)).inc()
         await self.gates.finish(push_id, final=result.outcome is not Outcome.RETRY)
         if result.outcome is Outcome.RETRY:
             if job.attempt + 1 < self.policy.max_attempts:
@@ -310,7 +321,7 @@ class PushDispatcher:
         return float(min(self.policy.retry_max_s, self.policy.retry_base_s * 2 ** attempt))
 
     def _config_error(self, provider: str, reason: str, device_id: str) -> None:
-        self.metrics.push_config_errors.labels(provider, reason or "unknown").inc()
+        self.metrics.push_config_errors.labels(provider, reason_label(reason)).inc()
         now = time.monotonic()
         key = (provider, reason)
         if now - self._config_logged.get(key, -CONFIG_ERROR_LOG_EVERY_S) >= \

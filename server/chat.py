@@ -65,6 +65,9 @@ def unavailable(r: int | None) -> ProtocolError:
                          r=r, retry_ms=RETRY_UNAVAILABLE_MS)
 
 
+NEWEST_IDS_KEPT = 100_000  # matches whose newest message id a node remembers
+
+
 class ChatService:
     def __init__(self, *, store: Store, broker: Broker, presence: Presence, hub: Hub,
                  caches: Caches, ids: IdGenerator, limits: Limits, metrics: Metrics,
@@ -84,6 +87,9 @@ class ChatService:
         self.claims = claims or StoreClaims()
         self.clock = clock
         self._typing: dict[tuple[str, str], asyncio.TimerHandle] = {}
+        # newest message id this node has stored or read per match: a receipt at or below it
+        # names a real message without a store read (ids only grow, so it never over-accepts)
+        self._newest: dict[str, int] = {}
 
     def now_ms(self) -> int:
         return int(self.clock() * 1000)
@@ -129,6 +135,7 @@ class ChatService:
             await self.claims.release(f.m, user, f.c)
             raise unavailable(f.r) from None
         session.push(sf.ack(f.r, f.m, f.c, stored.id, stored.ts))  # durable: ack at once
+        self._saw_message(f.m, stored.id)
         self.metrics.send_to_ack.observe(time.perf_counter() - started)
         await self.claims.confirm(f.m, user, f.c, stored.id, stored.ts)
         if created:
@@ -191,10 +198,12 @@ class ChatService:
         user = session.user
         match = await self.open_match(user, f.m, f.r)
         try:
-            newest, _ = await self.store.history(f.m, None, 1)
-            if not newest or f.id > newest[0].id:
-                raise ProtocolError(ErrorCode.NOT_FOUND, "no message with this id in the match",
-                                    r=f.r)
+            if f.id > self._newest.get(f.m, 0):
+                newest, _ = await self.store.history(f.m, None, 1)
+                if not newest or f.id > newest[0].id:
+                    raise ProtocolError(ErrorCode.NOT_FOUND, "no message with this id in the "
+                                        "match", r=f.r)
+                self._saw_message(f.m, newest[0].id)
             moved = await self.store.advance_cursor(f.m, user, kind, f.id)
             peer = match.peer_of(user)
             share = kind == "delivered" or await self.receipts_shared(user, peer)
@@ -207,6 +216,12 @@ class ChatService:
             if kind == "delivered":
                 self.pushes.delivered(user, f.m)
         return sf.ok(f.r) if f.r is not None else None
+
+    def _saw_message(self, match_id: str, message_id: int) -> None:
+        if message_id > self._newest.get(match_id, 0):
+            if len(self._newest) >= NEWEST_IDS_KEPT and match_id not in self._newest:
+                self._newest.clear()  # rare and cheap: the next receipts read the store again
+            self._newest[match_id] = message_id
 
     async def receipts_shared(self, a: str, b: str) -> bool:
         """Read receipts are reciprocal: both users must have them on."""

@@ -174,7 +174,10 @@ class Gateway:
         r = None
         if token is None:
             try:
-                data = await asyncio.wait_for(ws.recv(), self.limits.auth_timeout_s)
+                # asyncio.timeout, not wait_for: in 3.11 wait_for can swallow a cancellation
+                # (a drain) that lands as recv() completes
+                async with asyncio.timeout(self.limits.auth_timeout_s):
+                    data = await ws.recv()
             except TimeoutError:
                 await self._refuse(ws, codec, "no auth frame within "
                                    f"{self.limits.auth_timeout_s:g} s", None, "timeout")

@@ -71,6 +71,10 @@ class Metrics:
         self.push_send_seconds = Histogram("rendezvous_push_send_seconds", "Provider send "
                                            "latency, slot wait excluded", ["provider"],
                                            buckets=LATENCY_BUCKETS, registry=r)
+        self.push_failures = Counter("rendezvous_push_failures", "Sends that did not succeed, "
+                                     "by provider and the provider's reason (a bounded code: "
+                                     "Unregistered, TooManyRequests, QUOTA_EXCEEDED, timeout...)",
+                                     ["provider", "reason"], registry=r)
         self.push_config_errors = Counter("rendezvous_push_config_errors", "Provider answers "
                                           "that blame our credentials, topic or sender",
                                           ["provider", "reason"], registry=r)

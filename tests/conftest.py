@@ -16,6 +16,7 @@ import pytest
 from client import RendezvousClient, RendezvousHttp, mint_token
 from server.config import Config, JwtKey
 from server.node import Node
+from server.redis_state import connect_redis
 from tests.cassandra_node import CassandraNode
 from tests.redis_servers import RedisCluster, RedisServer
 
@@ -145,6 +146,25 @@ def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisClu
     cluster.start()
     yield cluster
     cluster.stop()
+
+
+@pytest.fixture(params=["standalone", "cluster"])
+async def redis_clients(request: pytest.FixtureRequest) -> AsyncIterator[Callable[[], Any]]:
+    """Makes Redis clients (one per simulated node) of a fresh standalone Redis, then of the
+    session's Redis Cluster: a test using it runs against both."""
+    if request.param == "standalone":
+        config = Config(redis_url=request.getfixturevalue("redis_server").url)
+    else:
+        config = Config(redis_cluster_nodes=request.getfixturevalue("redis_cluster").seeds)
+    made: list[Any] = []
+
+    def make() -> Any:
+        made.append(connect_redis(config))
+        return made[-1]
+
+    yield make
+    for client in made:
+        await client.aclose()
 
 
 @pytest.fixture(scope="session")

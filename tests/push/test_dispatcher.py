@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 from push.base import Notification, Outcome, PushResult
+from push.dispatcher import reason_label
 from push.recorder import RecorderPusher, token_id
 from server.node import Node
 from storage import Device
@@ -354,6 +355,20 @@ async def test_a_dead_token_is_removed_from_the_store(make_node: MakeNode, http:
     assert fake.messages()[-1][1].token == "live-fcm-token"
     line = 'rendezvous_pushes_total{outcome="dead_token",provider="fake"}'
     assert await metric(rdv, http, line) == 1.0
+    line = 'rendezvous_push_failures_total{provider="fake",reason="Unregistered"}'
+    assert await metric(rdv, http, line) == 1.0
+
+
+@pytest.mark.parametrize(("reason", "label"), [
+    ("Unregistered", "Unregistered"),
+    ("invalid message: token 'abc' is not valid", "invalid message"),
+    ("no status (None)", "no status"),
+    ("transport: ConnectionResetError", "transport"),
+    ("", "unknown"),
+    ("x" * 100, "x" * 40),
+])
+def test_a_failure_reason_becomes_a_bounded_label(reason: str, label: str) -> None:
+    assert reason_label(reason) == label
 
 
 async def test_a_configuration_error_keeps_the_token_counts_and_logs_once(

@@ -34,14 +34,6 @@ def note(**fields: object) -> Notification:
 
 
 @pytest.fixture
-async def fcm() -> AsyncIterator[FcmLookalike]:
-    server = FcmLookalike()
-    await server.start()
-    yield server
-    await server.stop()
-
-
-@pytest.fixture
 async def pusher(fcm: FcmLookalike) -> AsyncIterator[FcmPusher]:
     pusher = FcmPusher(**fcm.pusher_kwargs(), timeout_s=10.0)
     await pusher.start()

@@ -46,14 +46,6 @@ async def apns() -> AsyncIterator[TimedApns]:
     await server.stop()
 
 
-@pytest.fixture
-async def fcm() -> AsyncIterator[FcmLookalike]:
-    server = FcmLookalike()
-    await server.start()
-    yield server
-    await server.stop()
-
-
 def push_settings(tmp_path: Path, apns: ApnsLookalike, fcm: FcmLookalike) -> dict[str, Any]:
     """Config keys pointing a node at the look-alikes, key files written as an operator
     would write them."""

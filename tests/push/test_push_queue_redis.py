@@ -19,8 +19,6 @@ from redis.asyncio.cluster import RedisCluster
 from push.gates import Claim, MemoryPushGates
 from push.queue import MemoryPushQueue, PushJob, Taken, pack_job, unpack_job
 from push.redis_queue import RedisPushGates, RedisPushQueue
-from server.config import Config
-from server.redis_state import connect_redis
 from storage import MatchRecord, Message
 from tests.helpers import wait_until
 
@@ -34,31 +32,14 @@ def job(user: str = "bob", message_id: int = 1) -> PushJob:
                                              body="a secret body"))
 
 
-@pytest.fixture(params=["standalone", "cluster"])
-async def clients(request: pytest.FixtureRequest) -> AsyncIterator[Callable[[], Client]]:
-    if request.param == "standalone":
-        config = Config(redis_url=request.getfixturevalue("redis_server").url)
-    else:
-        config = Config(redis_cluster_nodes=request.getfixturevalue("redis_cluster").seeds)
-    made: list[Client] = []
-
-    def make() -> Client:
-        made.append(connect_redis(config))
-        return made[-1]
-
-    yield make
-    for client in made:
-        await client.aclose()
-
-
 @pytest.fixture
-async def make_queue(clients: Callable[[], Client]) -> AsyncIterator[MakeQueue]:
+async def make_queue(redis_clients: Callable[[], Client]) -> AsyncIterator[MakeQueue]:
     prefix = f"t{uuid.uuid4().hex[:10]}:"
     made: list[RedisPushQueue] = []
 
     def make(**options: Any) -> RedisPushQueue:
         options.setdefault("consumer", f"node-{len(made)}")
-        made.append(RedisPushQueue(clients(), prefix=prefix, **options))
+        made.append(RedisPushQueue(redis_clients(), prefix=prefix, **options))
         return made[-1]
 
     yield make
@@ -188,9 +169,10 @@ async def test_a_living_consumer_keeps_its_slow_job(make_queue: MakeQueue) -> No
 
 
 # -- the Redis gates ------------------------------------------------------------------------
-async def test_redis_gates_claim_once_across_nodes(clients: Callable[[], Client]) -> None:
+async def test_redis_gates_claim_once_across_nodes(redis_clients: Callable[[], Client]) -> None:
     prefix = f"t{uuid.uuid4().hex[:10]}:"
-    a, b = RedisPushGates(clients(), prefix=prefix), RedisPushGates(clients(), prefix=prefix)
+    a = RedisPushGates(redis_clients(), prefix=prefix)
+    b = RedisPushGates(redis_clients(), prefix=prefix)
     assert await a.claim("msg:m1:1:dev", 5) == (Claim.NEW, 0.0)
     state, left = await b.claim("msg:m1:1:dev", 5)
     assert state is Claim.BUSY and 4 < left <= 5

@@ -32,24 +32,6 @@ Client = Redis | RedisCluster
 Clients = Callable[[], Client]
 
 
-@pytest.fixture(params=["standalone", "cluster"])
-async def clients(request: pytest.FixtureRequest) -> AsyncIterator[Clients]:
-    """Makes clients (one per simulated node) of a standalone Redis or of the cluster."""
-    if request.param == "standalone":
-        config = Config(redis_url=request.getfixturevalue("redis_server").url)
-    else:
-        config = Config(redis_cluster_nodes=request.getfixturevalue("redis_cluster").seeds)
-    made: list[Client] = []
-
-    def make() -> Client:
-        made.append(connect_redis(config))
-        return made[-1]
-
-    yield make
-    for client in made:
-        await client.aclose()
-
-
 @pytest.fixture
 def prefix() -> str:
     return f"t{uuid.uuid4().hex[:10]}:"
@@ -106,9 +88,9 @@ def test_clients_fail_fast_rather_than_retry() -> None:
 
 # -- rate limits -------------------------------------------------------------------------
 
-async def test_limiter_allows_the_burst_then_asks_to_wait_a_token(clients: Clients,
+async def test_limiter_allows_the_burst_then_asks_to_wait_a_token(redis_clients: Clients,
                                                                    prefix: str) -> None:
-    client = clients()
+    client = redis_clients()
     await warm(client)
     bucket = limiter(client, prefix, rate=2.0, burst=3)
     assert [await bucket.take("alice") for _ in range(3)] == [0.0, 0.0, 0.0]
@@ -119,15 +101,15 @@ async def test_limiter_allows_the_burst_then_asks_to_wait_a_token(clients: Clien
     assert await bucket.take("alice") == 0.0  # refilled at `rate`
 
 
-async def test_limiter_is_one_bucket_for_all_nodes(clients: Clients, prefix: str) -> None:
-    ca, cb = clients(), clients()
+async def test_limiter_is_one_bucket_for_all_nodes(redis_clients: Clients, prefix: str) -> None:
+    ca, cb = redis_clients(), redis_clients()
     await warm(ca, cb)
     a, b = limiter(ca, prefix, rate=2, burst=4), limiter(cb, prefix, rate=2, burst=4)
     assert [await a.take("alice"), await b.take("alice"), await a.take("alice"),
             await b.take("alice")] == [0.0] * 4
     assert await a.take("alice") > 0
     assert await b.take("alice") > 0
-    other = RedisLimiter(clients(), name="swipe", prefix=prefix, rate=10, burst=1,
+    other = RedisLimiter(redis_clients(), name="swipe", prefix=prefix, rate=10, burst=1,
                          fallback=MemoryLimiter(10, 1), metrics=Metrics())
     assert await other.take("alice") == 0.0  # another limit, another bucket
 
@@ -151,8 +133,8 @@ async def test_limiter_falls_back_to_the_local_bucket_while_redis_is_down(
 
 # -- send claims -------------------------------------------------------------------------
 
-async def test_claim_new_then_pending_then_done(clients: Clients, prefix: str) -> None:
-    claims = RedisSendClaims(clients(), prefix=prefix, metrics=Metrics())
+async def test_claim_new_then_pending_then_done(redis_clients: Clients, prefix: str) -> None:
+    claims = RedisSendClaims(redis_clients(), prefix=prefix, metrics=Metrics())
     assert await claims.claim("m1", "alice", "c1") == Claim("new")
     assert await claims.claim("m1", "alice", "c1") == Claim("pending")
     assert await claims.claim("m1", "alice", "c2") == Claim("new")  # another c
@@ -164,17 +146,17 @@ async def test_claim_new_then_pending_then_done(clients: Clients, prefix: str) -
     assert (await claims.claim("m1", "alice", "c1")).state == "done"
 
 
-async def test_release_lets_the_retry_claim_again(clients: Clients, prefix: str) -> None:
-    claims = RedisSendClaims(clients(), prefix=prefix, metrics=Metrics())
+async def test_release_lets_the_retry_claim_again(redis_clients: Clients, prefix: str) -> None:
+    claims = RedisSendClaims(redis_clients(), prefix=prefix, metrics=Metrics())
     assert await claims.claim("m1", "alice", "c1") == Claim("new")
     await claims.release("m1", "alice", "c1")
     assert await claims.claim("m1", "alice", "c1") == Claim("new")
 
 
-async def test_concurrent_claims_from_two_nodes_give_one_new(clients: Clients,
+async def test_concurrent_claims_from_two_nodes_give_one_new(redis_clients: Clients,
                                                              prefix: str) -> None:
-    a = RedisSendClaims(clients(), prefix=prefix, metrics=Metrics())
-    b = RedisSendClaims(clients(), prefix=prefix, metrics=Metrics())
+    a = RedisSendClaims(redis_clients(), prefix=prefix, metrics=Metrics())
+    b = RedisSendClaims(redis_clients(), prefix=prefix, metrics=Metrics())
     for c in range(20):
         results = await asyncio.gather(*(node.claim("m", "alice", f"c{c}")
                                          for node in (a, b, a, b, a, b)))
@@ -208,15 +190,15 @@ async def test_claims_degrade_to_the_store_while_redis_is_down(
 
 # -- node ids ----------------------------------------------------------------------------
 
-async def test_nodes_lease_distinct_ids_and_release_them(clients: Clients,
+async def test_nodes_lease_distinct_ids_and_release_them(redis_clients: Clients,
                                                          prefix: str) -> None:
-    nodes = [RedisNodeIds(clients(), node=f"n{i}", prefix=prefix, metrics=Metrics())
+    nodes = [RedisNodeIds(redis_clients(), node=f"n{i}", prefix=prefix, metrics=Metrics())
              for i in range(3)]
     try:
         ids = [await n.acquire() for n in nodes]
         assert len(set(ids)) == 3 and all(0 <= i <= MAX_NODE for i in ids)
         assert await nodes[0].acquire() == ids[0]  # acquiring again keeps the lease
-        check = clients()
+        check = redis_clients()
         assert await check.get(f"{prefix}node-id:{ids[0]}") == nodes[0].token.encode()
         await nodes[0].release()
         assert await check.get(f"{prefix}node-id:{ids[0]}") is None
@@ -235,10 +217,10 @@ async def until_value(client: Any, key: str, value: bytes, within_s: float = 5.0
     raise AssertionError(f"{key} never held {value!r}")
 
 
-async def test_an_expired_lease_is_taken_back_by_its_owner(clients: Clients,
+async def test_an_expired_lease_is_taken_back_by_its_owner(redis_clients: Clients,
                                                            prefix: str) -> None:
-    check = clients()
-    ids = RedisNodeIds(clients(), node="n", prefix=prefix, metrics=Metrics(), lease_s=0.6)
+    check = redis_clients()
+    ids = RedisNodeIds(redis_clients(), node="n", prefix=prefix, metrics=Metrics(), lease_s=0.6)
     node_id = await ids.acquire()
     key = f"{prefix}node-id:{node_id}"
     try:
@@ -259,10 +241,10 @@ async def test_an_expired_lease_is_taken_back_by_its_owner(clients: Clients,
         await ids.release()
 
 
-async def test_the_refresher_takes_a_vanished_lease_back(clients: Clients,
+async def test_the_refresher_takes_a_vanished_lease_back(redis_clients: Clients,
                                                          prefix: str) -> None:
-    check = clients()
-    ids = RedisNodeIds(clients(), node="n", prefix=prefix, metrics=Metrics(), lease_s=0.6)
+    check = redis_clients()
+    ids = RedisNodeIds(redis_clients(), node="n", prefix=prefix, metrics=Metrics(), lease_s=0.6)
     node_id = await ids.acquire()
     key = f"{prefix}node-id:{node_id}"
     try:
@@ -273,10 +255,10 @@ async def test_the_refresher_takes_a_vanished_lease_back(clients: Clients,
 
 
 async def test_a_lease_taken_by_another_node_is_an_error(
-        clients: Clients, prefix: str, caplog: pytest.LogCaptureFixture) -> None:
-    check = clients()
+        redis_clients: Clients, prefix: str, caplog: pytest.LogCaptureFixture) -> None:
+    check = redis_clients()
     metrics = Metrics()
-    ids = RedisNodeIds(clients(), node="n", prefix=prefix, metrics=metrics, lease_s=30)
+    ids = RedisNodeIds(redis_clients(), node="n", prefix=prefix, metrics=metrics, lease_s=30)
     node_id = await ids.acquire()
     key = f"{prefix}node-id:{node_id}"
     try:

@@ -321,6 +321,23 @@ async def test_a_receipt_for_a_message_that_does_not_exist_is_not_found(rdv: Har
     assert (await bob.read(m, ack["id"], ack=True) or {})["t"] == "ok"
 
 
+async def test_a_receipt_for_a_message_this_node_stored_reads_no_history(rdv: Harness) -> None:
+    m = await rdv.pair("alice", "bob")
+    alice = await rdv.connect("alice")
+    bob = await rdv.connect("bob")
+    first = await alice.send(m, "one")
+    second = await alice.send(m, "two")
+    registry = rdv.node.metrics.registry
+
+    def history_reads() -> float | None:
+        return registry.get_sample_value("rendezvous_store_op_seconds_count", {"op": "history"})
+
+    reads_before = history_reads()
+    assert (await bob.delivered(m, second["id"], ack=True) or {})["t"] == "ok"
+    assert (await bob.read(m, first["id"], ack=True) or {})["t"] == "ok"
+    assert history_reads() == reads_before
+
+
 async def test_an_internal_error_is_answered_and_the_node_keeps_serving(
         rdv: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
     m = await rdv.pair("alice", "bob")

@@ -78,6 +78,11 @@ def bearer(headers: Headers) -> str | None:
     return None
 
 
+# Connections the kernel queues before the loop accepts them. asyncio listens again with its
+# default of 100 when it starts serving a socket; a reconnect storm overflowed that and turned
+# connects into 1 s and 3 s SYN retries (capped by net.core.somaxconn).
+LISTEN_BACKLOG = 2048
+
 class Gateway:
     def __init__(self, *, config: Config, auth: Authenticator, hub: Hub, broker: Broker,
                  presence: Presence, chat: ChatService, metrics: Metrics) -> None:
@@ -105,7 +110,7 @@ class Gateway:
             select_subprotocol=select_subprotocol, process_request=process_request,
             compression=None, max_size=self.limits.max_frame_bytes, max_queue=32,
             ping_interval=self.config.heartbeat_s, ping_timeout=self.config.heartbeat_s,
-            close_timeout=5, server_header="rendezvous")
+            close_timeout=5, server_header="rendezvous", backlog=LISTEN_BACKLOG)
 
     @property
     def port(self) -> int:

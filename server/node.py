@@ -28,7 +28,7 @@ from server.backends import Backends, build_backends
 from server.caches import Caches
 from server.chat import ChatService
 from server.config import Config
-from server.gateway import Gateway
+from server.gateway import LISTEN_BACKLOG, Gateway
 from server.http_api import create_app
 from server.hub import Hub
 from server.matching import MatchService
@@ -48,6 +48,9 @@ class _EmbeddedUvicorn(uvicorn.Server):
         yield
 
 
+PRESENCE_REFRESH_SLICE = 200  # sessions refreshed per step of the spread-out refresh
+
+
 def listening_socket(host: str, port: int, reuse_port: bool) -> socket.socket:
     """A bound, listening TCP socket; with `reuse_port` several processes share the port."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -60,7 +63,7 @@ def listening_socket(host: str, port: int, reuse_port: bool) -> socket.socket:
     except OSError:
         sock.close()
         raise
-    sock.listen(1024)
+    sock.listen(LISTEN_BACKLOG)
     sock.setblocking(False)
     return sock
 
@@ -193,12 +196,22 @@ class Node:
         log.info("drained", extra={"sessions": len(sessions), "sessions_left": len(self.hub)})
 
     async def _keep_presence(self) -> None:
-        """Refresh our sessions' TTL and reap sessions whose node stopped refreshing."""
+        """Refresh our sessions' TTL and reap sessions whose node stopped refreshing.
+
+        The refresh is spread over half the interval in slices: done at once, 10,000 sessions
+        held the loop for about a second every interval and connects queued behind it."""
         interval = max(0.2, self.config.presence_ttl_s / 3)
         while True:
-            await asyncio.sleep(interval)
+            await asyncio.sleep(interval / 2)
             try:
-                await self.presence.refresh((s.user, s.id) for s in self.hub.sessions())
+                sessions = [(s.user, s.id) for s in self.hub.sessions()]
+                slices = range(0, len(sessions), PRESENCE_REFRESH_SLICE)
+                pause = interval / 2 / max(1, len(slices))
+                for start in slices:
+                    await self.presence.refresh(sessions[start:start + PRESENCE_REFRESH_SLICE])
+                    await asyncio.sleep(pause)
+                if not sessions:
+                    await asyncio.sleep(pause)
                 for user, seen in await self.presence.reap():
                     await self.chat.announce_presence(user, False, seen)
             except Exception:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
+import subprocess
 import time
 
 import pytest
@@ -12,6 +14,7 @@ from websockets.typing import Subprotocol
 
 from client import ServerError
 from protocol.limits import Limits
+from server.gateway import LISTEN_BACKLOG
 from tests.conftest import Harness, NodeFactory
 
 
@@ -353,3 +356,15 @@ async def test_an_internal_error_is_answered_and_the_node_keeps_serving(
     monkeypatch.undo()
     assert (await alice.ping())["t"] == "pong"
     assert (await alice.history(m))["msgs"] == []
+
+
+async def test_the_websocket_port_queues_a_connect_burst(rdv: Harness) -> None:
+    """asyncio listens again with a backlog of 100 unless told otherwise; a reconnect storm
+    then overflows it and connects wait for SYN retries (1 s, 3 s)."""
+    if shutil.which("ss") is None:
+        pytest.skip("needs ss (iproute2) to read the listen backlog")
+    port = rdv.node.ws_port
+    done = await asyncio.to_thread(subprocess.run, ["ss", "-ltnH", f"sport = :{port}"],
+                                   capture_output=True, text=True, check=True)
+    out = done.stdout.split()
+    assert out[2] == str(LISTEN_BACKLOG)  # State Recv-Q Send-Q(backlog) Local Peer

@@ -83,6 +83,7 @@ def bearer(headers: Headers) -> str | None:
 # connects into 1 s and 3 s SYN retries (capped by net.core.somaxconn).
 LISTEN_BACKLOG = 2048
 
+
 class Gateway:
     def __init__(self, *, config: Config, auth: Authenticator, hub: Hub, broker: Broker,
                  presence: Presence, chat: ChatService, metrics: Metrics) -> None:

@@ -80,6 +80,12 @@ def _known_counter(name: str) -> bool:
     return name in COUNTERS or (name.startswith("errors.") and len(name) > len("errors."))
 
 
+def _check_counter(counter: str, text: str) -> None:
+    if not _known_counter(counter):
+        raise ValueError(f"unknown counter {counter!r} in {text!r}; known: "
+                         f"{', '.join(COUNTERS)}, errors.<code>")
+
+
 def parse_threshold(text: str) -> Threshold:
     """Parse one rule; ValueError says which part of which rule is wrong and what would fit."""
     if not isinstance(text, str):
@@ -126,9 +132,7 @@ def _parse_counter(text: str, rule: str) -> Threshold:
         raise ValueError(f"cannot read {text!r}; expected '<counter>[@node] <op> <number>' "
                          f"(e.g. 'lost == 0') or '<stat>(<metric>) <op> <number><unit>'")
     counter, node = match["counter"], match["node"]
-    if not _known_counter(counter):
-        raise ValueError(f"unknown counter {counter!r} in {text!r}; known: "
-                         f"{', '.join(COUNTERS)}, errors.<code>")
+    _check_counter(counter, text)
     name = f"{counter}@{node}" if node else counter
     return Threshold(name=name, text=text, kind="counter", subject=counter, op=match["op"],
                      limit=_number(text, match["value"]), node=node)
@@ -140,9 +144,7 @@ def _parse_rate(text: str, rule: str) -> Threshold:
         raise ValueError(f"cannot read {text!r}; expected 'rate(<counter>[@node]) <op> "
                          f"<fraction>', e.g. 'rate(errors) < 0.01'")
     counter, node = inner["counter"], inner["node"]
-    if not _known_counter(counter):
-        raise ValueError(f"unknown counter {counter!r} in {text!r}; known: "
-                         f"{', '.join(COUNTERS)}, errors.<code>")
+    _check_counter(counter, text)
     name = f"rate({counter}@{node})" if node else f"rate({counter})"
     return Threshold(name=name, text=text, kind="rate", subject=counter, op=inner["op"],
                      limit=_number(text, inner["value"]), node=node)

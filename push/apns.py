@@ -21,7 +21,7 @@ from aioapns import APNs, NotificationRequest, PushType
 from aioapns.common import NotificationResult
 from aioapns.connection import APNsTLSClientProtocol
 
-from push.base import Notification, Outcome, PushResult
+from push.base import Notification, Outcome, PushResult, retry_after_seconds
 from storage import Device
 
 log = logging.getLogger("rendezvous.push")
@@ -41,17 +41,6 @@ def apns_id(push_id: str) -> str:
     """The apns-id of a push: the same for every delivery of one push id, so a push the
     durable queue hands out twice is recognisable in Apple's and our logs."""
     return str(uuid.uuid5(_APNS_ID_NAMESPACE, push_id))
-
-
-def parse_retry_after(value: str | None) -> float | None:
-    """Seconds from a Retry-After header (delay-seconds form); None when absent or odd."""
-    if value is None:
-        return None
-    try:
-        seconds = float(value.strip())
-    except ValueError:
-        return None
-    return seconds if seconds >= 0 else None
 
 
 def classify_apns(status: int | str, reason: str | None,
@@ -74,9 +63,9 @@ def classify_apns(status: int | str, reason: str | None,
     if code == 403 or (code == 400 and why in _CONFIG_400):
         return PushResult(Outcome.CONFIG_ERROR, why)
     if code == 429:
-        return PushResult(Outcome.RETRY, why, parse_retry_after(retry_after))
+        return PushResult(Outcome.RETRY, why, retry_after_seconds(retry_after))
     if code >= 500:
-        return PushResult(Outcome.RETRY, why, parse_retry_after(retry_after))
+        return PushResult(Outcome.RETRY, why, retry_after_seconds(retry_after))
     return PushResult(Outcome.REJECTED, why)  # 413 PayloadTooLarge, other 400s, 404, 405
 
 

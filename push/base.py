@@ -6,11 +6,35 @@ whether to retry, prune the token or alert (DESIGN.md, style rule 4).
 
 from __future__ import annotations
 
+import datetime
+import email.utils
+import time
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Protocol
 
 from storage import Device
+
+
+def retry_after_seconds(value: str | None, now: float | None = None) -> float | None:
+    """Seconds from a Retry-After header in either form (delay-seconds or an HTTP date; a
+    date in the past is 0); None when absent or not a valid value (a negative delay)."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        pass
+    else:
+        return seconds if seconds >= 0 else None
+    try:
+        moment = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=datetime.UTC)
+    return max(0.0, moment.timestamp() - (time.time() if now is None else now))
 
 
 class Outcome(StrEnum):

@@ -10,10 +10,7 @@ and turns every answer into an `Outcome` (docs/push.md has the table).
 from __future__ import annotations
 
 import asyncio
-import datetime
-import email.utils
 import json
-import time
 import uuid
 from collections.abc import AsyncGenerator, Generator
 from pathlib import Path
@@ -28,7 +25,7 @@ from firebase_admin._retry import HttpxRetry
 from google.auth.exceptions import GoogleAuthError, RefreshError, TransportError
 from google.auth.transport import requests as google_auth_requests
 
-from push.base import Notification, Outcome, PushResult
+from push.base import Notification, Outcome, PushResult, retry_after_seconds
 from storage import Device
 
 DEFAULT_TTL_S = 24 * 3600
@@ -36,24 +33,6 @@ MAX_BATCH = 500  # send_each_async's limit
 # The text of FCM's 400 INVALID_ARGUMENT for a string that is not a registration token
 # ("The registration token is not a valid FCM registration token"): the token is dead.
 _NOT_A_TOKEN = "registration token is not a valid fcm registration token"
-
-
-def retry_after_seconds(value: str | None, now: float | None = None) -> float | None:
-    """Seconds from a Retry-After header, in either of its forms (seconds or HTTP date)."""
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        moment = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=datetime.UTC)
-    return max(0.0, moment.timestamp() - (time.time() if now is None else now))
 
 
 def _retry_after(error: exceptions.FirebaseError) -> float | None:

@@ -31,27 +31,24 @@ def message_notification(message: Message, device_token_id: str, previews: bool,
 
 def match_notification(match: MatchRecord, device_token_id: str,
                        badge: int | None = None) -> Notification:
-    return Notification(
-        push_id=f"match:{match.id}:{device_token_id}",
-        kind="match",
-        match_id=match.id,
-        loc_key="rdv.match.new",
-        collapse_id=f"match:{match.id}",
-        badge=badge,
-        data={"t": "match", "m": match.id},
-    )
+    return _match_made("match", "rdv.match.new", match, device_token_id, badge)
 
 
 def superlike_notification(match: MatchRecord, device_token_id: str,
                            badge: int | None = None) -> Notification:
     """A match made by a super like, for the user who received the super like: as discreet
     as a match (no name), its own key so the app can say "someone super liked you"."""
+    return _match_made("superlike", "rdv.superlike.new", match, device_token_id, badge)
+
+
+def _match_made(kind: str, loc_key: str, match: MatchRecord, device_token_id: str,
+                badge: int | None) -> Notification:
     return Notification(
-        push_id=f"superlike:{match.id}:{device_token_id}",
-        kind="superlike",
+        push_id=f"{kind}:{match.id}:{device_token_id}",
+        kind=kind,
         match_id=match.id,
-        loc_key="rdv.superlike.new",
+        loc_key=loc_key,
         collapse_id=f"match:{match.id}",
         badge=badge,
-        data={"t": "superlike", "m": match.id},
+        data={"t": kind, "m": match.id},
     )

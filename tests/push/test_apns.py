@@ -9,8 +9,8 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from push.apns import ApnsPusher, apns_id, classify_apns, parse_retry_after, render_apns
-from push.base import Notification, Outcome, PushResult
+from push.apns import ApnsPusher, apns_id, classify_apns, render_apns
+from push.base import Notification, Outcome, PushResult, retry_after_seconds
 from storage import Device
 from tests.push_servers.apns import ApnsLookalike
 from tests.push_servers.tls import ec_private_key_pem
@@ -76,12 +76,12 @@ def test_classify_apns_table(status: int | str, reason: str | None, retry_after:
     assert classify_apns(status, reason, retry_after) == expected
 
 
-def test_parse_retry_after() -> None:
-    assert parse_retry_after("12") == 12.0
-    assert parse_retry_after(" 0 ") == 0.0
-    assert parse_retry_after("-3") is None
-    assert parse_retry_after("") is None
-    assert parse_retry_after(None) is None
+def test_retry_after_seconds() -> None:
+    assert retry_after_seconds("12") == 12.0
+    assert retry_after_seconds(" 0 ") == 0.0
+    assert retry_after_seconds("-3") is None
+    assert retry_after_seconds("") is None
+    assert retry_after_seconds(None) is None
 
 
 def test_render_is_discreet_by_default() -> None:

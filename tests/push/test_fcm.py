@@ -16,8 +16,8 @@ import pytest
 from firebase_admin import exceptions, messaging
 from google.auth.exceptions import RefreshError, TransportError
 
-from push.base import Notification, Outcome, PushResult
-from push.fcm import FcmPusher, classify_fcm, render_fcm, retry_after_seconds
+from push.base import Notification, Outcome, PushResult, retry_after_seconds
+from push.fcm import FcmPusher, classify_fcm, render_fcm
 from storage import Device
 from tests.push_servers.fcm import INVALID_TOKEN_MESSAGE, FcmLookalike
 

@@ -120,12 +120,15 @@ async def test_refresh_keeps_sessions_alive(nodes: Nodes) -> None:
 
 
 async def test_refresh_never_resurrects_a_session(nodes: Nodes) -> None:
-    a, b = nodes("node-a", ttl_s=0.3), nodes("node-b", ttl_s=0.3)
-    await a.connect("alice", "s1")
-    seen = await a.disconnect("alice", "s1")
-    await a.refresh([("alice", "s1")])
-    assert await b.status(["alice"]) == {"alice": Status(False, seen)}
+    # A long TTL here: on a busy machine a 0.3 s session could expire before its disconnect.
+    slow_a, slow_b = nodes("node-a"), nodes("node-b")
+    await slow_a.connect("alice", "s1")
+    seen = await slow_a.disconnect("alice", "s1")
+    assert seen is not None
+    await slow_a.refresh([("alice", "s1")])
+    assert await slow_b.status(["alice"]) == {"alice": Status(False, seen)}
     # Nor one that a reaper removed while its node hung.
+    a, b = nodes("node-a", ttl_s=0.3), nodes("node-b", ttl_s=0.3)
     await a.connect("bob", "s2")
     await asyncio.sleep(0.4)
     assert [user for user, _ in await b.reap()] == ["bob"]

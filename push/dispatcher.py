@@ -34,6 +34,7 @@ from push.gates import Claim, MemoryPushGates, PushGates
 from push.payload import match_notification, message_notification, superlike_notification
 from push.queue import MemoryPushQueue, PushJob, PushQueue
 from push.recorder import token_id
+from server.tasks import stop_tasks
 from storage import Device, MatchRecord, Message, Store, StoreUnavailable
 
 log = logging.getLogger("rendezvous.push")
@@ -154,9 +155,7 @@ class PushDispatcher:
         if left_here or self._busy:
             log.warning("pushes not finished at stop",
                         extra={"left": self.queue.depth(), "running": self._busy})
-        for task in [*self._workers, *self._background]:
-            task.cancel()
-        await asyncio.gather(*self._workers, *self._background, return_exceptions=True)
+        await stop_tasks([*self._workers, *self._background])
         await self.queue.close()
         for pusher in self._unique_pushers():
             await pusher.close()

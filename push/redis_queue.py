@@ -18,19 +18,21 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from redis.exceptions import RedisClusterException, RedisError, ResponseError
 
 from push.gates import SENT_MARK_S, Claim
 from push.queue import PushJob, Taken, pack_job, unpack_job
+from server.tasks import stop_tasks
 
 log = logging.getLogger("rendezvous.push")
 
 REDIS_ERRORS = (RedisError, RedisClusterException, OSError)
 GROUP = "push"
 BLOCK_MS = 1000  # below the client's socket timeout (2 s) so a blocked read never times out
+MAX_DELIVERIES = 5  # an entry handed out this often (XAUTOCLAIM counts) and never finished: dropped
 
 # KEYS stream, delayed. ARGV job, delay ms, max jobs. 1 queued, 0 full.
 PUT = """
@@ -104,7 +106,8 @@ class RedisPushQueue:
 
     def __init__(self, client: Any, *, consumer: str, prefix: str = "rdv:",
                  max_jobs: int = 100_000, claim_idle_s: float = 60.0,
-                 batch: int = 8) -> None:
+                 batch: int = 8, max_deliveries: int = MAX_DELIVERIES,
+                 on_abandon: Callable[[], None] = lambda: None) -> None:
         self.redis = client
         self.consumer = consumer
         self.stream = f"{prefix}{{push}}:jobs"
@@ -112,7 +115,10 @@ class RedisPushQueue:
         self.max_jobs = max_jobs
         self.claim_idle_s = claim_idle_s
         self.batch = batch
+        self.max_deliveries = max_deliveries
+        self.on_abandon = on_abandon
         self.reclaimed = 0  # entries taken over from a stopped consumer
+        self.abandoned = 0  # entries dropped after `max_deliveries` reads
         self._put = client.register_script(PUT)
         self._promote = client.register_script(PROMOTE)
         self._done = client.register_script(DONE)
@@ -136,8 +142,7 @@ class RedisPushQueue:
     async def close(self) -> None:
         """Entries read but not finished stay pending: a living node takes them over."""
         if self._upkeep_task is not None:
-            self._upkeep_task.cancel()
-            await asyncio.gather(self._upkeep_task, return_exceptions=True)
+            await stop_tasks([self._upkeep_task])
 
     async def _ensure_group(self) -> None:
         try:
@@ -231,11 +236,34 @@ class RedisPushQueue:
                                             start_id=self._claim_cursor, count=self.batch)
         self._claim_cursor = _text(reply[0])
         before = len(self._buffer)
-        self._add(reply[1])
+        self._add(await self._without_poison(reply[1]))
         taken_over = len(self._buffer) - before
         if taken_over:
             self.reclaimed += taken_over
             log.warning("took over pushes of a stopped node", extra={"jobs": taken_over})
+
+    async def _without_poison(self, entries: list[Any]) -> list[Any]:
+        """Drop the taken-over entries handed out `max_deliveries` times, this claim included:
+        a job that stopped every node that tried it (a crash, not an error: the dispatcher
+        survives those) would otherwise go round the cluster forever. Logged without its job,
+        counted."""
+        if not entries:
+            return entries
+        pipe = self.redis.pipeline(transaction=False)
+        for entry_id, _ in entries:
+            pipe.xpending_range(self.stream, GROUP, min=entry_id, max=entry_id, count=1)
+        kept = []
+        for entry, pending in zip(entries, await pipe.execute(), strict=True):
+            reads = int(pending[0]["times_delivered"]) if pending else 0
+            if reads < self.max_deliveries:
+                kept.append(entry)
+                continue
+            self.abandoned += 1
+            self.on_abandon()
+            log.error("dropping a push job that no node finished",
+                      extra={"entry": _text(entry[0]), "reads": reads})
+            await self._done(keys=[self.stream], args=[GROUP, _text(entry[0])])
+        return kept
 
     async def _forget_stopped_consumers(self) -> None:
         """Every node start is a new consumer: drop the ones with nothing pending that have

@@ -34,6 +34,7 @@ from server.hub import Hub
 from server.matching import MatchService
 from server.metrics import Metrics, package_version, timed_store
 from server.push_setup import build_push_queue, build_pushers, push_policy
+from server.tasks import stop_tasks
 from storage import Store, StoreUnavailable
 from storage.sqlite import SqliteStore
 
@@ -99,7 +100,7 @@ class Node:
             pushers = build_pushers(config)  # reads key files: fails here, naming the key
         self.hub = Hub(self.metrics)
         self.caches = Caches(self.store)
-        push_queue, push_gates = build_push_queue(config, self.backends.redis)
+        push_queue, push_gates = build_push_queue(config, self.backends.redis, self.metrics)
         self.pushes = PushDispatcher(store=self.store, presence=self.presence, pushers=pushers,
                                      metrics=self.metrics, queue=push_queue, gates=push_gates,
                                      policy=push_policy(config))
@@ -162,9 +163,8 @@ class Node:
         """Drain, then take the parts down in reverse order."""
         await self.drain()
         self.http.should_exit = True
-        for task in self._tasks[1:]:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await stop_tasks(self._tasks[1:])  # the HTTP task ends by itself, once it is drained
+        await asyncio.gather(self._tasks[0], return_exceptions=True)
         await self.pushes.close()
         await self.broker.close()
         await self.presence.close()

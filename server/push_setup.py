@@ -19,6 +19,7 @@ from push.gates import MemoryPushGates, PushGates
 from push.queue import MemoryPushQueue, PushQueue
 from push.recorder import RecorderPusher
 from server.config import Config, ConfigError
+from server.metrics import Metrics
 
 log = logging.getLogger("rendezvous.node")
 
@@ -104,7 +105,8 @@ def push_policy(config: Config) -> PushPolicy:
                       claim_s=config.push_claim_idle_s)
 
 
-def build_push_queue(config: Config, redis: Any) -> tuple[PushQueue, PushGates]:
+def build_push_queue(config: Config, redis: Any,
+                     metrics: Metrics) -> tuple[PushQueue, PushGates]:
     """A Redis Stream and Redis gates when the node has a Redis client, else in memory."""
     if redis is None:
         return MemoryPushQueue(max_jobs=config.push_queue_max), MemoryPushGates()
@@ -115,5 +117,6 @@ def build_push_queue(config: Config, redis: Any) -> tuple[PushQueue, PushGates]:
     queue = RedisPushQueue(redis, consumer=consumer, prefix=config.redis_prefix,
                            max_jobs=config.push_queue_max,
                            claim_idle_s=config.push_claim_idle_s,
-                           batch=max(1, config.push_workers))
+                           batch=max(1, config.push_workers),
+                           on_abandon=metrics.pushes.labels("any", "abandoned").inc)
     return queue, RedisPushGates(redis, prefix=config.redis_prefix)

@@ -26,7 +26,8 @@ from redis.asyncio.cluster import RedisCluster
 
 from server.broker import Control, Deliver, Frame
 from server.metrics import Metrics
-from server.redis_pubsub import PubSubLink, open_link, stop_tasks, wait_event
+from server.redis_pubsub import PubSubLink, open_link
+from server.tasks import stop_tasks, wait_event
 
 log = logging.getLogger("rendezvous.broker")
 

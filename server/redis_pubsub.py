@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from redis.asyncio import Redis
@@ -20,6 +20,8 @@ from redis.asyncio.client import PubSub
 from redis.asyncio.cluster import ClusterPubSub, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+
+from server.tasks import stop_tasks
 
 OnEvent = Callable[[str, str, Any], None]
 
@@ -44,30 +46,6 @@ class PubSubLink(Protocol):
         `on_event` is called synchronously, in the order Redis sent the events."""
 
     async def close(self) -> None: ...
-
-
-async def wait_event(event: asyncio.Event, timeout: float) -> None:
-    """`wait_for(event.wait(), timeout)` without its Python 3.11 race: cancelled in the
-    iteration the event is set, 3.11's wait_for returns and the cancellation is lost."""
-    waiter = asyncio.ensure_future(event.wait())
-    try:
-        await asyncio.wait((waiter,), timeout=timeout)
-    finally:
-        waiter.cancel()
-
-
-async def stop_tasks(tasks: Iterable[asyncio.Task[Any]]) -> None:
-    """Cancel and wait for `tasks`, cancelling again any that swallowed it (the same race
-    exists in code we do not own, e.g. around asyncio.timeout in client libraries)."""
-    tasks = list(tasks)
-    pending = {task for task in tasks if not task.done()}
-    while pending:
-        for task in pending:
-            task.cancel()
-        _, pending = await asyncio.wait(pending, timeout=0.5)
-    for task in tasks:  # their errors were the caller's to see, not the loop's to log
-        if not task.cancelled():
-            task.exception()
 
 
 def open_link(client: Redis | RedisCluster, sharded: bool) -> PubSubLink:

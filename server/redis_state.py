@@ -9,7 +9,6 @@ logged once and counted in `redis_fallbacks`.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import logging
 import random
@@ -26,6 +25,7 @@ from protocol.ids import MAX_NODE
 from server.cluster_state import Claim, Limiter
 from server.config import Config
 from server.metrics import Metrics
+from server.tasks import stop_tasks
 
 log = logging.getLogger(__name__)
 
@@ -306,9 +306,7 @@ class RedisNodeIds:
 
     async def release(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await stop_tasks([self._task])
             self._task = None
         if self.node_id is None:
             return

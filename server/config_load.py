@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import tomllib
 import types
 import typing
@@ -160,10 +161,13 @@ def load(config_file: Path | None, flags: Mapping[str, Any],
     With `create_secret=False` (checking a file) no dev secret is written to the data dir.
     """
     values: dict[str, Any] = {}
-    if config_file is not None:
-        values.update(from_file(config_file))
-    values.update(from_env(environ))
-    values.update({k: v for k, v in flags.items() if v is not None})
+    origins: dict[str, str] = {}  # where each value came from, for validate()'s errors
+    layers = [(f"file {config_file}", from_file(config_file))] if config_file else []
+    layers += [("env", from_env(environ)),
+               ("flags", {k: v for k, v in flags.items() if v is not None})]
+    for source, layer in layers:
+        values.update(layer)
+        origins.update(dict.fromkeys(layer, source))
     specs = values.pop("jwt_public_keys", ())
     keys = [public_key(spec, "settings") for spec in specs]
     origin = "public keys only"
@@ -174,4 +178,13 @@ def load(config_file: Path | None, flags: Mapping[str, Any],
         else:
             secret, origin = "0" * 32, f"a dev secret to be created in {data_dir}"
         keys.insert(0, JwtKey("HS256", secret))
-    return Config(jwt_keys=tuple(keys), **values).validate(), origin
+    try:
+        return Config(jwt_keys=tuple(keys), **values).validate(), origin
+    except ConfigError as error:
+        raise ConfigError(_with_origin(str(error), origins)) from None
+
+
+def _with_origin(message: str, origins: Mapping[str, str]) -> str:
+    """validate()'s messages start with the key they blame: add where its value came from."""
+    key = re.split(r"[\s:]", message, maxsplit=1)[0]
+    return f"{message} (from {origins[key]})" if key in origins else message

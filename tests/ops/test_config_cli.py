@@ -15,8 +15,9 @@ SECRET_ENV = {**env_without_secret(), "RENDEZVOUS_JWT_SECRET": "ops-test-secret-
 BAD_FILES = [
     ('ws_port = "x"\n', "ws_port (from file"),
     ("no_such_setting = 1\n", "no_such_setting (from file"),
-    ('log_format = "xml"\n', "log_format must be json, text or auto"),
+    ('log_format = "xml"\n', "log_format must be json, text or auto, got 'xml' (from file"),
     ('log_level = "LOUD"\n', "log_level must be DEBUG, INFO, WARNING or ERROR"),
+    ("node_id = 100000\n", "node_id must be 0..1023, got 100000 (from file"),
     ("[limits]\nmax_frame_bytes = \"big\"\n", "limits.max_frame_bytes"),
 ]
 
@@ -46,7 +47,8 @@ def test_a_bad_file_fails_with_the_key_named(tmp_path: Path, command: str, text:
 def test_a_bad_environment_value_is_named(tmp_path: Path) -> None:
     out = run("serve", "--data-dir", str(tmp_path), "--ws-port", "0", "--http-port", "0",
               env={**SECRET_ENV, "RENDEZVOUS_LOG_FORMAT": "yaml"})
-    assert out.returncode == 2 and "log_format must be json, text or auto" in out.stderr
+    assert out.returncode == 2, out.stderr
+    assert "log_format must be json, text or auto, got 'yaml' (from env)" in out.stderr
 
 
 def test_a_bad_log_format_flag_is_named(tmp_path: Path) -> None:

@@ -13,7 +13,6 @@ crash, so the dispatcher deduplicates sends by push id (`PushGates.claim`).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import heapq
 import itertools
 import time
@@ -24,6 +23,7 @@ from typing import Any, Literal, Protocol
 
 import msgpack
 
+from server.tasks import wait_event
 from storage import MatchRecord, Message
 
 JobKind = Literal["message", "match", "superlike"]
@@ -167,8 +167,7 @@ class MemoryPushQueue:
                 return Taken(self._ready.popleft())
             self._changed.clear()
             wait = self._delayed[0][0] - now if self._delayed else None
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._changed.wait(), wait)
+            await wait_event(self._changed, wait)
 
     async def done(self, taken: Taken) -> None:
         self._owned -= 1

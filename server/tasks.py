@@ -14,8 +14,8 @@ from collections.abc import Iterable
 from typing import Any
 
 
-async def wait_event(event: asyncio.Event, timeout: float) -> None:
-    """`wait_for(event.wait(), timeout)` without the race above."""
+async def wait_event(event: asyncio.Event, timeout: float | None) -> None:
+    """`wait_for(event.wait(), timeout)` without the race above; a timeout is no error."""
     waiter = asyncio.ensure_future(event.wait())
     try:
         await asyncio.wait((waiter,), timeout=timeout)

@@ -110,7 +110,7 @@ async def one_run(run: int, args: argparse.Namespace, ws_url: str, http_url: str
     senders = [await RendezvousClient.connect(ws_url, mint_token(SECRET, a)) for a, _ in users]
     acked: list[tuple[str, int, float]] = []  # (match, id, when)
     killed_at = restarted_at = resumed_at = None
-    stop = asyncio.Event()
+    stop, resumed = asyncio.Event(), asyncio.Event()
 
     async def send_loop(client: RendezvousClient, match_id: str, n: int) -> None:
         nonlocal resumed_at
@@ -129,6 +129,7 @@ async def one_run(run: int, args: argparse.Namespace, ws_url: str, http_url: str
                 acked.append((match_id, int(ack["id"]), time.monotonic()))
                 if restarted_at is not None and resumed_at is None:
                     resumed_at = time.monotonic()
+                    resumed.set()
             await asyncio.sleep(args.interval)
 
     loops = [asyncio.create_task(send_loop(c, m, n))
@@ -136,6 +137,7 @@ async def one_run(run: int, args: argparse.Namespace, ws_url: str, http_url: str
     def failed(task: asyncio.Task[None]) -> None:  # a sender's surprise ends the run at once
         if not task.cancelled() and task.exception() is not None:
             stop.set()
+            resumed.set()
 
     for task in loops:
         task.add_done_callback(failed)
@@ -148,8 +150,7 @@ async def one_run(run: int, args: argparse.Namespace, ws_url: str, http_url: str
                                 "--commitlog-sync", args.commitlog_sync)
         restarted_at = time.monotonic()
         async with asyncio.timeout(90):
-            while resumed_at is None and not stop.is_set():
-                await asyncio.sleep(0.1)
+            await resumed.wait()
         await asyncio.sleep(args.after)
     finally:
         stop.set()

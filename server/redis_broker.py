@@ -18,6 +18,8 @@ import logging
 import math
 import time
 from collections.abc import Iterable
+from itertools import groupby
+from operator import itemgetter
 from typing import Any
 
 import msgpack
@@ -76,6 +78,9 @@ class RedisBroker:
         self._link: PubSubLink | None = None
         self._linked_at = 0.0
         self._send_lock = asyncio.Lock()  # keeps (un)subscribe commands in request order
+        self._changes: list[tuple[bool, str]] = []  # this turn's (subscribe?, channel)
+        self._changes_written: asyncio.Future[None] | None = None
+        self._changes_task: asyncio.Task[None] | None = None
         self._confirmations: dict[str, list[asyncio.Future[None]]] = {}
         self._kick = asyncio.Event()  # the link looks dead although no error was seen
         self._last_canary = -math.inf
@@ -97,8 +102,11 @@ class RedisBroker:
 
     async def close(self) -> None:
         """Stop reading and publishing; the shared client stays open (the node closes it)."""
-        await stop_tasks(self._tasks)
-        self._tasks = []
+        await stop_tasks([*self._tasks, *([self._changes_task] if self._changes_task else [])])
+        self._tasks, self._changes_task = [], None
+        if self._changes_written is not None and not self._changes_written.done():
+            self._changes_written.set_result(None)
+        self._changes, self._changes_written = [], None
         self._deliver = self._control = None
         self.metrics.broker_healthy.set(0)
 
@@ -109,32 +117,55 @@ class RedisBroker:
     # -- subscriptions --------------------------------------------------------------------
     async def subscribe(self, user: str) -> None:
         """Wait until Redis confirms (bounded by `confirm_timeout_s`); while Redis is down,
-        only remember the user: the next link subscribes to everyone remembered."""
+        only remember the user: the next link subscribes to everyone remembered. The
+        subscribes and unsubscribes of one loop turn are one command each (a reconnect
+        storm's thousands of connects are a few writes, not one each)."""
         self._users.add(user)
+        if self._link is None:
+            return
         channel = self._user_prefix + user
-        async with self._send_lock:
-            link = self._link
-            if link is None:
-                return
-            confirmed = asyncio.get_running_loop().create_future()
-            self._confirmations.setdefault(channel, []).append(confirmed)
-            try:
-                await link.subscribe([channel])
-            except Exception:  # the link is failing; its successor subscribes from _users
-                self._kick.set()
-                return
+        confirmed = asyncio.get_running_loop().create_future()
+        self._confirmations.setdefault(channel, []).append(confirmed)
+        self._change(True, channel)
         await asyncio.wait((confirmed,), timeout=self._confirm_timeout_s)
 
     async def unsubscribe(self, user: str) -> None:
+        """Return once the UNSUBSCRIBE is written (not confirmed)."""
         self._users.discard(user)
+        if self._link is None:
+            return
+        await asyncio.shield(self._change(False, self._user_prefix + user))
+
+    def _change(self, subscribe: bool, channel: str) -> asyncio.Future[None]:
+        """Queue a (un)subscribe for this turn's write; the future is done once written."""
+        self._changes.append((subscribe, channel))
+        if self._changes_written is None:
+            loop = asyncio.get_running_loop()
+            self._changes_written = loop.create_future()
+            self._changes_task = loop.create_task(self._write_changes(),
+                                                  name="broker-subscriptions")
+        return self._changes_written
+
+    async def _write_changes(self) -> None:
+        """Write the turn's changes in order, a run of subscribes (or unsubscribes) as one
+        command; after the link's own resubscribe if one is under way (the lock)."""
         async with self._send_lock:
+            changes, self._changes = self._changes, []
+            written, self._changes_written = self._changes_written, None
             link = self._link
-            if link is None:
-                return
             try:
-                await link.unsubscribe([self._user_prefix + user])
-            except Exception:
+                if link is not None:
+                    for subscribe, run in groupby(changes, key=itemgetter(0)):
+                        channels = [channel for _, channel in run]
+                        if subscribe:
+                            await link.subscribe(channels)
+                        else:
+                            await link.unsubscribe(channels)
+            except Exception:  # the link is failing; its successor subscribes from _users
                 self._kick.set()
+            finally:
+                if written is not None and not written.done():
+                    written.set_result(None)
 
     async def _keep_subscribed(self) -> None:
         """Hold a live link; when it fails, open a fresh one and subscribe everything again."""

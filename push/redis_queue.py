@@ -25,6 +25,7 @@ from redis.exceptions import RedisClusterException, RedisError, ResponseError
 
 from push.gates import SENT_MARK_S, Claim
 from push.queue import PushJob, Taken, pack_job, unpack_job
+from server.redis_batch import BatchScript, TurnBatcher
 from server.tasks import stop_tasks
 
 log = logging.getLogger("rendezvous.push")
@@ -69,6 +70,8 @@ DONE = """
 redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
 return redis.call('XDEL', KEYS[1], ARGV[2])
 """
+PUT_SCRIPT = BatchScript(PUT)
+DONE_SCRIPT = BatchScript(DONE)
 
 # KEYS claim. ARGV ttl ms. {state, ms left}
 CLAIM = """
@@ -102,13 +105,19 @@ class _Outage:
 
 
 class RedisPushQueue:
-    """`PushQueue` on a Redis Stream with a consumer group (see the module docstring)."""
+    """`PushQueue` on a Redis Stream with a consumer group (see the module docstring).
+
+    `put` and `done`, one per message each, go through `batcher` (the node's
+    `server.redis_batch.TurnBatcher`, or one of the queue's own): a turn's jobs share a
+    pipeline with the turn's other Redis commands."""
 
     def __init__(self, client: Any, *, consumer: str, prefix: str = "rdv:",
                  max_jobs: int = 100_000, claim_idle_s: float = 60.0,
                  batch: int = 8, max_deliveries: int = MAX_DELIVERIES,
-                 on_abandon: Callable[[], None] = lambda: None) -> None:
+                 on_abandon: Callable[[], None] = lambda: None,
+                 batcher: TurnBatcher | None = None) -> None:
         self.redis = client
+        self._batcher = batcher or TurnBatcher(client)
         self.consumer = consumer
         self.stream = f"{prefix}{{push}}:jobs"
         self.delayed = f"{prefix}{{push}}:delayed"
@@ -119,9 +128,7 @@ class RedisPushQueue:
         self.on_abandon = on_abandon
         self.reclaimed = 0  # entries taken over from a stopped consumer
         self.abandoned = 0  # entries dropped after `max_deliveries` reads
-        self._put = client.register_script(PUT)
         self._promote = client.register_script(PROMOTE)
-        self._done = client.register_script(DONE)
         self._buffer: deque[tuple[str, PushJob]] = deque()
         self._owned: set[str] = set()
         self._lock = asyncio.Lock()
@@ -153,9 +160,9 @@ class RedisPushQueue:
 
     async def put(self, job: PushJob, delay_s: float = 0.0) -> bool:
         try:
-            queued = await self._put(keys=[self.stream, self.delayed],
-                                     args=[pack_job(job), max(0, round(delay_s * 1000)),
-                                           self.max_jobs])
+            queued = await self._batcher.script(
+                PUT_SCRIPT, (self.stream, self.delayed),
+                (pack_job(job), max(0, round(delay_s * 1000)), self.max_jobs))
         except REDIS_ERRORS as error:
             self._outage.failed(error)
             return False
@@ -175,10 +182,13 @@ class RedisPushQueue:
     async def done(self, taken: Taken) -> None:
         entry = str(taken.handle)
         try:
-            await self._done(keys=[self.stream], args=[GROUP, entry])
+            await self._finish(entry)
         except REDIS_ERRORS as error:  # stays pending: taken over and deduplicated later
             self._outage.failed(error)
         self._owned.discard(entry)
+
+    async def _finish(self, entry: str) -> None:
+        await self._batcher.script(DONE_SCRIPT, (self.stream,), (GROUP, entry))
 
     def depth(self) -> int:
         return self._depth
@@ -262,7 +272,7 @@ class RedisPushQueue:
             self.on_abandon()
             log.error("dropping a push job that no node finished",
                       extra={"entry": _text(entry[0]), "reads": reads})
-            await self._done(keys=[self.stream], args=[GROUP, _text(entry[0])])
+            await self._finish(_text(entry[0]))
         return kept
 
     async def _forget_stopped_consumers(self) -> None:
@@ -285,8 +295,7 @@ class RedisPushQueue:
                 job = unpack_job(data)
             except ValueError:
                 log.error("dropping an undecodable push job", extra={"entry": entry})
-                asyncio.get_running_loop().create_task(
-                    self._done(keys=[self.stream], args=[GROUP, entry]))
+                asyncio.get_running_loop().create_task(self._finish(entry))
                 continue
             self._buffer.append((entry, job))
 

@@ -33,8 +33,11 @@ class Backends:
     claims: SendClaims
     node_ids: NodeIds
     redis: Any = None  # the shared client, closed last
+    batcher: Any = None  # the shared TurnBatcher (server/redis_batch.py) on that client
 
     async def close(self) -> None:
+        if self.batcher is not None:
+            await self.batcher.close()
         if self.redis is not None:
             await self.redis.aclose()
 
@@ -48,6 +51,7 @@ def build_backends(config: Config, metrics: Metrics) -> Backends:
                                                 ops=metrics.presence_ops),
                         send_limiter=send_local, swipe_limiter=swipe_local,
                         claims=StoreClaims(), node_ids=FixedNodeId(config.node_id or 0))
+    from server.redis_batch import TurnBatcher
     from server.redis_broker import RedisBroker
     from server.redis_presence import RedisPresence
     from server.redis_state import (
@@ -58,6 +62,9 @@ def build_backends(config: Config, metrics: Metrics) -> Backends:
     )
 
     client = connect_redis(config)
+    # One batcher for the node: a turn's takes, claims, confirms, publishes and presence
+    # writes share one pipeline.
+    batcher = TurnBatcher(client)
     prefix = config.redis_prefix
     sharded = bool(config.redis_cluster_nodes)
     node_ids: NodeIds = (FixedNodeId(config.node_id) if config.node_id is not None else
@@ -65,16 +72,17 @@ def build_backends(config: Config, metrics: Metrics) -> Backends:
                                       metrics=metrics))
     return Backends(
         broker=RedisBroker(client, node=config.node, prefix=prefix, sharded=sharded,
-                           metrics=metrics),
+                           metrics=metrics, batcher=batcher),
         presence=RedisPresence(client, node=config.node, prefix=prefix,
-                               ttl_s=config.presence_ttl_s, metrics=metrics),
+                               ttl_s=config.presence_ttl_s, metrics=metrics, batcher=batcher),
         send_limiter=RedisLimiter(client, name="send", prefix=prefix, rate=config.sends_per_s,
                                   burst=config.send_burst, fallback=send_local,
-                                  metrics=metrics),
+                                  metrics=metrics, batcher=batcher),
         swipe_limiter=RedisLimiter(client, name="swipe", prefix=prefix,
                                    rate=config.swipes_per_s, burst=config.swipe_burst,
-                                   fallback=swipe_local, metrics=metrics),
-        claims=RedisSendClaims(client, prefix=prefix, metrics=metrics),
+                                   fallback=swipe_local, metrics=metrics, batcher=batcher),
+        claims=RedisSendClaims(client, prefix=prefix, metrics=metrics, batcher=batcher),
         node_ids=node_ids,
         redis=client,
+        batcher=batcher,
     )

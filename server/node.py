@@ -100,7 +100,8 @@ class Node:
             pushers = build_pushers(config)  # reads key files: fails here, naming the key
         self.hub = Hub(self.metrics)
         self.caches = Caches(self.store)
-        push_queue, push_gates = build_push_queue(config, self.backends.redis, self.metrics)
+        push_queue, push_gates = build_push_queue(config, self.backends.redis, self.metrics,
+                                                 self.backends.batcher)
         self.pushes = PushDispatcher(store=self.store, presence=self.presence, pushers=pushers,
                                      metrics=self.metrics, queue=push_queue, gates=push_gates,
                                      policy=push_policy(config))

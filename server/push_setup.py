@@ -105,9 +105,10 @@ def push_policy(config: Config) -> PushPolicy:
                       claim_s=config.push_claim_idle_s)
 
 
-def build_push_queue(config: Config, redis: Any,
-                     metrics: Metrics) -> tuple[PushQueue, PushGates]:
-    """A Redis Stream and Redis gates when the node has a Redis client, else in memory."""
+def build_push_queue(config: Config, redis: Any, metrics: Metrics,
+                     batcher: Any = None) -> tuple[PushQueue, PushGates]:
+    """A Redis Stream and Redis gates when the node has a Redis client, else in memory;
+    `batcher` is the node's `TurnBatcher` on that client, for the queue's puts and dones."""
     if redis is None:
         return MemoryPushQueue(max_jobs=config.push_queue_max), MemoryPushGates()
     from push.redis_queue import RedisPushGates, RedisPushQueue
@@ -118,5 +119,6 @@ def build_push_queue(config: Config, redis: Any,
                            max_jobs=config.push_queue_max,
                            claim_idle_s=config.push_claim_idle_s,
                            batch=max(1, config.push_workers),
-                           on_abandon=metrics.pushes.labels("any", "abandoned").inc)
+                           on_abandon=metrics.pushes.labels("any", "abandoned").inc,
+                           batcher=batcher)
     return queue, RedisPushGates(redis, prefix=config.redis_prefix)

@@ -18,6 +18,8 @@ import logging
 import math
 import time
 from collections.abc import Iterable
+from itertools import groupby
+from operator import itemgetter
 from typing import Any
 
 import msgpack
@@ -26,6 +28,7 @@ from redis.asyncio.cluster import RedisCluster
 
 from server.broker import Control, Deliver, Frame
 from server.metrics import Metrics
+from server.redis_batch import TurnBatcher
 from server.redis_pubsub import PubSubLink, open_link
 from server.tasks import stop_tasks, wait_event
 
@@ -34,18 +37,20 @@ log = logging.getLogger("rendezvous.broker")
 BACKOFF_FIRST_S = 0.05
 BACKOFF_MAX_S = 2.0
 RESUBSCRIBE_TIMEOUT_S = 30.0
+PUBLISH_CHUNK = 1000  # messages per batcher call when one event goes to many users
 
 
 class RedisBroker:
     """The cluster `Broker` (see `server.broker`) on the node's shared Redis client.
 
     `sharded=True` needs a `RedisCluster`. The client must not decode responses: payloads
-    are msgpack bytes."""
+    are msgpack bytes. Publishes go through `batcher` (the node's shared one, or one of its
+    own), so they share the turn's pipeline with the limits, claims and presence writes."""
 
     def __init__(self, client: Redis | RedisCluster, *, node: str, prefix: str,
                  sharded: bool, metrics: Metrics, canary_interval_s: float = 1.0,
                  healthy_within_s: float = 3.0, confirm_timeout_s: float = 2.0,
-                 publish_timeout_s: float = 1.0) -> None:
+                 publish_timeout_s: float = 1.0, batcher: TurnBatcher | None = None) -> None:
         if client.get_encoder().decode_responses:
             raise ValueError("RedisBroker needs a Redis client with decode_responses=False")
         if sharded != isinstance(client, RedisCluster):
@@ -63,6 +68,8 @@ class RedisBroker:
         self._healthy_within_s = healthy_within_s
         self._confirm_timeout_s = confirm_timeout_s
         self._publish_timeout_s = publish_timeout_s
+        self._batcher = batcher or TurnBatcher(client, timeout_s=publish_timeout_s)
+        self._publish_command = "SPUBLISH" if sharded else "PUBLISH"
         self._deliver: Deliver | None = None
         self._control: Control | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -71,17 +78,17 @@ class RedisBroker:
         self._link: PubSubLink | None = None
         self._linked_at = 0.0
         self._send_lock = asyncio.Lock()  # keeps (un)subscribe commands in request order
+        self._changes: list[tuple[bool, str]] = []  # this turn's (subscribe?, channel)
+        self._changes_written: asyncio.Future[None] | None = None
+        self._changes_task: asyncio.Task[None] | None = None
         self._confirmations: dict[str, list[asyncio.Future[None]]] = {}
         self._kick = asyncio.Event()  # the link looks dead although no error was seen
         self._last_canary = -math.inf
         self._first_canary = asyncio.Event()
         self._canary_now = asyncio.Event()  # a new link wants its canary without waiting
         self._link_failing = False
-        # Publishing: what the next pipeline sends, and who waits for it.
-        self._pending: list[tuple[str, bytes]] = []
-        self._batch: asyncio.Future[None] | None = None
-        self._flusher: asyncio.Task[None] | None = None
         self._publish_failing = False
+        self._publish_fallbacks = metrics.redis_fallbacks.labels("publish")
 
     # -- lifecycle ------------------------------------------------------------------------
     async def start(self, deliver: Deliver, control: Control) -> None:
@@ -95,11 +102,11 @@ class RedisBroker:
 
     async def close(self) -> None:
         """Stop reading and publishing; the shared client stays open (the node closes it)."""
-        await stop_tasks([*self._tasks, *([self._flusher] if self._flusher else [])])
-        self._tasks, self._flusher = [], None
-        if self._batch is not None and not self._batch.done():
-            self._batch.set_result(None)
-        self._batch, self._pending = None, []
+        await stop_tasks([*self._tasks, *([self._changes_task] if self._changes_task else [])])
+        self._tasks, self._changes_task = [], None
+        if self._changes_written is not None and not self._changes_written.done():
+            self._changes_written.set_result(None)
+        self._changes, self._changes_written = [], None
         self._deliver = self._control = None
         self.metrics.broker_healthy.set(0)
 
@@ -110,32 +117,55 @@ class RedisBroker:
     # -- subscriptions --------------------------------------------------------------------
     async def subscribe(self, user: str) -> None:
         """Wait until Redis confirms (bounded by `confirm_timeout_s`); while Redis is down,
-        only remember the user: the next link subscribes to everyone remembered."""
+        only remember the user: the next link subscribes to everyone remembered. The
+        subscribes and unsubscribes of one loop turn are one command each (a reconnect
+        storm's thousands of connects are a few writes, not one each)."""
         self._users.add(user)
+        if self._link is None:
+            return
         channel = self._user_prefix + user
-        async with self._send_lock:
-            link = self._link
-            if link is None:
-                return
-            confirmed = asyncio.get_running_loop().create_future()
-            self._confirmations.setdefault(channel, []).append(confirmed)
-            try:
-                await link.subscribe([channel])
-            except Exception:  # the link is failing; its successor subscribes from _users
-                self._kick.set()
-                return
+        confirmed = asyncio.get_running_loop().create_future()
+        self._confirmations.setdefault(channel, []).append(confirmed)
+        self._change(True, channel)
         await asyncio.wait((confirmed,), timeout=self._confirm_timeout_s)
 
     async def unsubscribe(self, user: str) -> None:
+        """Return once the UNSUBSCRIBE is written (not confirmed)."""
         self._users.discard(user)
+        if self._link is None:
+            return
+        await asyncio.shield(self._change(False, self._user_prefix + user))
+
+    def _change(self, subscribe: bool, channel: str) -> asyncio.Future[None]:
+        """Queue a (un)subscribe for this turn's write; the future is done once written."""
+        self._changes.append((subscribe, channel))
+        if self._changes_written is None:
+            loop = asyncio.get_running_loop()
+            self._changes_written = loop.create_future()
+            self._changes_task = loop.create_task(self._write_changes(),
+                                                  name="broker-subscriptions")
+        return self._changes_written
+
+    async def _write_changes(self) -> None:
+        """Write the turn's changes in order, a run of subscribes (or unsubscribes) as one
+        command; after the link's own resubscribe if one is under way (the lock)."""
         async with self._send_lock:
+            changes, self._changes = self._changes, []
+            written, self._changes_written = self._changes_written, None
             link = self._link
-            if link is None:
-                return
             try:
-                await link.unsubscribe([self._user_prefix + user])
-            except Exception:
+                if link is not None:
+                    for subscribe, run in groupby(changes, key=itemgetter(0)):
+                        channels = [channel for _, channel in run]
+                        if subscribe:
+                            await link.subscribe(channels)
+                        else:
+                            await link.unsubscribe(channels)
+            except Exception:  # the link is failing; its successor subscribes from _users
                 self._kick.set()
+            finally:
+                if written is not None and not written.done():
+                    written.set_result(None)
 
     async def _keep_subscribed(self) -> None:
         """Hold a live link; when it fails, open a fresh one and subscribe everything again."""
@@ -280,51 +310,25 @@ class RedisBroker:
         await self._send([self._control_channel], msgpack.packb(message))
 
     async def _send(self, channels: list[str], payload: bytes) -> None:
+        """Queue one PUBLISH per channel on the batcher: everything published in one loop
+        turn (or during the previous batch's round trip) is one pipeline, in order."""
         started = time.perf_counter()
-        self._pending.extend((channel, payload) for channel in channels)
-        batch = self._batch
-        if batch is None:
-            batch = self._batch = asyncio.get_running_loop().create_future()
-            if self._flusher is None or self._flusher.done():
-                self._flusher = asyncio.get_running_loop().create_task(self._flush())
-        await asyncio.shield(batch)  # a cancelled caller must not cancel the others' batch
-        self.metrics.broker_publish.observe(time.perf_counter() - started)
-
-    async def _flush(self) -> None:
-        """Send the queued messages, batch after batch, in order: everything published in
-        one loop iteration (or during the previous batch's round trip) is one pipeline."""
-        while self._batch is not None:
-            batch, entries = self._batch, self._pending
-            self._batch, self._pending = None, []
-            try:
-                if self._publish_failing and self._link is None:
-                    raise ConnectionError("Redis still unreachable")  # fail fast while down
-                async with asyncio.timeout(self._publish_timeout_s):
-                    await self._pipeline(entries)
-            except Exception as exc:
-                self.metrics.redis_fallbacks.labels("publish").inc(len(entries))
-                if not self._publish_failing:
-                    self._publish_failing = True
-                    log.warning("broker publish failed, dropping events until Redis is "
-                                "back: %s", type(exc).__name__)
-            else:
-                if self._publish_failing:
-                    self._publish_failing = False
-                    log.warning("broker publish recovered")
-            finally:
-                if not batch.done():
-                    batch.set_result(None)
-
-    async def _pipeline(self, entries: list[tuple[str, bytes]]) -> None:
-        # A cluster pipeline groups the commands by shard and sends to the shards
-        # concurrently; a standalone one is a single round trip.
-        if isinstance(self.client, RedisCluster):
-            cluster_pipe = self.client.pipeline(transaction=False)
-            for channel, payload in entries:
-                cluster_pipe.spublish(channel, payload)
-            await cluster_pipe.execute()
+        command = self._publish_command
+        try:
+            if self._publish_failing and self._link is None:
+                raise ConnectionError("Redis still unreachable")  # fail fast while down
+            batches = [self._batcher.call_many([(command, channel, payload)
+                                                for channel in channels[i:i + PUBLISH_CHUNK]])
+                       for i in range(0, len(channels), PUBLISH_CHUNK)]
+            await (batches[0] if len(batches) == 1 else asyncio.gather(*batches))
+        except Exception as exc:
+            self._publish_fallbacks.inc(len(channels))
+            if not self._publish_failing:
+                self._publish_failing = True
+                log.warning("broker publish failed, dropping events until Redis is "
+                            "back: %s", type(exc).__name__)
         else:
-            pipe = self.client.pipeline(transaction=False)
-            for channel, payload in entries:
-                pipe.publish(channel, payload)
-            await pipe.execute()
+            if self._publish_failing:
+                self._publish_failing = False
+                log.warning("broker publish recovered")
+        self.metrics.broker_publish.observe(time.perf_counter() - started)

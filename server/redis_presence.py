@@ -7,12 +7,17 @@ spread the writes over the cluster, lets `reap()` find expired sessions without 
 users: each expired index entry is taken by exactly one reaper (its ZREM returns 1), which
 then drops the user's expired sessions in one script and reports the user if none is left.
 
+Connects, disconnects and status reads go through the node's `TurnBatcher`
+(server/redis_batch.py): a reconnect storm's connects of one loop turn, script and index
+entry each, are one pipeline.
+
 A Redis failure never reaches the gateway: calls answer as if the user were offline and
 unknown, count `redis_fallbacks{what="presence"}`, and the outage is logged once.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 import zlib
@@ -22,6 +27,7 @@ from typing import Any
 
 from server.metrics import Metrics
 from server.presence import SEEN_GRANULARITY_MS, Status, coarse
+from server.redis_batch import BatchScript, Command, TurnBatcher
 from server.redis_state import REDIS_ERRORS, Outage, RedisClient, text
 
 log = logging.getLogger(__name__)
@@ -31,6 +37,7 @@ KEEP_EXTRA_MS = 600_000  # a user's key outlives its last expiry by this, for th
 SEEN_TTL_MS = 30 * 24 * 3600 * 1000  # last seen older than this is forgotten
 BATCH = 100  # sessions or users per pipeline round trip: ~20 ms of loop time at most
 REAP_BATCH = 500  # expired index entries taken per shard per reap
+SHARD_TTL_EVERY_S = 1.0  # a connect extends its index shard's TTL at most this often
 
 # Shared by the scripts: drop the user's expired sessions (a dead node's); as in
 # MemoryPresence, the last refresh of the newest one (expiry - ttl) becomes last seen.
@@ -94,6 +101,16 @@ for i = 4, #ARGV do
 end
 return out
 """
+CONNECT_SCRIPT = BatchScript(CONNECT)
+DISCONNECT_SCRIPT = BatchScript(DISCONNECT)
+
+
+def scores(reply: Any) -> list[float]:
+    """The scores of a ZRANGE WITHSCORES reply, flat (a raw pipeline) or in pairs (a
+    client that parsed it)."""
+    if reply and isinstance(reply[0], list | tuple):
+        return [float(score) for _, score in reply]
+    return [float(score) for score in reply[1::2]]
 
 
 class RedisPresence:
@@ -105,18 +122,22 @@ class RedisPresence:
     """
 
     def __init__(self, client: RedisClient, *, node: str, prefix: str, ttl_s: float,
-                 metrics: Metrics, clock: Callable[[], float] = time.time) -> None:
+                 metrics: Metrics, clock: Callable[[], float] = time.time,
+                 batcher: TurnBatcher | None = None) -> None:
         self._redis = client
+        self._batcher = batcher or TurnBatcher(client)
         self.node = node
         self.prefix = prefix
         self.ttl_s = ttl_s
         self.ttl_ms = max(1, int(ttl_s * 1000))
         self.keep_ms = 2 * self.ttl_ms + KEEP_EXTRA_MS
         self._clock = clock
-        self._connect = client.register_script(CONNECT)
-        self._disconnect = client.register_script(DISCONNECT)
         self._ops = metrics.presence_ops
+        self._count_connect = metrics.presence_ops.labels("connect")
+        self._count_disconnect = metrics.presence_ops.labels("disconnect")
+        self._count_status = metrics.presence_ops.labels("status")
         self._outage = Outage("presence", metrics)
+        self._shard_ttl_at: dict[str, float] = {}  # index shard -> when a connect extended it
 
     # -- keys: a user's keys share the hash tag {u:<user>}; the index is sharded ---------
     def sessions_key(self, user: str) -> str:
@@ -157,38 +178,58 @@ class RedisPresence:
         return None  # the client is shared; Backends closes it
 
     async def connect(self, user: str, session: str) -> bool:
-        self._ops.labels("connect").inc()
+        self._count_connect.inc()
         now = self._now()
         expiry = now + self.ttl_ms
         member = self.member(session)
+        shard = self.index_key(user)
+        # The script and the index entry in one batch: unindexed, the session would still
+        # count (and expire); only the reapers would miss it.
+        commands = [
+            self._batcher.command(CONNECT_SCRIPT, (self.sessions_key(user), self.seen_key(user)),
+                                  (member, now, expiry, self.ttl_ms, self.keep_ms,
+                                   SEEN_TTL_MS)),
+            ("ZADD", shard, expiry, self.index_member(user, member)),
+            *self._shard_ttl(shard)]
         try:
-            first = await self._connect(
-                keys=[self.sessions_key(user), self.seen_key(user)],
-                args=[member, now, expiry, self.ttl_ms, self.keep_ms, SEEN_TTL_MS])
+            first = (await self._batcher.call_many(commands))[0]
+            if isinstance(first, Exception):
+                raise first
         except REDIS_ERRORS as error:
             self._outage.failed(error)
             return False
-        # Unindexed, the session still counts (and expires); only the reapers miss it.
-        pipe = self._redis.pipeline(transaction=False)
-        self._index(pipe, [(user, member, expiry)])
-        await self._quietly(pipe)
+        self._outage.ok()
         return bool(first)
 
+    def _shard_ttl(self, shard: str) -> list[Command]:
+        """Extend an index shard's TTL, at most every `SHARD_TTL_EVERY_S` (the refresh
+        extends it too): a storm of connects need not repeat it for each."""
+        now = time.monotonic()
+        if now - self._shard_ttl_at.get(shard, -SHARD_TTL_EVERY_S) < SHARD_TTL_EVERY_S:
+            return []
+        self._shard_ttl_at[shard] = now
+        return [("PEXPIRE", shard, self.keep_ms, "NX"),  # a new key has no TTL yet
+                ("PEXPIRE", shard, self.keep_ms, "GT")]
+
     async def disconnect(self, user: str, session: str) -> int | None:
-        self._ops.labels("disconnect").inc()
+        self._count_disconnect.inc()
         now = self._now()
         member = self.member(session)
+        # Left behind (the batch failed), the index entry costs a reaper one look.
+        commands = [
+            self._batcher.command(DISCONNECT_SCRIPT,
+                                  (self.sessions_key(user), self.seen_key(user)),
+                                  (member, now, self.ttl_ms, SEEN_TTL_MS)),
+            ("ZREM", self.index_key(user), self.index_member(user, member))]
         try:
-            seen = int(await self._disconnect(
-                keys=[self.sessions_key(user), self.seen_key(user)],
-                args=[member, now, self.ttl_ms, SEEN_TTL_MS]))
+            reply = (await self._batcher.call_many(commands))[0]
+            if isinstance(reply, Exception):
+                raise reply
+            seen = int(reply)
         except REDIS_ERRORS as error:
             self._outage.failed(error)
             return None
-        # Left behind, the index entry costs a reaper one look and reports nothing.
-        pipe = self._redis.pipeline(transaction=False)
-        pipe.zrem(self.index_key(user), self.index_member(user, member))
-        await self._quietly(pipe)
+        self._outage.ok()
         return seen if seen >= 0 else None
 
     async def _quietly(self, pipe: Any) -> None:
@@ -236,31 +277,36 @@ class RedisPresence:
             pipe.pexpire(shard, self.keep_ms, gt=True)
 
     async def status(self, users: Iterable[str]) -> dict[str, Status]:
-        self._ops.labels("status").inc()
+        self._count_status.inc()
         wanted = list(dict.fromkeys(users))
         now = self._now()
         out: dict[str, Status] = {}
         try:
-            for start in range(0, len(wanted), BATCH):
-                chunk = wanted[start:start + BATCH]
-                pipe = self._redis.pipeline(transaction=False)
-                for user in chunk:
-                    pipe.zrange(self.sessions_key(user), 0, -1, withscores=True)
-                    pipe.get(self.seen_key(user))
-                replies = await pipe.execute()
+            chunks = [wanted[start:start + BATCH] for start in range(0, len(wanted), BATCH)]
+            pending = [self._batcher.call_many(
+                [command for user in chunk for command in (
+                    ("ZRANGE", self.sessions_key(user), 0, -1, "WITHSCORES"),
+                    ("GET", self.seen_key(user)))])
+                for chunk in chunks]
+            for chunk, replies in zip(chunks, await asyncio.gather(*pending), strict=True):
                 for i, user in enumerate(chunk):
-                    out[user] = self._status(replies[2 * i], replies[2 * i + 1], now)
+                    sessions, seen = replies[2 * i], replies[2 * i + 1]
+                    for reply in (sessions, seen):
+                        if isinstance(reply, Exception):
+                            raise reply
+                    out[user] = self._status(scores(sessions), seen, now)
         except REDIS_ERRORS as error:
             self._outage.failed(error)
             return {u: Status(False, None) for u in wanted}
         self._outage.ok()
         return out
 
-    def _status(self, sessions: list[tuple[Any, float]], seen: Any, now: int) -> Status:
-        """A user's status from their sessions and stored last seen; like MemoryPresence,
-        an expired session (not yet reaped) is gone and its last refresh is last seen."""
+    def _status(self, sessions: list[float], seen: Any, now: int) -> Status:
+        """A user's status from their sessions' expiries and stored last seen; like
+        MemoryPresence, an expired session (not yet reaped) is gone and its last refresh
+        is last seen."""
         last = int(seen) if seen is not None else None
-        expired = [score for _, score in sessions if score <= now]
+        expired = [score for score in sessions if score <= now]
         if expired:
             derived = coarse(int(max(expired)) - self.ttl_ms)
             last = derived if last is None else max(last, derived)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
@@ -21,6 +22,7 @@ from redis.asyncio.cluster import ClusterPubSub, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
+from server.redis_batch import pack_commands
 from server.tasks import stop_tasks
 
 OnEvent = Callable[[str, str, Any], None]
@@ -28,6 +30,7 @@ OnEvent = Callable[[str, str, Any], None]
 _KINDS = {"message": "message", "smessage": "message", "subscribe": "subscribe",
           "ssubscribe": "subscribe", "unsubscribe": "unsubscribe",
           "sunsubscribe": "unsubscribe"}
+_RAW_KINDS = {name.encode(): kind for name, kind in _KINDS.items()}
 _CHUNK = 500  # channels per SUBSCRIBE command when a whole node re-subscribes
 _POLL_S = 1.0  # how often a shard reader looks whether its shard link was dropped
 
@@ -69,36 +72,46 @@ def _report(message: dict[str, Any] | None, on_event: OnEvent) -> None:
 
 
 class PlainLink:
-    """One dedicated connection to a standalone server."""
+    """One dedicated connection to a standalone server, read without redis-py's PubSub:
+    each reply is parsed once (hiredis) into `[kind, channel, data]` and reported as it is,
+    with none of PubSub's per-message bookkeeping, health checks or dict building."""
 
     def __init__(self, client: Redis) -> None:
-        self._pubsub = client.pubsub()
-        self._retry: Retry | None = None  # the connection's own policy, given back on close
+        pool = client.connection_pool
+        # RESP2: a message is a plain array. Under RESP3 (redis-py's default) each is a push
+        # that the parser hands to a handler logging str(message) at debug level first.
+        self._conn: Any = pool.connection_class(**{**pool.connection_kwargs, "protocol": 2})
 
     async def connect(self) -> None:
-        await self._pubsub.connect()  # type: ignore[no-untyped-call]
-        conn = self._pubsub.connection
-        assert conn is not None
+        await self._conn.connect()
         # The connection is ours until close(): make it fail fast instead of reconnecting.
-        self._retry, conn.retry = conn.retry, Retry(NoBackoff(), 0)
+        self._conn.retry = Retry(NoBackoff(), 0)
 
     async def subscribe(self, channels: Sequence[str]) -> None:
         for start in range(0, len(channels), _CHUNK):
-            await self._pubsub.subscribe(*channels[start:start + _CHUNK])
+            await self._send(("SUBSCRIBE", *channels[start:start + _CHUNK]))
 
     async def unsubscribe(self, channels: Sequence[str]) -> None:
         if channels:  # no arguments would mean "all channels"
-            await self._pubsub.unsubscribe(*channels)
+            await self._send(("UNSUBSCRIBE", *channels))
+
+    async def _send(self, command: tuple[str, ...]) -> None:
+        # No health check: its PING reply would be read by run(), not by us.
+        await self._conn.send_packed_command(pack_commands([command]), check_health=False)
 
     async def run(self, on_event: OnEvent) -> None:
+        conn = self._conn
+        kinds = _RAW_KINDS
         while True:
-            _report(await self._pubsub.get_message(timeout=None), on_event)
+            reply = await conn.read_response(timeout=math.inf)  # the canary watches it
+            kind = kinds.get(reply[0]) if isinstance(reply, list) and len(reply) == 3 else None
+            if kind is not None:
+                channel = reply[1]
+                on_event(kind, channel.decode("utf-8", "replace")
+                         if isinstance(channel, bytes) else str(channel), reply[2])
 
     async def close(self) -> None:
-        conn = self._pubsub.connection
-        if conn is not None and self._retry is not None:
-            conn.retry = self._retry
-        await self._pubsub.aclose()  # type: ignore[no-untyped-call]
+        await self._conn.disconnect()
 
 
 class ShardedLink:

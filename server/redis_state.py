@@ -1,9 +1,11 @@
 """Cluster-wide rate limits, send claims and node-id leases in Redis, and the shared client.
 
 Every key here is touched alone (one key per command or script), so all of it works on a
-Redis Cluster as well as on one Redis. A Redis failure never stops the chat: limits fall
-back to this node's buckets, claims to the store's own idempotency, and each outage is
-logged once and counted in `redis_fallbacks`.
+Redis Cluster as well as on one Redis. Takes, claims, confirms and releases go through the
+node's `TurnBatcher` (server/redis_batch.py): all the sends of one loop turn cost one
+pipeline, not a round trip each. A Redis failure never stops the chat: limits fall back to
+this node's buckets, claims to the store's own idempotency, and each outage is logged once
+and counted in `redis_fallbacks`.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from protocol.ids import MAX_NODE
 from server.cluster_state import Claim, Limiter
 from server.config import Config
 from server.metrics import Metrics
+from server.redis_batch import BatchScript, TurnBatcher
 from server.tasks import stop_tasks
 
 log = logging.getLogger(__name__)
@@ -116,6 +119,7 @@ redis.call('HSET', KEYS[1], 'tokens', string.format('%.17g', tokens),
 redis.call('PEXPIRE', KEYS[1], math.ceil(burst / rate * 1000) + 1000)
 return string.format('%.6f', wait)
 """
+TOKEN_BUCKET_SCRIPT = BatchScript(TOKEN_BUCKET)
 
 
 class RedisLimiter:
@@ -125,18 +129,20 @@ class RedisLimiter:
     """
 
     def __init__(self, client: RedisClient, *, name: str, prefix: str, rate: float,
-                 burst: int, fallback: Limiter, metrics: Metrics) -> None:
-        self._script = client.register_script(TOKEN_BUCKET)
+                 burst: int, fallback: Limiter, metrics: Metrics,
+                 batcher: TurnBatcher | None = None) -> None:
+        self._batcher = batcher or TurnBatcher(client)
         self._prefix = f"{prefix}rl:{name}:"
         self.rate = rate
         self.burst = burst
+        self._args = (repr(rate), burst)
         self._fallback = fallback
         self._outage = Outage("rate_limit", metrics)
 
     async def take(self, key: str) -> float:
         try:
-            wait = float(text(await self._script(keys=[self._prefix + key],
-                                                 args=[repr(self.rate), self.burst])))
+            wait = float(text(await self._batcher.script(
+                TOKEN_BUCKET_SCRIPT, (self._prefix + key,), self._args)))
         except REDIS_ERRORS as error:
             self._outage.failed(error)
             return await self._fallback.take(key)
@@ -157,15 +163,16 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then
 end
 return 0
 """
+RELEASE_SCRIPT = BatchScript(RELEASE)
 
 
 class RedisSendClaims:
     """Claims on (match, sender, c) so that a resend racing its original on another node is
     stored once; the claim becomes the answer ("done") to later resends for a week."""
 
-    def __init__(self, client: RedisClient, *, prefix: str, metrics: Metrics) -> None:
-        self._redis = client
-        self._release = client.register_script(RELEASE)
+    def __init__(self, client: RedisClient, *, prefix: str, metrics: Metrics,
+                 batcher: TurnBatcher | None = None) -> None:
+        self._batcher = batcher or TurnBatcher(client)
         self._prefix = f"{prefix}claim:"
         self._outage = Outage("claims", metrics)
 
@@ -179,7 +186,7 @@ class RedisSendClaims:
         key = self.key(match_id, sender, client_id)
         try:
             # SET NX GET (Redis 7): claims the key, or returns what holds it, atomically.
-            old = await self._redis.set(key, PENDING, nx=True, px=PENDING_MS, get=True)
+            old = await self._batcher.call("SET", key, PENDING, "NX", "PX", PENDING_MS, "GET")
         except REDIS_ERRORS as error:
             self._outage.failed(error)
             return Claim("new")  # the store's idempotency key still dedupes the resend
@@ -195,7 +202,7 @@ class RedisSendClaims:
                       ts: int) -> None:
         key = self.key(match_id, sender, client_id)
         try:
-            await self._redis.set(key, f"done:{message_id}:{ts}", px=DONE_MS)
+            await self._batcher.call("SET", key, f"done:{message_id}:{ts}", "PX", DONE_MS)
         except REDIS_ERRORS as error:
             self._outage.failed(error)
             return
@@ -204,7 +211,7 @@ class RedisSendClaims:
     async def release(self, match_id: str, sender: str, client_id: str) -> None:
         key = self.key(match_id, sender, client_id)
         try:
-            await self._release(keys=[key], args=[PENDING])
+            await self._batcher.script(RELEASE_SCRIPT, (key,), (PENDING,))
         except REDIS_ERRORS as error:
             self._outage.failed(error)
             return

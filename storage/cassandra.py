@@ -1,9 +1,10 @@
 """`CassandraStore`: the cluster's durable state in Apache Cassandra.
 
 Tables and why they look as they do: `storage.cassandra_schema`. The driver is bridged to
-asyncio: every request goes out with `execute_async` and its answer comes back to the loop
-through `call_soon_threadsafe`; connecting, the schema and preparing happen once, in
-`start`, on an executor thread. No call blocks the event loop after that.
+asyncio by `storage.cassandra_bridge` (every request goes out with `execute_async`; answers
+come back to the loop in batches); the rows of a message save are batched with the other
+saves of the loop turn by `storage.cassandra_writes`. Connecting, the schema and preparing
+happen once, in `start`, on an executor thread. No call blocks the event loop after that.
 
 Ordering without read-before-write: a cell that may only move forward (a conversation's
 last message, a read cursor, a swipe) is written with a timestamp made from its own
@@ -143,6 +144,8 @@ class CassandraStore:
         if self._closed:
             return
         self._closed = True  # new calls fail from here on; pending ones finish first
+        if self._batcher is not None:
+            self._batcher.flush()  # saves queued in this turn: sent, then waited for
         if self._bridge is not None:
             await self._bridge.idle(self.request_timeout_s)
         cluster, self._cluster, self._session = self._cluster, None, None

@@ -9,7 +9,10 @@ meanwhile in one loop callback. Under load one wake carries dozens of answers.
 The loop side owns the bookkeeping: how many requests are in flight (bounded, so that
 callers wait on the loop and not inside the driver, which would block for a free stream id)
 and a way to wait until none is. A caller that is cancelled leaves its request counted until
-the driver answers, so `close` still waits for it. See docs/storage.md (the save path).
+the driver answers, so `close` still waits for it. A request the driver has not answered
+`GIVE_UP_AFTER_S` past its own timeout fails with `StoreUnavailable` (a sweep every
+`SWEEP_EVERY_S` while requests are out), so no caller and no `close` waits on a lost answer.
+See docs/storage.md (the save path).
 """
 
 from __future__ import annotations
@@ -44,6 +47,10 @@ def unavailable(exc: BaseException) -> BaseException:
     return exc
 
 
+GIVE_UP_AFTER_S = 1.0  # past a request's own timeout: the driver should have answered
+SWEEP_EVERY_S = 0.5
+
+
 class DriverBridge:
     """Sends statements with `execute_async`; their rows (every page) come back as futures
     of one loop, settled in batches by `_drain`."""
@@ -53,7 +60,9 @@ class DriverBridge:
         self._session = session
         self._loop = loop
         self._max_in_flight = max_in_flight
-        self.in_flight = 0  # sent and not yet settled by `_drain` (loop thread only)
+        # sent and not yet settled, with the loop time past which it is given up
+        self._deadlines: dict[asyncio.Future[list[Row]], float] = {}
+        self._sweeper: asyncio.TimerHandle | None = None
         self._answers: collections.deque[tuple[asyncio.Future[list[Row]], Any,
                                                BaseException | None]] = collections.deque()
         self._drain_scheduled = False
@@ -63,8 +72,12 @@ class DriverBridge:
 
     # -- the loop side --------------------------------------------------------------------
     @property
+    def in_flight(self) -> int:
+        return len(self._deadlines)
+
+    @property
     def full(self) -> bool:
-        return self.in_flight >= self._max_in_flight
+        return len(self._deadlines) >= self._max_in_flight
 
     async def slot(self) -> None:
         """Wait until fewer than `max_in_flight` requests are out."""
@@ -83,7 +96,9 @@ class DriverBridge:
             future = self._session.execute_async(statement, args, timeout=timeout)
         except TEMPORARY as exc:
             raise StoreUnavailable(f"cassandra: {exc!r}") from exc
-        self.in_flight += 1
+        self._deadlines[done] = self._loop.time() + timeout + GIVE_UP_AFTER_S
+        if self._sweeper is None:
+            self._sweeper = self._loop.call_later(SWEEP_EVERY_S, self._sweep)
         future.add_callbacks(self._on_page, self._on_error, callback_args=(done, future, []),
                              errback_args=(done,))
         return done
@@ -101,25 +116,41 @@ class DriverBridge:
         """Settle every answer that arrived since the last drain (on the loop)."""
         self._drain_scheduled = False  # first: an answer appended from now on wakes again
         answers = self._answers
-        settled = 0
+        deadlines = self._deadlines
         self.wakes += 1
         while answers:
             done, rows, exc = answers.popleft()
-            settled += 1
-            if done.done():  # its caller was cancelled: nobody wants the answer
-                continue
+            if deadlines.pop(done, None) is None or done.done():
+                continue  # given up by `_sweep`, or its caller was cancelled
             if exc is None:
                 done.set_result(rows)
             else:
                 done.set_exception(unavailable(exc))
-        self.in_flight -= settled
-        free = self._max_in_flight - self.in_flight
+        self._slots_freed()
+
+    def _sweep(self) -> None:
+        """Fail what the driver did not answer well past its own timeout: a request the
+        driver lost must still end in `StoreUnavailable`, and `close` must not wait on it."""
+        now = self._loop.time()
+        expired = [done for done, deadline in self._deadlines.items() if deadline <= now]
+        for done in expired:
+            del self._deadlines[done]
+            if not done.done():
+                done.set_exception(StoreUnavailable(
+                    "cassandra: no answer from the driver within the request timeout"))
+        self._sweeper = (self._loop.call_later(SWEEP_EVERY_S, self._sweep)
+                         if self._deadlines else None)
+        if expired:
+            self._slots_freed()
+
+    def _slots_freed(self) -> None:
+        free = self._max_in_flight - len(self._deadlines)
         while self._slot_waiters and free > 0:  # each woken caller takes one slot
             waiter = self._slot_waiters.popleft()
             if not waiter.done():  # else its caller was cancelled meanwhile
                 waiter.set_result(None)
                 free -= 1
-        if self.in_flight == 0 and self._idle is not None and not self._idle.done():
+        if not self._deadlines and self._idle is not None and not self._idle.done():
             self._idle.set_result(None)
 
     # -- the driver threads ---------------------------------------------------------------

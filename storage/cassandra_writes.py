@@ -142,6 +142,10 @@ class WriteBatcher:
             self._loop.call_soon(self._flush)
         return done
 
+    def flush(self) -> None:
+        """Send what this turn holds now (`close` calls it before waiting for answers)."""
+        self._flush()
+
     def _flush(self) -> None:
         self._flush_scheduled = False
         pending, self._pending = self._pending, []

@@ -365,6 +365,20 @@ async def test_encoded_values_are_what_the_driver_binds(store: CassandraStore) -
         (1, (2, None, 3), "u", "m")).values[1]
 
 
+async def test_close_sends_and_waits_for_saves_queued_in_this_turn(
+        open_store: OpenStore) -> None:
+    store = await open_store()
+    m = await matched(store, "ann", "bob")
+    sent = [msg(m.id, mid(T0 + i), "ann") for i in range(8)]
+    saves = [asyncio.ensure_future(store.save_message(s, claimed=True, members=m.users))
+             for s in sent]
+    await asyncio.sleep(0)  # each save has queued its rows; the batch is not sent yet
+    await store.close()
+    assert [await save for save in saves] == [(s, True) for s in sent]
+    reopened = await open_store()
+    assert await reopened.messages_after(m.id, 0, 10) == sent
+
+
 async def test_a_failed_batch_fails_every_save_in_it(open_store: OpenStore,
                                                     node: CassandraNode) -> None:
     timeout = 2.0  # as in the outage test below: start-up DDL must fit in it on 2 cores

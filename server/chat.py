@@ -130,7 +130,8 @@ class ChatService:
                           ts=now, body=f.body,
                           media=f.media.to_wire() if f.media is not None else None)
         try:
-            stored, created = await self.store.save_message(message)
+            stored, created = await self.store.save_message(
+                message, claimed=claim.exclusive, members=match.users)
         except StoreUnavailable:
             await self.claims.release(f.m, user, f.c)
             raise unavailable(f.r) from None

@@ -35,11 +35,15 @@ class Claim:
 
     new: go ahead and store it; done: it was stored before as (`id`, `ts`), ack that;
     pending: another node is storing it right now, the client should retry shortly.
+    `exclusive` (with new): the claim was won in a claim store every node shares, so the
+    store may skip its own idempotency read (`Store.save_message(claimed=True)`); a "new"
+    that only means "no claim store answered" (none configured, or Redis is down) is not.
     """
 
     state: Literal["new", "done", "pending"]
     id: int = 0
     ts: int = 0
+    exclusive: bool = False
 
 
 class SendClaims(Protocol):

@@ -192,7 +192,7 @@ class RedisSendClaims:
             return Claim("new")  # the store's idempotency key still dedupes the resend
         self._outage.ok()
         if old is None:
-            return Claim("new")
+            return Claim("new", exclusive=True)  # ours: no other save of this key runs
         parts = text(old).split(":")
         if len(parts) == 3 and parts[0] == "done" and parts[1].isdigit() and parts[2].isdigit():
             return Claim("done", int(parts[1]), int(parts[2]))

@@ -152,12 +152,23 @@ class Store(Protocol):
         """Raise `StoreUnavailable` unless the store answers now (readiness)."""
 
     # -- messages -------------------------------------------------------------------------
-    async def save_message(self, message: Message) -> tuple[Message, bool]:
+    async def save_message(self, message: Message, *, claimed: bool = False,
+                           members: tuple[str, str] | None = None) -> tuple[Message, bool]:
         """Store `message` and advance both members' conversation rows to it.
 
         Idempotent on (match_id, sender, client_id): if that key was stored before, nothing is
         written and the first message is returned with False. Returns (message, True) once
         the write is durable. Ids given for one match are increasing; the store keeps them.
+
+        Two hints from a caller that already knows, so that the store need not read:
+        `claimed=True` promises that this save holds an exclusive claim on the key in a
+        claim store every writer shares (a won Redis send claim): no other save of the key
+        is running and none succeeded while the claim store remembers it. The store may
+        then skip its idempotency check and return (message, True); it still records the
+        key, so a later unclaimed resend is deduplicated. Pass it only for such a claim
+        (never for a claim that fell back to "new" because the claim store was down).
+        `members` are the match's two users as the caller read them (`MatchRecord.users`):
+        the rows to advance, instead of the store looking the match up.
         """
 
     async def history(self, match_id: str, before: int | None,

@@ -1,9 +1,10 @@
 """`CassandraStore`: the cluster's durable state in Apache Cassandra.
 
 Tables and why they look as they do: `storage.cassandra_schema`. The driver is bridged to
-asyncio: every request goes out with `execute_async` and its answer comes back to the loop
-through `call_soon_threadsafe`; connecting, the schema and preparing happen once, in
-`start`, on an executor thread. No call blocks the event loop after that.
+asyncio by `storage.cassandra_bridge` (every request goes out with `execute_async`; answers
+come back to the loop in batches); the rows of a message save are batched with the other
+saves of the loop turn by `storage.cassandra_writes`. Connecting, the schema and preparing
+happen once, in `start`, on an executor thread. No call blocks the event loop after that.
 
 Ordering without read-before-write: a cell that may only move forward (a conversation's
 last message, a read cursor, a swipe) is written with a timestamp made from its own
@@ -24,11 +25,6 @@ from collections.abc import AsyncIterator, Awaitable, Hashable, Iterable
 from dataclasses import replace
 from typing import Any, cast
 
-from cassandra import OperationTimedOut, RequestExecutionException
-from cassandra.cluster import NoHostAvailable
-from cassandra.connection import ConnectionBusy, ConnectionException
-from cassandra.protocol import RequestExecutionException as FailedRequestMessage
-from cassandra.protocol import ServerError as ServerErrorMessage
 from cassandra.query import UNSET_VALUE
 
 from storage.base import (
@@ -48,6 +44,7 @@ from storage.base import (
     encode_page_cursor,
 )
 from storage.buckets import bucket_of
+from storage.cassandra_bridge import TEMPORARY, DriverBridge
 from storage.cassandra_schema import (
     CURSOR_COLUMNS,
     ClusterSettings,
@@ -63,18 +60,20 @@ from storage.cassandra_schema import (
     migrate,
     prepare,
 )
+from storage.cassandra_writes import Statement, StatementEncoder, WriteBatcher
 
 Row = dict[str, Any]
-
-# Failures that say "not now" (retry later), as opposed to a bug in a statement.
-_TEMPORARY: tuple[type[BaseException], ...] = (
-    NoHostAvailable, OperationTimedOut, RequestExecutionException, ConnectionException,
-    ConnectionBusy, ServerErrorMessage, FailedRequestMessage, OSError)
 _NO_ID_BOUND = (1 << 63) - 1
 _COUNT_PAGE = 500  # rows per read while counting unread messages
 _COUNT_SCAN_LIMIT = 20_000  # most rows one count may read (the user's own sends included)
 _CACHE_SIZE = 50_000
 _MAX_IN_FLIGHT = 2048  # requests per store; the driver's limit is 32768 per connection
+# Body and media (characters) past which a message row is sent alone rather than batched:
+# a multi-partition batch over `batch_size_warn_threshold` (5 KiB) is logged by Cassandra,
+# and one past 50 KiB is refused. 1024 characters are at most 4 KiB of UTF-8.
+_BATCHED_CHARS_MAX = 1024
+PARTITIONS_PER_BATCH = 10  # Cassandra's unlogged_batch_across_partitions_warn_threshold
+_BATCHED = ("insert_message", "put_client_id", "advance_conversation", "add_bucket")
 
 class CassandraStore:
     """The `Store` on a Cassandra cluster, for many nodes.
@@ -90,7 +89,8 @@ class CassandraStore:
                  replication: dict[str, Any] | None = None,
                  consistency: str = "LOCAL_QUORUM", serial_consistency: str = "LOCAL_SERIAL",
                  port: int = 9042, request_timeout_s: float = 5.0,
-                 local_dc: str | None = None) -> None:
+                 local_dc: str | None = None,
+                 partitions_per_batch: int = PARTITIONS_PER_BATCH) -> None:
         if not contact_points:
             raise ValueError("at least one Cassandra contact point is needed")
         self.settings = ClusterSettings(
@@ -106,20 +106,28 @@ class CassandraStore:
         self._session: Any = None
         self._prepared: dict[str, Any] = {}
         self._closed = False
-        self._in_flight: set[asyncio.Future[list[Row]]] = set()
+        self._bridge: DriverBridge | None = None
+        self._batcher: WriteBatcher | None = None
+        self._encoders: dict[str, StatementEncoder] = {}
+        self.partitions_per_batch = partitions_per_batch
         self._members: Lru[str, tuple[str, str]] = Lru(_CACHE_SIZE)  # never change
         self._buckets: Lru[tuple[str, int], bool] = Lru(_CACHE_SIZE)  # known written
         self._swipe_stamps = SubMsStamps()
         self._busy: dict[Hashable, asyncio.Future[None]] = {}
-        self._slots = asyncio.Semaphore(_MAX_IN_FLIGHT)
 
     # -- lifecycle ------------------------------------------------------------------------
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         try:
             await loop.run_in_executor(None, self._connect)
-        except _TEMPORARY as exc:
+        except TEMPORARY as exc:
             raise StoreUnavailable(f"cassandra at {self.settings.contact_points}: {exc}") from exc
+        self._bridge = DriverBridge(self._session, loop, max_in_flight=_MAX_IN_FLIGHT)
+        self._batcher = WriteBatcher(self._bridge, loop, timeout_s=self.request_timeout_s,
+                                     max_partitions=self.partitions_per_batch)
+        version = self._cluster.protocol_version
+        self._encoders = {name: StatementEncoder(self._prepared[name], version)
+                          for name in _BATCHED}
 
     def _connect(self) -> None:
         """Blocking: connect, migrate, prepare. Runs on an executor thread."""
@@ -136,8 +144,10 @@ class CassandraStore:
         if self._closed:
             return
         self._closed = True  # new calls fail from here on; pending ones finish first
-        if self._in_flight:
-            await asyncio.wait(set(self._in_flight), timeout=self.request_timeout_s)
+        if self._batcher is not None:
+            self._batcher.flush()  # saves queued in this turn: sent, then waited for
+        if self._bridge is not None:
+            await self._bridge.idle(self.request_timeout_s)
         cluster, self._cluster, self._session = self._cluster, None, None
         if cluster is not None:
             await asyncio.get_running_loop().run_in_executor(None, cluster.shutdown)
@@ -147,45 +157,20 @@ class CassandraStore:
 
     # -- the bridge -----------------------------------------------------------------------
     async def _run(self, name: str, *args: Any, timeout: float | None = None) -> list[Row]:
-        """Send one prepared statement; its rows (every page) arrive on this loop.
+        """Send one prepared statement; its rows (every page) arrive on this loop."""
+        return await self._execute(self._prepared[name], args, timeout)
 
-        At most `_MAX_IN_FLIGHT` at once: past that, callers wait here, on the loop, rather
-        than in the driver, which would block the loop to wait for a free stream id.
-        """
-        async with self._slots:
-            done = self._send(name, args, timeout or self.request_timeout_s)
-            try:
-                return await asyncio.shield(done)  # if the caller is cancelled, `close`
-            except _TEMPORARY as exc:               # still waits for it
-                raise StoreUnavailable(f"cassandra: {exc!r}") from exc
-
-    def _send(self, name: str, args: tuple[Any, ...], timeout: float) -> asyncio.Future[list[Row]]:
-        session = self._session
-        if session is None or self._closed:
+    async def _execute(self, statement: Any, args: Any, timeout: float | None = None
+                       ) -> list[Row]:
+        """At most `_MAX_IN_FLIGHT` requests at once: past that, callers wait here, on the
+        loop, rather than in the driver, which would block the loop for a free stream id."""
+        bridge = self._bridge
+        if bridge is None or self._closed:
             raise StoreUnavailable("the Cassandra store is closed" if self._closed
                                    else "the Cassandra store is not started")
-        loop = asyncio.get_running_loop()
-        done: asyncio.Future[list[Row]] = loop.create_future()
-        rows: list[Row] = []
-        try:
-            future = session.execute_async(self._prepared[name], args, timeout=timeout)
-        except _TEMPORARY as exc:
-            raise StoreUnavailable(f"cassandra: {exc!r}") from exc
-
-        def page(result: list[Row] | None) -> None:  # on a driver thread
-            rows.extend(result or ())
-            try:
-                if future.has_more_pages:  # the next page, without blocking anyone
-                    future.start_fetching_next_page()
-                else:
-                    _settle(loop, done, rows, None)
-            except Exception as exc:
-                _settle(loop, done, None, exc)
-
-        future.add_callbacks(page, lambda exc: _settle(loop, done, None, exc))
-        self._in_flight.add(done)
-        done.add_done_callback(_forget(self._in_flight))
-        return done
+        if bridge.full:
+            await bridge.slot()
+        return await bridge.send(statement, args, timeout or self.request_timeout_s)
 
     @contextlib.asynccontextmanager
     async def _turn(self, key: Hashable) -> AsyncIterator[None]:
@@ -208,37 +193,77 @@ class CassandraStore:
         return results
 
     # -- messages -------------------------------------------------------------------------
-    async def save_message(self, message: Message) -> tuple[Message, bool]:
-        """Read the idempotency key first, then write everything at once.
+    async def save_message(self, message: Message, *, claimed: bool = False,
+                           members: tuple[str, str] | None = None) -> tuple[Message, bool]:
+        """One round of writes (`_write_message`); unless `claimed`, the idempotency key is
+        read first.
 
         No lightweight transaction: in a cluster, the node claims (match, sender, client id)
-        in Redis before storing, so two racing resends of one message do not both reach the
-        store; in this process, racing saves of one key take turns. What is left (a Redis
-        outage and a resend racing its original through two nodes in the same few ms) could
-        store one message twice; an LWT would cost every message four round trips instead.
+        in Redis before storing (and says so with `claimed`), so two racing resends of one
+        message do not both reach the store; in this process, racing unclaimed saves of one
+        key take turns. What is left (a Redis outage and a resend racing its original
+        through two nodes in the same few ms) could store one message twice; an LWT would
+        cost every message four round trips instead.
         """
         m = message
+        if claimed:
+            await self._write_message(m, members or await self._match_members(m.match_id))
+            return m, True
         async with self._turn((m.match_id, m.sender, m.client_id)):
-            keys, members = await self._all((
-                self._run("get_client_id", m.match_id, m.sender, m.client_id),
-                self._match_members(m.match_id)))
+            if members is None:
+                keys, members = await self._all((
+                    self._run("get_client_id", m.match_id, m.sender, m.client_id),
+                    self._match_members(m.match_id)))
+            else:
+                keys = await self._run("get_client_id", m.match_id, m.sender, m.client_id)
             if keys:
                 first = keys[0]["id"]
                 stored = await self._run("get_message", m.match_id, bucket_of(first), first)
                 if stored:  # else its first save failed half-way: store this one instead
                     await self._note_bucket(m.match_id, bucket_of(first))
                     return message_of(stored[0]), False
-            stamp = id_stamp(m.id)
-            last = (m.id, m.sender, m.ts)
-            media = UNSET_VALUE if m.media is None else json.dumps(m.media, separators=(",", ":"))
-            await self._all((
-                self._note_bucket(m.match_id, bucket_of(m.id)),
-                self._run("insert_message", bucket_of(m.id), m.match_id, m.id, m.sender,
-                          m.client_id, m.ts, _unset(m.body), media),
-                self._run("put_client_id", m.match_id, m.sender, m.client_id, m.id, m.ts),
-                *(self._run("advance_conversation", stamp, last, user, m.match_id)
-                  for user in members)))
+            await self._write_message(m, members)
             return m, True
+
+    async def _write_message(self, m: Message, members: tuple[str, ...]) -> None:
+        """The message row, its idempotency key, both members' conversation rows and (the
+        first time this process sees the bucket) the bucket row, batched with the other
+        saves of this loop turn (`WriteBatcher`): acknowledged once every row reached the
+        consistency level.
+
+        The rows are in different partitions, so the batch buys round trips, not atomicity:
+        a failed save may leave some rows written, which a retry overwrites (the
+        conversation rows carry the id's stamp, so an older message never wins them).
+        """
+        batcher, bridge, enc = self._batcher, self._bridge, self._encoders
+        if batcher is None or bridge is None or self._closed:
+            raise StoreUnavailable("the Cassandra store is closed" if self._closed
+                                   else "the Cassandra store is not started")
+        if bridge.full:
+            await bridge.slot()
+        bucket = bucket_of(m.id)
+        media = UNSET_VALUE if m.media is None else json.dumps(m.media, separators=(",", ":"))
+        message_row = (bucket, m.match_id, m.id, m.sender, m.client_id, m.ts,
+                       _unset(m.body), media)
+        large = (len(m.body or "") + (0 if media is UNSET_VALUE else len(media))
+                 > _BATCHED_CHARS_MAX)
+        rows: list[Statement] = []
+        if not large:  # first: the batch is routed to a replica of its first row
+            rows.append(_encoded(enc["insert_message"], message_row))
+        rows.append(_encoded(enc["put_client_id"],
+                             (m.match_id, m.sender, m.client_id, m.id, m.ts)))
+        stamp, last = id_stamp(m.id), (m.id, m.sender, m.ts)
+        for user in members:
+            rows.append(_encoded(enc["advance_conversation"], (stamp, last, user, m.match_id)))
+        new_bucket = self._buckets.get((m.match_id, bucket)) is None
+        if new_bucket:
+            rows.append(_encoded(enc["add_bucket"], (m.match_id, bucket)))
+        if large:
+            await self._all((self._run("insert_message", *message_row), batcher.submit(rows)))
+        else:
+            await batcher.submit(rows)
+        if new_bucket:
+            self._buckets.put((m.match_id, bucket), True)
 
     async def _match_members(self, match_id: str) -> tuple[str, ...]:
         """The two users of a match (cached: they never change), or () if there is none."""
@@ -482,26 +507,8 @@ class CassandraStore:
 
 
 # -- helpers ------------------------------------------------------------------------------
-def _settle(loop: asyncio.AbstractEventLoop, done: asyncio.Future[list[Row]],
-            rows: list[Row] | None, exc: BaseException | None) -> None:
-    """Hand a driver thread's answer to the loop (dropped if the loop is gone)."""
-    def finish() -> None:
-        if done.done():
-            return
-        if exc is not None:
-            done.set_exception(exc)
-        else:
-            done.set_result(rows or [])
-    with contextlib.suppress(RuntimeError):  # a closed loop: nobody is waiting any more
-        loop.call_soon_threadsafe(finish)
-
-
-def _forget(in_flight: set[asyncio.Future[list[Row]]]) -> Any:
-    def done(future: asyncio.Future[list[Row]]) -> None:
-        in_flight.discard(future)
-        if not future.cancelled():
-            future.exception()  # retrieved, even if its caller was cancelled meanwhile
-    return done
+def _encoded(encoder: StatementEncoder, values: tuple[Any, ...]) -> Statement:
+    return encoder, encoder.encode(values)
 
 
 def _unset(value: Any) -> Any:

@@ -63,7 +63,11 @@ class SqliteStore:
         await self._read(lambda c: _rows(c, "SELECT 1"))
 
     # -- messages -------------------------------------------------------------------------
-    async def save_message(self, message: Message) -> tuple[Message, bool]:
+    async def save_message(self, message: Message, *, claimed: bool = False,
+                           members: tuple[str, str] | None = None) -> tuple[Message, bool]:
+        """The hints change nothing here: the key's insert is its own check and the members
+        come from the match row in the same statement, inside the writer's transaction, so
+        neither costs a read of its own."""
         return await self._write(lambda c: _save_message(c, message))
 
     async def history(self, match_id: str, before: int | None,

@@ -135,10 +135,10 @@ async def test_limiter_falls_back_to_the_local_bucket_while_redis_is_down(
 
 async def test_claim_new_then_pending_then_done(redis_clients: Clients, prefix: str) -> None:
     claims = RedisSendClaims(redis_clients(), prefix=prefix, metrics=Metrics())
-    assert await claims.claim("m1", "alice", "c1") == Claim("new")
+    assert await claims.claim("m1", "alice", "c1") == Claim("new", exclusive=True)
     assert await claims.claim("m1", "alice", "c1") == Claim("pending")
-    assert await claims.claim("m1", "alice", "c2") == Claim("new")  # another c
-    assert await claims.claim("m1", "bob", "c1") == Claim("new")  # another sender
+    assert await claims.claim("m1", "alice", "c2") == Claim("new", exclusive=True)  # another c
+    assert await claims.claim("m1", "bob", "c1") == Claim("new", exclusive=True)  # another sender
     await claims.confirm("m1", "alice", "c1", 1234567890123, 1_700_000_000_000)
     assert await claims.claim("m1", "alice", "c1") == Claim("done", 1234567890123,
                                                             1_700_000_000_000)
@@ -148,9 +148,9 @@ async def test_claim_new_then_pending_then_done(redis_clients: Clients, prefix: 
 
 async def test_release_lets_the_retry_claim_again(redis_clients: Clients, prefix: str) -> None:
     claims = RedisSendClaims(redis_clients(), prefix=prefix, metrics=Metrics())
-    assert await claims.claim("m1", "alice", "c1") == Claim("new")
+    assert await claims.claim("m1", "alice", "c1") == Claim("new", exclusive=True)
     await claims.release("m1", "alice", "c1")
-    assert await claims.claim("m1", "alice", "c1") == Claim("new")
+    assert await claims.claim("m1", "alice", "c1") == Claim("new", exclusive=True)
 
 
 async def test_concurrent_claims_from_two_nodes_give_one_new(redis_clients: Clients,
@@ -176,15 +176,16 @@ async def test_claims_degrade_to_the_store_while_redis_is_down(
         caplog: pytest.LogCaptureFixture) -> None:
     metrics = Metrics()
     claims = RedisSendClaims(standalone, prefix=prefix, metrics=metrics)
-    assert await claims.claim("m", "alice", "c1") == Claim("new")
+    assert await claims.claim("m", "alice", "c1") == Claim("new", exclusive=True)
     redis_server.stop(kill=True)
-    assert await claims.claim("m", "alice", "c1") == Claim("new")  # the store dedupes
+    # not exclusive: nobody settled it, so the store's own idempotency key must dedupe
+    assert await claims.claim("m", "alice", "c1") == Claim("new", exclusive=False)
     await claims.confirm("m", "alice", "c1", 1, 2)
     await claims.release("m", "alice", "c1")
     assert fallbacks(metrics, "claims") == 3
     assert outage_warnings(caplog, "claims") == 1
     redis_server.start()
-    assert await claims.claim("m", "alice", "c1") == Claim("new")
+    assert await claims.claim("m", "alice", "c1") == Claim("new", exclusive=True)
     assert await claims.claim("m", "alice", "c1") == Claim("pending")
 
 

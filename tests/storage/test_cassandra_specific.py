@@ -24,6 +24,7 @@ from typing import Any
 
 import pytest
 from cassandra.cluster import ResponseFuture
+from cassandra.query import UNSET_VALUE, BatchStatement
 
 from protocol.ids import compose, ms_of
 from storage.base import (
@@ -46,6 +47,7 @@ from storage.cassandra_schema import (
     id_stamp,
     migrate,
 )
+from storage.cassandra_writes import StatementEncoder
 from tests.cassandra_node import CassandraNode
 
 T0 = 1_700_000_000_000
@@ -118,12 +120,21 @@ class Requests:
 
     def __init__(self, store: CassandraStore) -> None:
         self.sent: list[tuple[str, list[bytes]]] = []
+        self.queries: list[Any] = []
         store._session.add_request_init_listener(self._on_request)
 
     def _on_request(self, future: Any) -> None:
+        self.queries.append(future.query)
         prepared = getattr(future.query, "prepared_statement", None)
         if prepared is not None:
             self.sent.append((prepared.query_string, list(future.query.values)))
+
+    def batches(self) -> list[Any]:
+        """Every batch request, as `BatchStatement`s."""
+        return [query for query in self.queries if isinstance(query, BatchStatement)]
+
+    def reads(self) -> list[str]:
+        return [query for query, _ in self.sent if query.startswith("SELECT")]
 
     def buckets_read(self, keyspace: str) -> list[int]:
         """The bucket of every read of the messages table, in order."""
@@ -132,6 +143,7 @@ class Requests:
 
     def clear(self) -> None:
         self.sent.clear()
+        self.queries.clear()
 
 
 # -- layout -------------------------------------------------------------------------------
@@ -277,6 +289,117 @@ async def test_save_message_after_a_half_done_first_save(store: CassandraStore, 
     assert await store.save_message(resend) == (resend, True)
     assert await store.history(m.id, None, 5) == ([resend], False)
     assert await store.save_message(msg(m.id, mid(T0 + 4), "ann", "c-1")) == (resend, False)
+
+
+# -- the save path: one batched round of writes ------------------------------------------
+def partitions_of(batch: BatchStatement, store: CassandraStore) -> set[bytes]:
+    """The partition keys a batch writes (as Cassandra counts them for its warning)."""
+    encoders = {e.query_id: e for e in store._encoders.values()}
+    return {encoders[query_id].routing_key(list(values))
+            for _, query_id, values in batch._statements_and_parameters}
+
+
+async def test_claimed_saves_read_nothing_and_share_batches(store: CassandraStore) -> None:
+    matches = [await matched(store, "ann", f"p{i}") for i in range(20)]
+    earlier = msg(matches[0].id, mid(T0), "ann")
+    await store.save_message(earlier, claimed=True, members=matches[0].users)
+    requests = Requests(store)
+    sent = [msg(m.id, mid(T0 + 1, seq=i), "ann") for i, m in enumerate(matches)]
+    results = await asyncio.gather(*(store.save_message(s, claimed=True, members=m.users)
+                                     for s, m in zip(sent, matches, strict=True)))
+    assert results == [(s, True) for s in sent]
+    assert requests.reads() == []  # neither the idempotency key nor the match
+    batches = requests.batches()
+    assert len(requests.queries) == len(batches)  # every write went in a batch
+    assert len(batches) < len(sent)  # a batch carries several saves
+    for batch in batches:  # under Cassandra's warning threshold (10 partitions)
+        assert 4 <= len(partitions_of(batch, store)) <= 10
+    for s, m in zip(sent, matches, strict=True):
+        expect = [s, earlier] if m is matches[0] else [s]
+        assert await store.history(m.id, None, 5) == (expect, False)
+
+
+async def test_an_unclaimed_save_reads_its_key_and_then_writes_one_batch(
+        store: CassandraStore) -> None:
+    m = await matched(store, "ann", "bob")
+    await store.save_message(msg(m.id, mid(T0), "ann"))  # the match and bucket are known now
+    requests = Requests(store)
+    message = msg(m.id, mid(T0 + 1), "bob")
+    assert await store.save_message(message) == (message, True)
+    assert [q.split(" FROM ")[1].split()[0] for q in requests.reads()] == [
+        f"{store.keyspace}.message_client_ids"]
+    assert len(requests.batches()) == len(requests.queries) - 1 == 1
+
+
+async def test_a_large_message_row_goes_outside_the_batch(store: CassandraStore) -> None:
+    m = await matched(store, "ann", "bob")
+    requests = Requests(store)
+    big = msg(m.id, mid(T0), "ann", body="é" * 4000)  # 8 KB of UTF-8
+    media = Message(m.id, mid(T0 + 1), "bob", "c-media", T0 + 1, None,
+                    {"kind": "image", "url": "https://cdn.example/" + "p" * 2000})
+    for message in (big, media):
+        assert await store.save_message(message, claimed=True, members=m.users) == (
+            message, True)
+    alone = [q for q, _ in requests.sent if q.startswith(f"INSERT INTO {store.keyspace}.messages")]
+    assert len(alone) == 2 and len(requests.batches()) == 2
+    assert await store.history(m.id, None, 5) == ([media, big], False)
+
+
+async def test_encoded_values_are_what_the_driver_binds(store: CassandraStore) -> None:
+    """The save path's own serializer against `PreparedStatement.bind`, column by column."""
+    values = {
+        "insert_message": (3, "m-1", mid(T0), "ann", "c-1", T0, "hé", UNSET_VALUE),
+        "put_client_id": ("m-1", "ann", "c-1", mid(T0), T0),
+        "advance_conversation": (id_stamp(mid(T0)), (mid(T0), "ann", T0), "bob", "m-1"),
+        "add_bucket": ("m-1", -2),
+    }
+    assert set(values) == set(store._encoders)
+    for name, args in values.items():
+        encoder = store._encoders[name]
+        bound = store._prepared[name].bind(args)
+        encoded = encoder.encode(args)
+        assert encoded == bound.values, name
+        assert encoder.routing_key(encoded) == bound.routing_key, name
+    assert StatementEncoder(store._prepared["advance_conversation"], 5).encode(
+        (1, (2, None, 3), "u", "m"))[1] == store._prepared["advance_conversation"].bind(
+        (1, (2, None, 3), "u", "m")).values[1]
+
+
+async def test_close_sends_and_waits_for_saves_queued_in_this_turn(
+        open_store: OpenStore) -> None:
+    store = await open_store()
+    m = await matched(store, "ann", "bob")
+    sent = [msg(m.id, mid(T0 + i), "ann") for i in range(8)]
+    saves = [asyncio.ensure_future(store.save_message(s, claimed=True, members=m.users))
+             for s in sent]
+    await asyncio.sleep(0)  # each save has queued its rows; the batch is not sent yet
+    await store.close()
+    assert [await save for save in saves] == [(s, True) for s in sent]
+    reopened = await open_store()
+    assert await reopened.messages_after(m.id, 0, 10) == sent
+
+
+async def test_a_failed_batch_fails_every_save_in_it(open_store: OpenStore,
+                                                    node: CassandraNode) -> None:
+    timeout = 2.0  # as in the outage test below: start-up DDL must fit in it on 2 cores
+    store = await open_store(request_timeout_s=timeout)
+    m = await matched(store, "ann", "bob")
+    pid = node.pid
+    assert pid is not None
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        await all_threads_stopped(pid)
+        started = time.monotonic()
+        results = await asyncio.gather(*(
+            store.save_message(msg(m.id, mid(T0 + i), "ann"), claimed=True, members=m.users)
+            for i in range(6)), return_exceptions=True)
+        elapsed = time.monotonic() - started
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    assert all(isinstance(r, StoreUnavailable) for r in results), results
+    assert len({id(r) for r in results}) == 6  # each caller raises its own
+    assert elapsed < timeout + 0.5, elapsed
+    await store.ping()
 
 
 # -- match creation: the one lightweight transaction --------------------------------------

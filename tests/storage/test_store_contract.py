@@ -334,3 +334,47 @@ async def test_concurrent_saves_started_in_id_order_are_all_stored(store: Store)
     assert results == [(s, True) for s in sent]
     assert await store.messages_after(m.id, 0, 500) == sent
     assert (await store.conversations("ann"))[0].last_id == sent[-1].id
+
+
+# -- hints from a caller that already knows ---------------------------------------------------
+async def test_a_claimed_save_still_records_its_key_for_later_resends(store: Store) -> None:
+    m = await matched(store, "ann", "bob")
+    first = Message(m.id, mid(T0), "ann", "c-1", T0, "hello")
+    assert await store.save_message(first, claimed=True, members=m.users) == (first, True)
+    resend = Message(m.id, mid(T0 + 5), "ann", "c-1", T0 + 5, "hello")  # claim store down
+    assert await store.save_message(resend) == (first, False)
+    assert await store.save_message(resend, members=m.users) == (first, False)
+    assert await store.history(m.id, None, 10) == ([first], False)
+    last = (first.id, "ann", first.ts)
+    assert await store.conversations("bob") == [Conversation(m.id, "ann", T0, *last)]
+
+
+async def test_the_members_hint_advances_both_conversation_rows(store: Store) -> None:
+    m = await matched(store, "ann", "bob")
+    unclaimed = msg(m.id, mid(T0 + 1), "bob")
+    assert await store.save_message(unclaimed, members=m.users) == (unclaimed, True)
+    assert [c.last_id for c in await store.conversations("ann")] == [unclaimed.id]
+    claimed = msg(m.id, mid(T0 + 2), "ann")  # no members given: the store finds them
+    assert await store.save_message(claimed, claimed=True) == (claimed, True)
+    for user in m.users:
+        assert [c.last_id for c in await store.conversations(user)] == [claimed.id]
+    assert await store.messages_after(m.id, 0, 10) == [unclaimed, claimed]
+
+
+async def test_concurrent_claimed_saves_in_many_matches_are_all_stored(store: Store) -> None:
+    matches = [await matched(store, "ann", f"p{i}") for i in range(6)]
+    sent = [msg(matches[i % 6].id, mid(T0 + i // 5, seq=i % 5),
+                "ann" if i % 2 else matches[i % 6].peer_of("ann")) for i in range(120)]
+    results = await asyncio.gather(*(
+        store.save_message(s, claimed=True, members=matches[i % 6].users)
+        for i, s in enumerate(sent)))
+    assert results == [(s, True) for s in sent]
+    for match in matches:
+        mine = [s for s in sent if s.match_id == match.id]
+        assert await store.messages_after(match.id, 0, 500) == mine
+        assert await store.count_unread(match.id, "ann", 0) == sum(
+            1 for s in mine if s.sender != "ann")
+        peer = match.peer_of("ann")
+        assert (await store.conversations(peer))[0].last_id == mine[-1].id
+    newest = {c.match_id: c.last_id for c in await store.conversations("ann")}
+    assert newest == {m.id: [s for s in sent if s.match_id == m.id][-1].id for m in matches}

@@ -100,8 +100,9 @@ def open_steps(pool: LoadPool, target: Target, opts: Options,
         low = best["rate"] if best else 0.0
         if low and failed_at > low * 1.2:
             step((low + failed_at) / 2)
-    out = dict(best) if best else {"rate": 0.0, "msg_per_s": 0.0, "p50_ms": None,
-                                   "p99_ms": None, "cpu_s_per_1k": None, "lost": 0}
+    out = dict(best) if best else {"rate": 0.0, "p50_ms": None, "p99_ms": None,
+                                   "cpu_s_per_1k": None, "lost": steps[0]["lost"],
+                                   "errors": steps[0]["errors"]}
     out["steps"] = steps
     out["msg_per_s"] = out["rate"]
     out["capped"] = failed_at is None  # every rate held: the real limit is higher

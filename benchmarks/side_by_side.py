@@ -64,7 +64,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     install_cleanup()
     raise_fd_limit()
-    say = (lambda s: None) if args.quiet else (lambda s: print(s, file=sys.stderr, flush=True))
+
+    def say(line: str) -> None:
+        if not args.quiet:
+            print(line, file=sys.stderr, flush=True)
+
     meta: dict[str, Any] = {
         "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "argv": sys.argv[1:],
         "python": platform.python_version(), "cpus": os.cpu_count(),

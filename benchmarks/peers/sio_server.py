@@ -28,7 +28,7 @@ def build(redis_url: str | None) -> web.Application:
                                transports=["websocket"], logger=False, engineio_logger=False)
     ids = itertools.count(1)
 
-    @sio.event
+    @sio.event  # type: ignore[untyped-decorator]
     async def connect(sid: str, environ: dict[str, Any], auth: dict[str, Any] | None) -> bool:
         user = (auth or {}).get("user")
         if not isinstance(user, str):
@@ -36,7 +36,7 @@ def build(redis_url: str | None) -> web.Application:
         await sio.enter_room(sid, user)
         return True
 
-    @sio.on("send")
+    @sio.on("send")  # type: ignore[untyped-decorator]
     async def send(sid: str, data: dict[str, Any]) -> dict[str, Any]:
         msg_id, ts = next(ids), int(time.time() * 1000)
         await sio.emit("msg", {"m": data.get("m"), "id": msg_id, "ts": ts, "c": data["c"],

@@ -17,6 +17,8 @@ from benchmarks.sbs.procs import cpu_seconds, percentile_ms
 from benchmarks.sbs.servers import Cassandra, Target, launch
 
 P99_LIMIT_MS = 50.0
+MIN_OPEN_RATE = 100.0  # the lowest step tried when even the first one fails
+SETTLE_S = 2.0
 LEAD_S = 0.3  # from handing out a window to its start: every process is waiting by then
 
 
@@ -67,14 +69,16 @@ def window(pool: LoadPool, target: Target, seconds: float, command: str,
 
 
 def sustained(result: dict[str, Any], rate: float) -> bool:
-    return (result["lost"] == 0 and result["errors"] == 0 and result["p99_ms"] <= P99_LIMIT_MS
-            and result["delivered"] >= 0.99 * rate * result["seconds"])
+    return bool(result["lost"] == 0 and result["errors"] == 0
+                and result["p99_ms"] <= P99_LIMIT_MS
+                and result["delivered"] >= 0.99 * rate * result["seconds"])
 
 
 def open_steps(pool: LoadPool, target: Target, opts: Options,
                say: Callable[[str], None]) -> dict[str, Any]:
     """Raise the arrival rate step by step until p99 passes the limit (or loss), then try
-    once halfway between the last good rate and the first bad one."""
+    once halfway between the last good rate and the first bad one. If the first step fails,
+    halve it (down to MIN_OPEN_RATE) until one holds: a busy machine still gets a figure."""
     steps: list[dict[str, Any]] = []
     best: dict[str, Any] | None = None
     n = len(pool.conns)
@@ -89,6 +93,8 @@ def open_steps(pool: LoadPool, target: Target, opts: Options,
             f" -> {'ok' if ok else 'not sustained'}")
         if ok and (best is None or rate > best["rate"]):
             best = result
+        if not ok:
+            time.sleep(SETTLE_S)  # let the server work off its backlog before another step
         return ok
 
     failed_at = None
@@ -96,10 +102,13 @@ def open_steps(pool: LoadPool, target: Target, opts: Options,
         if not step(rate):
             failed_at = rate
             break
-    if failed_at is not None:
-        low = best["rate"] if best else 0.0
-        if low and failed_at > low * 1.2:
-            step((low + failed_at) / 2)
+    rate = opts.open_rates[0] / 2
+    while best is None and rate >= MIN_OPEN_RATE:  # even the first step failed: go down
+        failed_at = rate * 2
+        step(rate)
+        rate /= 2
+    if failed_at is not None and best is not None and failed_at > best["rate"] * 1.2:
+        step((best["rate"] + failed_at) / 2)
     out = dict(best) if best else {"rate": 0.0, "p50_ms": None, "p99_ms": None,
                                    "cpu_s_per_1k": None, "lost": steps[0]["lost"],
                                    "errors": steps[0]["errors"]}

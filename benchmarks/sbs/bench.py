@@ -54,7 +54,11 @@ def window(pool: LoadPool, target: Target, seconds: float, command: str,
     parts = pool.gather()
     latencies = sorted(x for part in parts for x in part["latencies"])
     total = {k: sum(p[k] for p in parts) for k in ("sent", "acked", "delivered", "errors",
-                                                    "lost", "cpu_s")}
+                                                    "lost", "dropped", "cpu_s")}
+    codes: dict[str, int] = {}
+    for part in parts:
+        for code, n in part["close_codes"].items():
+            codes[code] = codes.get(code, 0) + n
     delivered = total["delivered"]
     load_cpu = total.pop("cpu_s")
     return {
@@ -64,8 +68,16 @@ def window(pool: LoadPool, target: Target, seconds: float, command: str,
         "server_cpu_s": server_cpu,
         "cpu_s_per_1k": server_cpu / (delivered / 1000) if delivered else None,
         "load_cpu_s": load_cpu, "load_cores": load_cpu / seconds,
+        "close_codes": codes,
         "lag_max_ms": max((p.get("lag_max_s", 0.0) for p in parts), default=0.0) * 1000,
     }
+
+
+def closes(result: dict[str, Any]) -> str:
+    """Sockets the server closed (or dropped) during a window, by close code."""
+    codes = result["close_codes"]
+    return f", server closed {codes} (code: sockets), errors {result['errors']}" if codes or \
+        result["errors"] else ""
 
 
 def sustained(result: dict[str, Any], rate: float) -> bool:
@@ -90,7 +102,7 @@ def open_steps(pool: LoadPool, target: Target, opts: Options,
         result["sustained"] = ok = sustained(result, rate)
         steps.append(result)
         say(f"    open {rate:>7.0f}/s: p99 {result['p99_ms']:.1f} ms, lost {result['lost']}"
-            f" -> {'ok' if ok else 'not sustained'}")
+            f"{closes(result)} -> {'ok' if ok else 'not sustained'}")
         if ok and (best is None or rate > best["rate"]):
             best = result
         if not ok:
@@ -142,7 +154,8 @@ def run_rounds(opts: Options, pool: LoadPool, cassandra: Cassandra | None,
                     if kind == "closed":
                         result = window(pool, target, opts.seconds, "closed")
                         say(f"    closed {pairs}: {result['msg_per_s']:.0f} msg/s, p99 "
-                            f"{result['p99_ms']:.1f} ms, lost {result['lost']}")
+                            f"{result['p99_ms']:.1f} ms, lost {result['lost']}"
+                            f"{closes(result)}")
                     else:
                         result = open_steps(pool, target, opts, say)
                     records.append({"round": rnd, "server": name, "load": f"{kind} {pairs}",

@@ -105,7 +105,9 @@ class Worker:
         self.sent_at: dict[str, float] = {}
         self.latencies = array("d")
         self.window = (0.0, 0.0)
-        self.counts = {"sent": 0, "acked": 0, "delivered": 0, "errors": 0}
+        self.counts = {"sent": 0, "acked": 0, "delivered": 0, "errors": 0, "dropped": 0}
+        self.closing = False  # our own disconnect: closed sockets are not the server's doing
+        self.close_codes: dict[str, int] = {}  # server closes (code -> count), for the report
         self.phase = 0
         self.drained = asyncio.Event()  # set when the last message in flight is delivered
 
@@ -130,6 +132,7 @@ class Worker:
         return {"connect_s": time.perf_counter() - began}
 
     async def disconnect(self) -> dict[str, Any]:
+        self.closing = True
         for pair in self.pairs:
             for ws in (pair.sender, pair.receiver):
                 ws.transport.abort()  # no close handshake: nothing left to measure
@@ -138,6 +141,7 @@ class Worker:
         await asyncio.gather(*(t for p in self.pairs for t in p.readers),
                              return_exceptions=True)
         self.pairs = []
+        self.closing = False
         return {}
 
     async def read(self, ws: ClientConnection, pair: Pair) -> None:
@@ -168,6 +172,10 @@ class Worker:
                         on_ack(pair)
         except ConnectionClosed:
             pass
+        if not self.closing:
+            self.counts["dropped"] += 1
+            key = str(ws.close_code)
+            self.close_codes[key] = self.close_codes.get(key, 0) + 1
 
     def on_ack(self, pair: Pair) -> None:
         self.counts["acked"] += 1
@@ -205,6 +213,7 @@ class Worker:
         self.sent_at.clear()
         self.latencies = array("d")
         self.counts = dict.fromkeys(self.counts, 0)
+        self.close_codes = {}
         start = time.perf_counter() + (start_at - time.time())
         self.window = (start, start + seconds)
         return start
@@ -216,6 +225,7 @@ class Worker:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.drained.wait(), DRAIN_S)
         return {**self.counts, "latencies": self.latencies, "cpu_s": cpu,
+                "close_codes": dict(self.close_codes),
                 "lost": len(self.sent_at), **extra}
 
     async def closed(self, start_at: float, seconds: float) -> dict[str, Any]:

@@ -15,7 +15,7 @@ import subprocess
 import sys
 import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -64,7 +64,7 @@ class Target:
     procs: list[ManagedProcess] = field(default_factory=list)
     pids: list[int] = field(default_factory=list)  # server side, for CPU, once started
 
-    def refresh_pids(self, extra: list[int] = ()) -> None:  # type: ignore[assignment]
+    def refresh_pids(self, extra: Sequence[int] = ()) -> None:
         """Every process of the server side, children included (call once it serves)."""
         self.pids = [p for proc in self.procs for p in proc_tree(proc.pid)] + list(extra)
 

@@ -19,7 +19,7 @@ import shutil
 import tempfile
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +36,8 @@ from benchmarks.sbs.procs import (
 )
 from benchmarks.sbs.servers import match_pairs, rdv_node, redis, redis_url, users
 
-DEADLINE_S = 90.0  # from the kill: a client not back by then counts as not back
+DEADLINE_S = 90.0
+BACKOFF_MAX_S = 8.0  # from the kill: a client not back by then counts as not back
 
 
 class StormWorker(Worker):
@@ -83,6 +84,7 @@ class StormWorker(Worker):
                 old.transport.abort()
             noticed.append(time.time() - kill_at)
             await asyncio.sleep(rng.uniform(0, spread))
+            attempt = 0
             while time.time() < deadline:
                 try:
                     t0 = time.time()
@@ -104,14 +106,19 @@ class StormWorker(Worker):
                         empty += 1
                     spans.append((t1 - t0, time.time() - t1))
                     return time.time() - kill_at
-                except (OSError, ConnectionError, TimeoutError, Exception):
+                except Exception as exc:  # any failure is an attempt to count and retry
                     failed += 1
-                    await asyncio.sleep(rng.uniform(0.2, 1.0))
+                    reason = f"{type(exc).__name__}: {exc}"[:90]
+                    reasons[reason] = reasons.get(reason, 0) + 1
+                    attempt += 1  # exponential backoff with jitter, as the apps do
+                    await asyncio.sleep(min(BACKOFF_MAX_S, 0.25 * 2 ** attempt)
+                                        * rng.uniform(0.5, 1.5))
             return None
 
         self.clients_back: list[tuple[str, ClientConnection]] = []
         noticed: list[float] = []
         spans: list[tuple[float, float]] = []  # (connect and welcome, sync) of the success
+        reasons: dict[str, int] = {}  # why attempts failed
         cpu0 = time.process_time()
         times = await asyncio.gather(*(back(u, ws) for u, ws in self.clients))
         cpu = time.process_time() - cpu0
@@ -120,7 +127,8 @@ class StormWorker(Worker):
         self.clients = []
         return {"times": [t for t in times if t is not None],
                 "not_back": sum(t is None for t in times), "failed_attempts": failed,
-                "empty_syncs": empty, "cpu_s": cpu, "noticed": noticed, "spans": spans}
+                "empty_syncs": empty, "cpu_s": cpu, "noticed": noticed, "spans": spans,
+                "reasons": reasons}
 
     async def disconnect(self) -> dict[str, Any]:
         for _, ws in getattr(self, "clients", []):
@@ -177,12 +185,22 @@ def run(pool: Any, clients: int, spread: float, say: Callable[[str], None]) -> d
             "connect_s": max(c["connect_s"] for c in connected),
             "node_a_cpu_s": cpu_a, "load_cpu_s": sum(p["cpu_s"] for p in parts),
             "load_processes": n, "rate_limits": RAISED_LIMITS_NOTE,
+            "failure_reasons": _merge(p["reasons"] for p in parts),
+            "node_a_log_tail": [line.strip()[:300] for line in node_a.output[-10:]],
         }
     finally:
         pool.broadcast("disconnect")
         for proc in reversed(procs):
             proc.stop()
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _merge(counts: Iterable[dict[str, int]]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for part in counts:
+        for key, n in part.items():
+            out[key] = out.get(key, 0) + n
+    return dict(sorted(out.items(), key=lambda kv: -kv[1]))
 
 
 def describe(r: dict[str, Any]) -> str:
@@ -197,4 +215,6 @@ def describe(r: dict[str, Any]) -> str:
             f"sync p50 {r['sync_p50_ms']:.0f} / p99 {r['sync_p99_ms']:.0f} ms\n"
             f"  node A CPU during the storm: {r['node_a_cpu_s']:.1f} s; load generator "
             f"{r['load_processes']} processes, {r['load_cpu_s']:.1f} CPU s; initial connect "
-            f"took {r['connect_s']:.1f} s")
+            f"took {r['connect_s']:.1f} s"
+            + "".join(f"\n  failed: {n} x {why}" for why, n in
+                      list(r["failure_reasons"].items())[:5]))

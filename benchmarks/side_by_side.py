@@ -15,6 +15,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import sys
 import tempfile
 import time
@@ -113,6 +114,7 @@ def main(argv: list[str] | None = None) -> int:
         pool.close()
         if cassandra is not None:
             cassandra.stop()
+            shutil.rmtree(cassandra.workdir, ignore_errors=True)
         stop_all()
     report.add_ratios(records)
     rows = report.summarize(records)

@@ -42,6 +42,7 @@ SERVERS: dict[str, tuple[str, str, bool]] = {
     "rdv-2": ("Rendezvous 2 nodes + Redis", "rdv", True),
     "rdv-cass": ("Rendezvous 2 nodes + Redis + Cassandra", "rdv", True),
 }
+MATCH_ATTEMPTS = 5
 DEFAULT_SERVERS = ["relay", "sio-1", "sio-2", "rdv-1", "rdv-2"]
 
 
@@ -123,12 +124,23 @@ async def match_pairs(http_url: str, pairs: range, concurrency: int = 32) -> lis
     gate = asyncio.Semaphore(concurrency)
     async with httpx.AsyncClient(base_url=http_url, timeout=30) as client:
         async def like(user: str, target: str) -> dict[str, object]:
-            async with gate:
-                response = await client.post(
-                    "/v1/swipes", json={"target": target, "action": "like"},
-                    headers={"Authorization": f"Bearer {mint_token(SECRET, user)}"})
-                response.raise_for_status()
-                return response.json()  # type: ignore[no-any-return]
+            """A swipe is idempotent, so a dropped keep-alive connection or a 5xx is retried."""
+            headers = {"Authorization": f"Bearer {mint_token(SECRET, user)}"}
+            for attempt in range(MATCH_ATTEMPTS):
+                async with gate:
+                    try:
+                        response = await client.post(
+                            "/v1/swipes", json={"target": target, "action": "like"},
+                            headers=headers)
+                        if response.status_code < 500:
+                            response.raise_for_status()
+                            return response.json()  # type: ignore[no-any-return]
+                    except httpx.TransportError:
+                        if attempt == MATCH_ATTEMPTS - 1:
+                            raise
+                await asyncio.sleep(0.2 * 2 ** attempt)
+            response.raise_for_status()
+            raise AssertionError("unreachable")
 
         async def pair(i: int) -> str:
             a, b = users(i)

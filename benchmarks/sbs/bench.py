@@ -18,7 +18,8 @@ from benchmarks.sbs.servers import Cassandra, Target, launch
 
 P99_LIMIT_MS = 50.0
 MIN_OPEN_RATE = 100.0  # the lowest step tried when even the first one fails
-SETTLE_S = 2.0
+SETTLE_MAX_S = 30.0  # after a failed step: the longest wait for the server to go idle
+IDLE_CORES = 0.1  # "idle": the server side uses less than this much of a core
 LEAD_S = 0.3  # from handing out a window to its start: every process is waiting by then
 
 
@@ -73,6 +74,19 @@ def window(pool: LoadPool, target: Target, seconds: float, command: str,
     }
 
 
+def settle(target: Target) -> None:
+    """After a step the server could not hold, wait (bounded) until it has worked off its
+    backlog, seen as its CPU falling idle, so the next step does not inherit the queue."""
+    deadline = time.monotonic() + SETTLE_MAX_S
+    before = cpu_seconds(target.pids)
+    while time.monotonic() < deadline:
+        time.sleep(0.5)
+        now = cpu_seconds(target.pids)
+        if now - before < IDLE_CORES * 0.5:
+            return
+        before = now
+
+
 def closes(result: dict[str, Any]) -> str:
     """Sockets the server closed (or dropped) during a window, by close code."""
     codes = result["close_codes"]
@@ -106,7 +120,7 @@ def open_steps(pool: LoadPool, target: Target, opts: Options,
         if ok and (best is None or rate > best["rate"]):
             best = result
         if not ok:
-            time.sleep(SETTLE_S)  # let the server work off its backlog before another step
+            settle(target)
         return ok
 
     failed_at = None

@@ -81,4 +81,5 @@ range: lowest-highest over rounds. p50/p99: send -> delivery at the receiver.
 CPU s/1k: CPU seconds of every server-side process (nodes, redis-server, JVM) per 1,000 msgs.
 x relay / x sio: msg/s over the bare relay's / python-socketio's (1 process for single
   servers, 2 processes for clustered ones), same round and load; median of rounds.
+lost: sent in the window, not delivered within 3 s after it (late or lost), all rounds.
 load cores: CPU the load generator used (all its processes), in cores."""

@@ -146,6 +146,8 @@ class Worker:
 
     async def read(self, ws: ClientConnection, pair: Pair) -> None:
         on_msg, on_ack = self.on_msg, self.on_ack
+        # deliveries count only on the receiver's socket (an echo to the sender is not one)
+        receiving = ws is pair.receiver
         try:
             if self.wire == "sio":
                 async for data in ws:
@@ -154,7 +156,7 @@ class Worker:
                         on_ack(pair)
                     elif head == "42":
                         event = json.loads(data[2:])
-                        if event[0] == "msg":
+                        if event[0] == "msg" and receiving:
                             on_msg(event[1]["c"])
                     elif data == "2":
                         await ws.send("3")  # engine.io ping
@@ -164,12 +166,13 @@ class Worker:
                     frame = unpack(data)
                     t = frame.get("t")
                     if t == "msg":
-                        on_msg(frame["c"])
+                        if receiving:
+                            on_msg(frame["c"])
                     elif t == "ack":
                         on_ack(pair)
                     elif t == "error":
                         self.counts["errors"] += 1
-                        on_ack(pair)
+                        self.release(pair)
         except ConnectionClosed:
             pass
         if not self.closing:
@@ -179,6 +182,10 @@ class Worker:
 
     def on_ack(self, pair: Pair) -> None:
         self.counts["acked"] += 1
+        self.release(pair)
+
+    def release(self, pair: Pair) -> None:
+        """The closed-loop sender of `pair` may send again (an ack or an error came back)."""
         if pair.waiter is not None and not pair.waiter.done():
             pair.waiter.set_result(None)
 

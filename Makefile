@@ -10,7 +10,7 @@ PYTEST_ARGS ?=
 
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install system-deps cassandra cassandra-stop serve test lint bench clean
+.PHONY: install system-deps cassandra cassandra-stop serve test lint bench side-by-side clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -55,6 +55,11 @@ lint: $(STAMP)
 ## Figures, not pass/fail: store write throughput and latency
 bench: $(STAMP)
 	$(BIN)/python benchmarks/store_bench.py --backend sqlite
+
+## Figures: a bare relay, python-socketio and Rendezvous under the same load, with ratios
+## (docs/benchmarks.md): make side-by-side [ARGS="--seconds 5 --rounds 1 --cassandra"]
+side-by-side: $(STAMP)
+	$(BIN)/python benchmarks/side_by_side.py $(ARGS)
 
 ## Load test a running node (make serve): make load [SCENARIO=smoke] [ARGS="--workers 2"];
 ## writes loadtest-results/<scenario>-<time>/report.html (docs/loadtest.md)

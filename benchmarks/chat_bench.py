@@ -16,7 +16,6 @@ import argparse
 import asyncio
 import os
 import signal
-import socket
 import statistics
 import sys
 import tempfile
@@ -26,30 +25,26 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.sbs.procs import (
+    RAISED_LIMITS_ENV,
+    SECRET,
+    child_env,
+    free_port,
+    node_command,
+    percentile_ms,
+)
 from client import RendezvousClient, RendezvousHttp, mint_token
-
-SECRET = "benchmark-secret-0123456789abcdef0123"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000 if ordered else 0.0
+    return percentile_ms(sorted(values), q)
 
 
 async def start_node(data_dir: str, extra: list[str]) -> tuple[Any, str, str]:
     ws_port, http_port = free_port(), free_port()
-    env = {**os.environ, "RENDEZVOUS_JWT_SECRET": SECRET}
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "server.cli", "serve", "--data-dir", data_dir, "--ws-port",
-        str(ws_port), "--http-port", str(http_port), "--log-level", "WARNING",
-        "--sends-per-s", "100000", "--send-burst", "100000", *extra,
-        stdout=asyncio.subprocess.PIPE, env=env)
+        *node_command(data_dir, ws_port, http_port, *extra),
+        stdout=asyncio.subprocess.PIPE, env=child_env(**RAISED_LIMITS_ENV))
     assert proc.stdout is not None
     while b"Stop" not in await proc.stdout.readline():
         pass

@@ -211,8 +211,8 @@ class Gateway:
     async def _refuse(self, ws: ServerConnection, codec: Codec, msg: str, r: int | None,
                       reason: str) -> None:
         self.metrics.auth_failures.labels(reason).inc()
-        self.metrics.closes.labels(str(int(CloseCode.UNAUTHORIZED))).inc()
-        self.metrics.frames_out.labels("error").inc()
+        self.metrics.closes_by[str(int(CloseCode.UNAUTHORIZED))].inc()
+        self.metrics.frames_out_by["error"].inc()
         log.info("refused a connection", extra={"reason": reason})
         try:
             await ws.send(codec.encode(sf.error(ErrorCode.UNAUTHORIZED, msg, r)))
@@ -272,15 +272,15 @@ class Gateway:
             raw = session.codec.decode(data)
             frame = parse_client_frame(raw, self.limits)
         except ProtocolError as exc:
-            self.metrics.frames_in.labels("invalid").inc()
+            self.metrics.frames_in_by["invalid"].inc()
             self._reply_error(session, exc)
             return None
-        self.metrics.frames_in.labels(type(frame).__name__.lower()).inc()
+        self.metrics.frames_in_by[type(frame).__name__.lower()].inc()
         return frame
 
     def _rate_limited(self, session: Session, frame: ClientFrame, wait: float,
                       strikes: int) -> None:
-        self.metrics.rate_limited.labels("frames").inc()
+        self.metrics.rate_limited_by["frames"].inc()
         if strikes >= MAX_STRIKES:
             session.close_after_flush(CloseCode.POLICY, "rate limit exceeded")
         elif not isinstance(frame, Typing):  # a dropped typing frame needs no answer
@@ -322,5 +322,5 @@ class Gateway:
         session.push(sf.ok(frame.r, exp=claims.exp))
 
     def _reply_error(self, session: Session, exc: ProtocolError) -> None:
-        self.metrics.errors.labels(str(exc.code)).inc()
+        self.metrics.errors_by[str(exc.code)].inc()
         session.push(sf.error_from(exc))

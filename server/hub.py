@@ -64,7 +64,7 @@ class Session:
             log.info("closing a slow reader", extra={"user_hash": hash(self.user) & 0xFFFF})
             self.close_now(CloseCode.TOO_SLOW, "too slow to read: reconnect and sync")
             return False
-        self.metrics.frames_out.labels(frame.get("t", "?")).inc()
+        self.metrics.frames_out_by[frame.get("t", "?")].inc()
         return True
 
     def queued(self) -> int:
@@ -93,7 +93,7 @@ class Session:
         self._aborted = True
         if self._writer is not None:
             self._writer.cancel()
-        self.metrics.closes.labels(str(code)).inc()
+        self.metrics.closes_by[str(code)].inc()
         asyncio.get_running_loop().create_task(self._close(code, reason))
 
     async def _close(self, code: int, reason: str) -> None:
@@ -107,7 +107,7 @@ class Session:
                 data = await queue.get()
                 if data is _CLOSE:
                     code, reason = self._close_code or (1000, "")
-                    self.metrics.closes.labels(str(code)).inc()
+                    self.metrics.closes_by[str(code)].inc()
                     await self._close(code, reason)
                     return
                 await self.sink.send(data)

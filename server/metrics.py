@@ -26,6 +26,20 @@ from storage import Store
 
 T = TypeVar("T")
 
+
+class Children(dict[str, Any]):
+    """`metric.labels(value)` of a one-label metric, resolved once per value: the lookup
+    (label validation, a lock, a dict of tuples) cost more than the increment on the hot
+    path. Only for bounded label values (frame types, codes)."""
+
+    def __init__(self, metric: Any) -> None:
+        super().__init__()
+        self.metric = metric
+
+    def __missing__(self, value: str) -> Any:
+        child = self[value] = self.metric.labels(value)
+        return child
+
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
                    5.0)
 
@@ -111,6 +125,14 @@ class Metrics:
                                 registry=r)
         self.send_queue_max = Gauge("rendezvous_send_queue_max_frames", "Frames waiting in "
                                     "the fullest session send queue on this node", registry=r)
+
+        # children of the per-frame counters, resolved once (see `Children`)
+        self.frames_in_by = Children(self.frames_in)
+        self.frames_out_by = Children(self.frames_out)
+        self.errors_by = Children(self.errors)
+        self.closes_by = Children(self.closes)
+        self.rate_limited_by = Children(self.rate_limited)
+        self.push_skipped_by = Children(self.push_skipped)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

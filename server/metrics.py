@@ -22,6 +22,7 @@ from prometheus_client import (
     generate_latest,
 )
 
+from server.loop_metrics import HistogramChild, LoopCounter, LoopHistogram
 from storage import Store
 
 T = TypeVar("T")
@@ -49,17 +50,19 @@ class Metrics:
         r = self.registry = CollectorRegistry()
         self.connections = Gauge("rendezvous_connections", "Open authenticated WebSocket "
                                  "connections", registry=r)
-        self.frames_in = Counter("rendezvous_frames_in", "Frames received from clients",
-                                 ["type"], registry=r)
-        self.frames_out = Counter("rendezvous_frames_out", "Frames queued to clients",
-                                  ["type"], registry=r)
+        # per-message metrics count in plain numbers (server/loop_metrics.py)
+        self.frames_in = LoopCounter("rendezvous_frames_in", "Frames received from clients",
+                                     ["type"], registry=r)
+        self.frames_out = LoopCounter("rendezvous_frames_out", "Frames queued to clients",
+                                      ["type"], registry=r)
         self.errors = Counter("rendezvous_errors", "Error frames sent, by code", ["code"],
                               registry=r)
-        self.send_to_ack = Histogram("rendezvous_send_to_ack_seconds", "From a send frame "
-                                     "read to its ack queued (includes the durable write)",
-                                     buckets=LATENCY_BUCKETS, registry=r)
-        self.store_ops = Histogram("rendezvous_store_op_seconds", "Store call latency",
-                                   ["op"], buckets=LATENCY_BUCKETS, registry=r)
+        self.send_to_ack = LoopHistogram("rendezvous_send_to_ack_seconds", "From a send "
+                                         "frame read to its ack queued (includes the "
+                                         "durable write)", buckets=LATENCY_BUCKETS,
+                                         registry=r)
+        self.store_ops = LoopHistogram("rendezvous_store_op_seconds", "Store call latency",
+                                       ["op"], buckets=LATENCY_BUCKETS, registry=r)
         self.closes = Counter("rendezvous_closes", "Connections closed by the server, by "
                               "close code", ["code"], registry=r)
         self.slow_consumers = Counter("rendezvous_slow_consumer_closes", "Connections closed "
@@ -79,9 +82,10 @@ class Metrics:
         self.push_shed = Counter("rendezvous_push_shed", "Pushes dropped because the queue "
                                  "(provider=queue) or a provider's wait line was full",
                                  ["provider"], registry=r)
-        self.push_skipped = Counter("rendezvous_push_skipped", "Push jobs that sent nothing, "
-                                    "by reason (online, delivered, coalesced, no_device, "
-                                    "duplicate, no_provider)", ["reason"], registry=r)
+        self.push_skipped = LoopCounter("rendezvous_push_skipped", "Push jobs that sent "
+                                        "nothing, by reason (online, delivered, coalesced, "
+                                        "no_device, duplicate, no_provider)", ["reason"],
+                                        registry=r)
         self.push_send_seconds = Histogram("rendezvous_push_send_seconds", "Provider send "
                                            "latency, slot wait excluded", ["provider"],
                                            buckets=LATENCY_BUCKETS, registry=r)
@@ -115,11 +119,12 @@ class Metrics:
                               registry=r)
         self.store_errors = Counter("rendezvous_store_errors", "Store calls that raised, by "
                                     "operation", ["op"], registry=r)
-        self.delivery = Histogram("rendezvous_message_delivery_seconds", "From a message's "
-                                  "server timestamp (taken just before its durable write) to "
-                                  "its frame queued to a recipient's session on this node: "
-                                  "write, publish and broker hop (plus clock skew across "
-                                  "nodes)", buckets=LATENCY_BUCKETS, registry=r)
+        self.delivery = LoopHistogram("rendezvous_message_delivery_seconds", "From a "
+                                      "message's server timestamp (taken just before its "
+                                      "durable write) to its frame queued to a recipient's "
+                                      "session on this node: write, publish and broker hop "
+                                      "(plus clock skew across nodes)",
+                                      buckets=LATENCY_BUCKETS, registry=r)
         self.send_queue = Gauge("rendezvous_send_queue_frames", "Frames waiting in the "
                                 "send queues of this node's sessions, all together",
                                 registry=r)
@@ -155,7 +160,7 @@ STORE_OPS = tuple(name for name, member in vars(Store).items()
                   if inspect.iscoroutinefunction(member))
 
 
-def _timed(call: Callable[..., Awaitable[T]], latency: Histogram,
+def _timed(call: Callable[..., Awaitable[T]], latency: HistogramChild,
            errors: Counter) -> Callable[..., Awaitable[T]]:
     @functools.wraps(call)
     async def timed(*args: Any, **kwargs: Any) -> T:

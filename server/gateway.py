@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from http import HTTPStatus
 from typing import Any
 
@@ -101,6 +101,38 @@ def write_now(ws: ServerConnection) -> WriteNow:
             ws.transport.abort()
         return True
     return write
+
+
+class Requests:
+    """The requests of one connection running as tasks, at most `limit` at once.
+
+    Starting one costs a task and a set entry: no semaphore coroutine and no done callback
+    (a loop handle each) per frame; the reader waits only at the limit."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.running: set[asyncio.Task[None]] = set()  # strong references while they run
+        self._slot: asyncio.Future[None] | None = None
+        self._loop = asyncio.get_running_loop()
+
+    def full(self) -> bool:
+        return len(self.running) >= self.limit
+
+    async def wait_for_slot(self) -> None:
+        while self.full():
+            self._slot = self._loop.create_future()
+            await self._slot
+
+    def start(self, request: Coroutine[Any, Any, None]) -> None:
+        self.running.add(self._loop.create_task(request))
+
+    def finished(self, task: asyncio.Task[Any] | None) -> None:
+        """Called by the request itself as it ends."""
+        if task is not None:
+            self.running.discard(task)
+        slot = self._slot
+        if slot is not None and not slot.done():
+            slot.set_result(None)
 
 
 # Connections the kernel queues before the loop accepts them. asyncio listens again with its
@@ -255,8 +287,7 @@ class Gateway:
 
     async def _read_loop(self, ws: ServerConnection, session: Session,
                          expiry: list[asyncio.TimerHandle]) -> None:
-        inflight = asyncio.Semaphore(self.config.inflight_per_connection)
-        tasks: set[asyncio.Task[None]] = set()
+        requests = Requests(self.config.inflight_per_connection)
         strikes = 0
         try:
             async for data in ws:
@@ -282,15 +313,14 @@ class Gateway:
                         self._rate_limited(session, frame, wait, strikes)
                         continue
                     strikes = 0
-                    await inflight.acquire()
-                    task = asyncio.create_task(self._run(session, frame, inflight))
-                    tasks.add(task)
-                    task.add_done_callback(tasks.discard)
+                    if requests.full():
+                        await requests.wait_for_slot()
+                    requests.start(self._run(session, frame, requests))
         except ConnectionClosed:
             pass
         finally:
-            if tasks:  # let requests already read finish: their writes may be committing
-                await asyncio.wait(tasks, timeout=10)
+            if requests.running:  # let requests already read finish: writes may be committing
+                await asyncio.wait(requests.running, timeout=10)
 
     def _decode(self, session: Session, data: bytes | str) -> ClientFrame | None:
         try:
@@ -313,8 +343,7 @@ class Gateway:
                 ErrorCode.RATE_LIMITED, "too many frames", r=getattr(frame, "r", None),
                 retry_ms=max(1, int(wait * 1000))))
 
-    async def _run(self, session: Session, frame: ClientFrame,
-                   inflight: asyncio.Semaphore) -> None:
+    async def _run(self, session: Session, frame: ClientFrame, requests: Requests) -> None:
         try:
             reply = await self._handlers[type(frame)](session, frame)
             if reply is not None:
@@ -326,7 +355,7 @@ class Gateway:
             self._reply_error(session, ProtocolError(
                 ErrorCode.INTERNAL, "internal error", r=getattr(frame, "r", None)))
         finally:
-            inflight.release()
+            requests.finished(asyncio.current_task())
 
     def _refresh(self, session: Session, frame: Refresh,
                  expiry: list[asyncio.TimerHandle]) -> None:

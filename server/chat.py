@@ -140,9 +140,11 @@ class ChatService:
         await self.claims.confirm(f.m, user, f.c, stored.id, stored.ts)
         if created:
             peer = match.peer_of(user)
-            await self._stop_typing(f.m, user, peer)
-            await self.broker.publish((peer, user), {"t": "msg", **message_entry(stored)},
-                                      skip_session=session.id)
+            if (f.m, user) in self._typing:
+                await self._stop_typing(f.m, user, peer)
+            await self.broker.publish((peer, user), sf.msg(
+                stored.match_id, stored.id, stored.sender, stored.ts, stored.client_id,
+                stored.body, stored.media), skip_session=session.id)
             if self.hub.has_user(peer):  # a live session here got it: no push work at all
                 self.pushes.skip_online()
             else:

@@ -132,6 +132,7 @@ class PushDispatcher:
         self._busy = 0
         self._stopping = False
         self._config_logged: dict[tuple[str, str], float] = {}
+        self._skipped: dict[str, Any] = {}
 
     async def start(self) -> None:
         for pusher in self._unique_pushers():
@@ -175,6 +176,11 @@ class PushDispatcher:
     async def match(self, user: str, match: MatchRecord, superlike: bool = False) -> None:
         """`superlike`: `user` received the super like that made this match."""
         await self._enqueue(PushJob.for_match(user, match, superlike))
+
+    def skip_online(self) -> None:
+        """The recipient has a live session on this node, which got the frame: no job is
+        queued at all (a worker would only find them online), only its skip is counted."""
+        self._skip("online")
 
     def delivered(self, user: str, match_id: str) -> None:
         """A device of `user` confirmed delivery in `match_id`: no push for a short while."""
@@ -235,7 +241,10 @@ class PushDispatcher:
         return None
 
     def _skip(self, reason: str) -> None:
-        self.metrics.push_skipped.labels(reason).inc()
+        child = self._skipped.get(reason)
+        if child is None:  # resolved once per reason: `.labels()` costs more than `.inc()`
+            child = self._skipped[reason] = self.metrics.push_skipped.labels(reason)
+        child.inc()
 
     async def _stored_message(self, job: PushJob) -> Message:
         """The message with its body (jobs carry none), for a preview."""

@@ -115,7 +115,7 @@ class ChatService:
         match = await self.open_match(user, f.m, f.r)
         wait = await self.send_limiter.take(user)
         if wait:
-            self.metrics.rate_limited.labels("send").inc()
+            self.metrics.rate_limited_by["send"].inc()
             raise ProtocolError(ErrorCode.RATE_LIMITED, "too many messages",
                                 r=f.r, retry_ms=max(1, int(wait * 1000)))
         claim = await self.claims.claim(f.m, user, f.c)
@@ -141,10 +141,15 @@ class ChatService:
         await self.claims.confirm(f.m, user, f.c, stored.id, stored.ts)
         if created:
             peer = match.peer_of(user)
-            await self._stop_typing(f.m, user, peer)
-            await self.broker.publish((peer, user), {"t": "msg", **message_entry(stored)},
-                                      skip_session=session.id)
-            await self.pushes.message(peer, stored)
+            if (f.m, user) in self._typing:
+                await self._stop_typing(f.m, user, peer)
+            await self.broker.publish((peer, user), sf.msg(
+                stored.match_id, stored.id, stored.sender, stored.ts, stored.client_id,
+                stored.body, stored.media), skip_session=session.id)
+            if self.hub.has_user(peer):  # a live session here got it: no push work at all
+                self.pushes.skip_online()
+            else:
+                await self.pushes.message(peer, stored)
         return None
 
     async def history(self, session: Session, f: History) -> Frame:

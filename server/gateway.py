@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from http import HTTPStatus
 from typing import Any
 
@@ -20,6 +20,7 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
+from websockets.protocol import State
 from websockets.typing import Subprotocol
 
 from protocol import server_frames as sf
@@ -44,7 +45,7 @@ from server.auth import Authenticator, AuthError, Claims
 from server.broker import Broker
 from server.chat import ChatService
 from server.config import Config
-from server.hub import Hub, Session
+from server.hub import Hub, Session, WriteNow
 from server.logs import new_connection_id
 from server.metrics import Metrics
 from server.presence import Presence
@@ -76,6 +77,62 @@ def bearer(headers: Headers) -> str | None:
     if value and value[:7].lower() == "bearer ":
         return value[7:].strip()
     return None
+
+
+def write_now(ws: ServerConnection) -> WriteNow:
+    """A session's direct path to its socket: write one frame now, as `ws.send` would, when
+    `ws.send` would not have to wait (no fragmented send in progress, the transport not
+    paused by flow control); False means queue it for the session's writer task instead.
+    Skips a coroutine, an async context manager and a task wake-up per frame."""
+    protocol = ws.protocol
+
+    def write(data: bytes | str) -> bool:
+        if (ws.paused or ws.send_in_progress is not None or protocol.state is not State.OPEN
+                or ws.transport.is_closing()):
+            return False
+        try:
+            if isinstance(data, str):
+                protocol.send_text(data.encode())
+            else:
+                protocol.send_binary(data)
+            ws.send_data()
+        except Exception:  # as `ws.send` does when a write fails: the reader then ends
+            log.debug("direct write failed: aborting the connection", exc_info=True)
+            ws.transport.abort()
+        return True
+    return write
+
+
+class Requests:
+    """The requests of one connection running as tasks, at most `limit` at once.
+
+    Starting one costs a task and a set entry: no semaphore coroutine and no done callback
+    (a loop handle each) per frame; the reader waits only at the limit."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.running: set[asyncio.Task[None]] = set()  # strong references while they run
+        self._slot: asyncio.Future[None] | None = None
+        self._loop = asyncio.get_running_loop()
+
+    def full(self) -> bool:
+        return len(self.running) >= self.limit
+
+    async def wait_for_slot(self) -> None:
+        while self.full():
+            self._slot = self._loop.create_future()
+            await self._slot
+
+    def start(self, request: Coroutine[Any, Any, None]) -> None:
+        self.running.add(self._loop.create_task(request))
+
+    def finished(self, task: asyncio.Task[Any] | None) -> None:
+        """Called by the request itself as it ends."""
+        if task is not None:
+            self.running.discard(task)
+        slot = self._slot
+        if slot is not None and not slot.done():
+            slot.set_result(None)
 
 
 # Connections the kernel queues before the loop accepts them. asyncio listens again with its
@@ -145,7 +202,7 @@ class Gateway:
             return
         log.debug("connection authenticated", extra={"subprotocol": codec.name})
         session = Session(claims.user, conn_id, codec, ws, claims.exp,
-                          self.config.send_queue_frames, self.metrics)
+                          self.config.send_queue_frames, self.metrics, write_now(ws))
         session.start()
         expiry = self._expire_at(session)
         first_here = self.hub.add(session)
@@ -211,8 +268,8 @@ class Gateway:
     async def _refuse(self, ws: ServerConnection, codec: Codec, msg: str, r: int | None,
                       reason: str) -> None:
         self.metrics.auth_failures.labels(reason).inc()
-        self.metrics.closes.labels(str(int(CloseCode.UNAUTHORIZED))).inc()
-        self.metrics.frames_out.labels("error").inc()
+        self.metrics.closes_by[str(int(CloseCode.UNAUTHORIZED))].inc()
+        self.metrics.frames_out_by["error"].inc()
         log.info("refused a connection", extra={"reason": reason})
         try:
             await ws.send(codec.encode(sf.error(ErrorCode.UNAUTHORIZED, msg, r)))
@@ -230,8 +287,7 @@ class Gateway:
 
     async def _read_loop(self, ws: ServerConnection, session: Session,
                          expiry: list[asyncio.TimerHandle]) -> None:
-        inflight = asyncio.Semaphore(self.config.inflight_per_connection)
-        tasks: set[asyncio.Task[None]] = set()
+        requests = Requests(self.config.inflight_per_connection)
         strikes = 0
         try:
             async for data in ws:
@@ -257,30 +313,29 @@ class Gateway:
                         self._rate_limited(session, frame, wait, strikes)
                         continue
                     strikes = 0
-                    await inflight.acquire()
-                    task = asyncio.create_task(self._run(session, frame, inflight))
-                    tasks.add(task)
-                    task.add_done_callback(tasks.discard)
+                    if requests.full():
+                        await requests.wait_for_slot()
+                    requests.start(self._run(session, frame, requests))
         except ConnectionClosed:
             pass
         finally:
-            if tasks:  # let requests already read finish: their writes may be committing
-                await asyncio.wait(tasks, timeout=10)
+            if requests.running:  # let requests already read finish: writes may be committing
+                await asyncio.wait(requests.running, timeout=10)
 
     def _decode(self, session: Session, data: bytes | str) -> ClientFrame | None:
         try:
             raw = session.codec.decode(data)
             frame = parse_client_frame(raw, self.limits)
         except ProtocolError as exc:
-            self.metrics.frames_in.labels("invalid").inc()
+            self.metrics.frames_in_by["invalid"].inc()
             self._reply_error(session, exc)
             return None
-        self.metrics.frames_in.labels(type(frame).__name__.lower()).inc()
+        self.metrics.frames_in_by[type(frame).__name__.lower()].inc()
         return frame
 
     def _rate_limited(self, session: Session, frame: ClientFrame, wait: float,
                       strikes: int) -> None:
-        self.metrics.rate_limited.labels("frames").inc()
+        self.metrics.rate_limited_by["frames"].inc()
         if strikes >= MAX_STRIKES:
             session.close_after_flush(CloseCode.POLICY, "rate limit exceeded")
         elif not isinstance(frame, Typing):  # a dropped typing frame needs no answer
@@ -288,8 +343,7 @@ class Gateway:
                 ErrorCode.RATE_LIMITED, "too many frames", r=getattr(frame, "r", None),
                 retry_ms=max(1, int(wait * 1000))))
 
-    async def _run(self, session: Session, frame: ClientFrame,
-                   inflight: asyncio.Semaphore) -> None:
+    async def _run(self, session: Session, frame: ClientFrame, requests: Requests) -> None:
         try:
             reply = await self._handlers[type(frame)](session, frame)
             if reply is not None:
@@ -301,7 +355,7 @@ class Gateway:
             self._reply_error(session, ProtocolError(
                 ErrorCode.INTERNAL, "internal error", r=getattr(frame, "r", None)))
         finally:
-            inflight.release()
+            requests.finished(asyncio.current_task())
 
     def _refresh(self, session: Session, frame: Refresh,
                  expiry: list[asyncio.TimerHandle]) -> None:
@@ -322,5 +376,5 @@ class Gateway:
         session.push(sf.ok(frame.r, exp=claims.exp))
 
     def _reply_error(self, session: Session, exc: ProtocolError) -> None:
-        self.metrics.errors.labels(str(exc.code)).inc()
+        self.metrics.errors_by[str(exc.code)].inc()
         session.push(sf.error_from(exc))

@@ -11,7 +11,8 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Iterator
+from collections import deque
+from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
 from protocol.codec import Codec
@@ -32,11 +33,18 @@ class FrameSink(Protocol):
     async def close(self, code: int = 1000, reason: str = "") -> None: ...
 
 
+WriteNow = Callable[[bytes | str], bool]  # writes a frame at once if nothing must wait
+
+
 class Session:
-    """One authenticated connection of a user."""
+    """One authenticated connection of a user.
+
+    A frame goes straight to the socket when nothing is queued before it and the socket
+    takes it without waiting (`write_now`); otherwise into the bounded queue that the
+    writer task drains. Most frames so cost no task wake-up (docs/architecture.md)."""
 
     def __init__(self, user: str, session_id: str, codec: Codec, sink: FrameSink, exp: int,
-                 queue_frames: int, metrics: Metrics) -> None:
+                 queue_frames: int, metrics: Metrics, write_now: WriteNow | None = None) -> None:
         self.user = user
         self.id = session_id
         self.codec = codec
@@ -44,7 +52,11 @@ class Session:
         self.exp = exp
         self.metrics = metrics
         self.closing = False
-        self._queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=queue_frames)
+        self._queue: deque[Any] = deque()
+        self._max_queued = queue_frames
+        self._wake: asyncio.Future[None] | None = None  # set while the writer waits
+        self._write_now = write_now
+        self._sending = False  # the writer task is in the middle of a send
         self._writer: asyncio.Task[None] | None = None
         self._close_code: tuple[int, str] | None = None
         self._aborted = False
@@ -57,18 +69,26 @@ class Session:
         if self.closing:
             return False
         data = encoded if encoded is not None else self.codec.encode(frame)
-        try:
-            self._queue.put_nowait(data)
-        except asyncio.QueueFull:
-            self.metrics.slow_consumers.inc()
-            log.info("closing a slow reader", extra={"user_hash": hash(self.user) & 0xFFFF})
-            self.close_now(CloseCode.TOO_SLOW, "too slow to read: reconnect and sync")
-            return False
-        self.metrics.frames_out.labels(frame.get("t", "?")).inc()
+        queue = self._queue
+        if queue or self._sending or self._write_now is None or not self._write_now(data):
+            if len(queue) >= self._max_queued:
+                self.metrics.slow_consumers.inc()
+                log.info("closing a slow reader",
+                         extra={"user_hash": hash(self.user) & 0xFFFF})
+                self.close_now(CloseCode.TOO_SLOW, "too slow to read: reconnect and sync")
+                return False
+            queue.append(data)
+            self._wake_writer()
+        self.metrics.frames_out_by[frame.get("t", "?")].inc()
         return True
 
+    def _wake_writer(self) -> None:
+        wake = self._wake
+        if wake is not None and not wake.done():
+            wake.set_result(None)
+
     def queued(self) -> int:
-        return self._queue.qsize()
+        return len(self._queue)
 
     def close_after_flush(self, code: int, reason: str) -> None:
         """Close once the frames queued so far are written (an error, then the close)."""
@@ -76,10 +96,11 @@ class Session:
             return
         self.closing = True
         self._close_code = (code, reason)
-        try:
-            self._queue.put_nowait(_CLOSE)
-        except asyncio.QueueFull:
+        if len(self._queue) >= self._max_queued:
             self._abort(code, reason)
+            return
+        self._queue.append(_CLOSE)
+        self._wake_writer()
 
     def close_now(self, code: int, reason: str) -> None:
         """Close without writing what is still queued."""
@@ -93,7 +114,7 @@ class Session:
         self._aborted = True
         if self._writer is not None:
             self._writer.cancel()
-        self.metrics.closes.labels(str(code)).inc()
+        self.metrics.closes_by[str(code)].inc()
         asyncio.get_running_loop().create_task(self._close(code, reason))
 
     async def _close(self, code: int, reason: str) -> None:
@@ -102,15 +123,26 @@ class Session:
 
     async def _write_loop(self) -> None:
         queue = self._queue
+        loop = asyncio.get_running_loop()
         try:
             while True:
-                data = await queue.get()
+                while not queue:
+                    self._wake = loop.create_future()
+                    try:
+                        await self._wake
+                    finally:
+                        self._wake = None
+                data = queue.popleft()
                 if data is _CLOSE:
                     code, reason = self._close_code or (1000, "")
-                    self.metrics.closes.labels(str(code)).inc()
+                    self.metrics.closes_by[str(code)].inc()
                     await self._close(code, reason)
                     return
-                await self.sink.send(data)
+                self._sending = True  # `push` writes nothing past a frame being written
+                try:
+                    await self.sink.send(data)
+                finally:
+                    self._sending = False
         except asyncio.CancelledError:
             raise
         except Exception:  # connection closed under us: the reader side cleans up

@@ -22,9 +22,24 @@ from prometheus_client import (
     generate_latest,
 )
 
+from server.loop_metrics import HistogramChild, LoopCounter, LoopHistogram
 from storage import Store
 
 T = TypeVar("T")
+
+
+class Children(dict[str, Any]):
+    """`metric.labels(value)` of a one-label metric, resolved once per value: the lookup
+    (label validation, a lock, a dict of tuples) cost more than the increment on the hot
+    path. Only for bounded label values (frame types, codes)."""
+
+    def __init__(self, metric: Any) -> None:
+        super().__init__()
+        self.metric = metric
+
+    def __missing__(self, value: str) -> Any:
+        child = self[value] = self.metric.labels(value)
+        return child
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
                    5.0)
@@ -35,17 +50,19 @@ class Metrics:
         r = self.registry = CollectorRegistry()
         self.connections = Gauge("rendezvous_connections", "Open authenticated WebSocket "
                                  "connections", registry=r)
-        self.frames_in = Counter("rendezvous_frames_in", "Frames received from clients",
-                                 ["type"], registry=r)
-        self.frames_out = Counter("rendezvous_frames_out", "Frames queued to clients",
-                                  ["type"], registry=r)
+        # per-message metrics count in plain numbers (server/loop_metrics.py)
+        self.frames_in = LoopCounter("rendezvous_frames_in", "Frames received from clients",
+                                     ["type"], registry=r)
+        self.frames_out = LoopCounter("rendezvous_frames_out", "Frames queued to clients",
+                                      ["type"], registry=r)
         self.errors = Counter("rendezvous_errors", "Error frames sent, by code", ["code"],
                               registry=r)
-        self.send_to_ack = Histogram("rendezvous_send_to_ack_seconds", "From a send frame "
-                                     "read to its ack queued (includes the durable write)",
-                                     buckets=LATENCY_BUCKETS, registry=r)
-        self.store_ops = Histogram("rendezvous_store_op_seconds", "Store call latency",
-                                   ["op"], buckets=LATENCY_BUCKETS, registry=r)
+        self.send_to_ack = LoopHistogram("rendezvous_send_to_ack_seconds", "From a send "
+                                         "frame read to its ack queued (includes the "
+                                         "durable write)", buckets=LATENCY_BUCKETS,
+                                         registry=r)
+        self.store_ops = LoopHistogram("rendezvous_store_op_seconds", "Store call latency",
+                                       ["op"], buckets=LATENCY_BUCKETS, registry=r)
         self.closes = Counter("rendezvous_closes", "Connections closed by the server, by "
                               "close code", ["code"], registry=r)
         self.slow_consumers = Counter("rendezvous_slow_consumer_closes", "Connections closed "
@@ -65,9 +82,10 @@ class Metrics:
         self.push_shed = Counter("rendezvous_push_shed", "Pushes dropped because the queue "
                                  "(provider=queue) or a provider's wait line was full",
                                  ["provider"], registry=r)
-        self.push_skipped = Counter("rendezvous_push_skipped", "Push jobs that sent nothing, "
-                                    "by reason (online, delivered, coalesced, no_device, "
-                                    "duplicate, no_provider)", ["reason"], registry=r)
+        self.push_skipped = LoopCounter("rendezvous_push_skipped", "Push jobs that sent "
+                                        "nothing, by reason (online, delivered, coalesced, "
+                                        "no_device, duplicate, no_provider)", ["reason"],
+                                        registry=r)
         self.push_send_seconds = Histogram("rendezvous_push_send_seconds", "Provider send "
                                            "latency, slot wait excluded", ["provider"],
                                            buckets=LATENCY_BUCKETS, registry=r)
@@ -101,16 +119,25 @@ class Metrics:
                               registry=r)
         self.store_errors = Counter("rendezvous_store_errors", "Store calls that raised, by "
                                     "operation", ["op"], registry=r)
-        self.delivery = Histogram("rendezvous_message_delivery_seconds", "From a message's "
-                                  "server timestamp (taken just before its durable write) to "
-                                  "its frame queued to a recipient's session on this node: "
-                                  "write, publish and broker hop (plus clock skew across "
-                                  "nodes)", buckets=LATENCY_BUCKETS, registry=r)
+        self.delivery = LoopHistogram("rendezvous_message_delivery_seconds", "From a "
+                                      "message's server timestamp (taken just before its "
+                                      "durable write) to its frame queued to a recipient's "
+                                      "session on this node: write, publish and broker hop "
+                                      "(plus clock skew across nodes)",
+                                      buckets=LATENCY_BUCKETS, registry=r)
         self.send_queue = Gauge("rendezvous_send_queue_frames", "Frames waiting in the "
                                 "send queues of this node's sessions, all together",
                                 registry=r)
         self.send_queue_max = Gauge("rendezvous_send_queue_max_frames", "Frames waiting in "
                                     "the fullest session send queue on this node", registry=r)
+
+        # children of the per-frame counters, resolved once (see `Children`)
+        self.frames_in_by = Children(self.frames_in)
+        self.frames_out_by = Children(self.frames_out)
+        self.errors_by = Children(self.errors)
+        self.closes_by = Children(self.closes)
+        self.rate_limited_by = Children(self.rate_limited)
+        self.push_skipped_by = Children(self.push_skipped)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
@@ -133,7 +160,7 @@ STORE_OPS = tuple(name for name, member in vars(Store).items()
                   if inspect.iscoroutinefunction(member))
 
 
-def _timed(call: Callable[..., Awaitable[T]], latency: Histogram,
+def _timed(call: Callable[..., Awaitable[T]], latency: HistogramChild,
            errors: Counter) -> Callable[..., Awaitable[T]]:
     @functools.wraps(call)
     async def timed(*args: Any, **kwargs: Any) -> T:

@@ -48,7 +48,7 @@ class SqliteStore:
     def __init__(self, path: str | os.PathLike[str], *, synchronous: str = "FULL",
                  max_batch: int = 256) -> None:
         self.engine = SqliteEngine(path, synchronous=synchronous, max_batch=max_batch,
-                                   setup=create_or_check)
+                                   setup=_setup_writer)
         self._write = self.engine.write
         self._read = self.engine.read
 
@@ -212,36 +212,63 @@ def _match_rows(conn: sqlite3.Connection, match_id: str) -> list[Row]:
 
 
 
-_ADVANCE_CONVERSATIONS = (  # both members' rows, the members read from the match row
-    "INSERT INTO conversations_by_user"
-    " (user, match_id, peer, match_ts, last_id, last_from, last_ts)"
-    " SELECT user_a, id, user_b, ts, :id, :sender, :ts FROM matches WHERE id = :match_id"
-    " UNION ALL"
-    " SELECT user_b, id, user_a, ts, :id, :sender, :ts FROM matches WHERE id = :match_id"
-    " ON CONFLICT (user, match_id) DO UPDATE SET last_id = excluded.last_id,"
-    " last_from = excluded.last_from, last_ts = excluded.last_ts"
-    " WHERE excluded.last_id > conversations_by_user.last_id")
+# A save is one statement: an insert into this view, whose trigger claims the idempotency
+# key, stores the message only if the claim is this message's, and advances both members'
+# conversation rows (the members read from the match row). One statement instead of three
+# is two fewer trips into SQLite, each a release and re-take of the GIL by the writer
+# thread while the event loop wants it (docs/storage.md). TEMP: it lives on the writer's
+# connection only, nothing of it is in the file.
+_SAVE_MESSAGE_TRIGGER = """
+CREATE TEMP VIEW IF NOT EXISTS message_saves AS
+    SELECT bucket, match_id, id, sender, client_id, ts, body, media FROM main.messages;
+CREATE TEMP TRIGGER IF NOT EXISTS message_saves_insert INSTEAD OF INSERT ON message_saves
+BEGIN
+    INSERT INTO message_client_ids (match_id, sender, client_id, id)
+        VALUES (NEW.match_id, NEW.sender, NEW.client_id, NEW.id) ON CONFLICT DO NOTHING;
+    INSERT INTO messages (bucket, match_id, id, sender, client_id, ts, body, media)
+        SELECT NEW.bucket, NEW.match_id, NEW.id, NEW.sender, NEW.client_id, NEW.ts,
+               NEW.body, NEW.media
+        WHERE (SELECT id FROM message_client_ids WHERE match_id = NEW.match_id
+               AND sender = NEW.sender AND client_id = NEW.client_id) = NEW.id;
+    INSERT INTO conversations_by_user
+        (user, match_id, peer, match_ts, last_id, last_from, last_ts)
+        SELECT user_a, id, user_b, ts, NEW.id, NEW.sender, NEW.ts FROM matches
+        WHERE id = NEW.match_id AND EXISTS (SELECT 1 FROM messages
+              WHERE match_id = NEW.match_id AND bucket = NEW.bucket AND id = NEW.id)
+        UNION ALL
+        SELECT user_b, id, user_a, ts, NEW.id, NEW.sender, NEW.ts FROM matches
+        WHERE id = NEW.match_id AND EXISTS (SELECT 1 FROM messages
+              WHERE match_id = NEW.match_id AND bucket = NEW.bucket AND id = NEW.id)
+        ON CONFLICT (user, match_id) DO UPDATE SET last_id = excluded.last_id,
+        last_from = excluded.last_from, last_ts = excluded.last_ts
+        WHERE excluded.last_id > conversations_by_user.last_id;
+END;
+"""
+_SAVE_MESSAGE = f"INSERT INTO message_saves (bucket, {_MSG}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+
+
+def _setup_writer(conn: sqlite3.Connection) -> None:
+    """The writer connection's set-up: the schema, then the save trigger above."""
+    create_or_check(conn)
+    conn.executescript(_SAVE_MESSAGE_TRIGGER)
 
 
 def _save_message(conn: sqlite3.Connection, m: Message) -> tuple[Message, bool]:
-    """Claim the idempotency key first: the common case (a new message) then costs three
-    statements; without a match row the message is stored alone."""
-    if not _changed(conn, "INSERT INTO message_client_ids (match_id, sender, client_id, id)"
-                    " VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
-                    (m.match_id, m.sender, m.client_id, m.id)):
-        rows = _rows(conn, f"SELECT {', '.join('m.' + c for c in _MSG.split(', '))}"
-                     " FROM message_client_ids k JOIN messages m"
-                     " ON m.match_id = k.match_id AND m.id = k.id"
-                     " WHERE k.match_id = ? AND k.sender = ? AND k.client_id = ?",
-                     (m.match_id, m.sender, m.client_id))
-        return _message(rows[0]), False
+    """One statement for a new message (see `_SAVE_MESSAGE_TRIGGER`); the trigger's rows
+    count in `total_changes`, so none changed means the client id was stored before and
+    that message is read back. Without a match row the message is stored alone."""
     media = None if m.media is None else json.dumps(m.media, separators=(",", ":"))
-    conn.execute(f"INSERT INTO messages (bucket, {_MSG}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                 (bucket_of(m.id), m.match_id, m.id, m.sender, m.client_id, m.ts, m.body,
-                  media))
-    conn.execute(_ADVANCE_CONVERSATIONS,
-                 {"match_id": m.match_id, "id": m.id, "sender": m.sender, "ts": m.ts})
-    return m, True
+    before = conn.total_changes
+    conn.execute(_SAVE_MESSAGE, (bucket_of(m.id), m.match_id, m.id, m.sender, m.client_id,
+                                 m.ts, m.body, media))
+    if conn.total_changes != before:
+        return m, True
+    rows = _rows(conn, f"SELECT {', '.join('m.' + c for c in _MSG.split(', '))}"
+                 " FROM message_client_ids k JOIN messages m"
+                 " ON m.match_id = k.match_id AND m.id = k.id"
+                 " WHERE k.match_id = ? AND k.sender = ? AND k.client_id = ?",
+                 (m.match_id, m.sender, m.client_id))
+    return _message(rows[0]), False
 
 
 def _record_swipe(conn: sqlite3.Connection, swiper: str, target: str, action: SwipeAction,

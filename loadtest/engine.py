@@ -76,8 +76,12 @@ class WorkerContext:
         self._names = itertools.count(1)
         self._transports: dict[str | None, httpx.AsyncHTTPTransport] = {}
         self._sleepers: set[asyncio.Future[None]] = set()
-        weights = [t.weight for t in scenario.targets]
-        self._target_cum = list(itertools.accumulate(weights))
+        # targets by smooth weighted round robin, not at random: a short run with a few
+        # sessions still spreads them by weight; each worker starts at another place
+        self._target_weights = [t.weight for t in scenario.targets]
+        self._target_credit = [0.0] * len(scenario.targets)
+        for _ in range(worker % len(scenario.targets)):
+            self.pick_target()
 
     # -- identities and places -------------------------------------------------------------
 
@@ -85,11 +89,14 @@ class WorkerContext:
         return f"{self.scenario.user_prefix}{self.run_id}w{self.worker}n{next(self._names)}"
 
     def pick_target(self) -> Target:
-        pick = self.rng.random() * self._target_cum[-1]
-        for target, bound in zip(self.scenario.targets, self._target_cum, strict=True):
-            if pick < bound:
-                return target
-        return self.scenario.targets[-1]
+        """The next target: over any run of picks each gets its share of the weights
+        (nginx's smooth weighted round robin)."""
+        credit = self._target_credit
+        for i, weight in enumerate(self._target_weights):
+            credit[i] += weight
+        best = max(range(len(credit)), key=credit.__getitem__)
+        credit[best] -= sum(self._target_weights)
+        return self.scenario.targets[best]
 
     def next_source(self) -> str | None:
         return next(self._source_cycle)

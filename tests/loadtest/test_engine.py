@@ -88,3 +88,24 @@ async def test_chaos_cuts_the_socket_and_the_user_comes_back_and_syncs(
     assert counters["disconnects"] == 1
     assert not [name for name in counters if name.startswith("errors.")]  # chaos is no error
     assert counters["sent"] == counters["delivered"] == 15
+
+
+def two_targets(weight_a: int) -> Scenario:
+    return parse_scenario(f"""\
+targets:
+  - {{name: a, ws: "ws://127.0.0.1:1/v1/ws", http: "http://127.0.0.1:2", weight: {weight_a}}}
+  - {{name: b, ws: "ws://127.0.0.1:3/v1/ws", http: "http://127.0.0.1:4"}}
+personas:
+  - flow: [connect]
+phases: [{{users: 1, duration: 1s}}]
+""", "spread.yaml")
+
+
+async def test_sessions_spread_over_targets_by_weight_from_the_first_picks() -> None:
+    ctx = WorkerContext(two_targets(3), SECRET, run_id="r", worker=0)
+    names = [ctx.pick_target().name for _ in range(8)]
+    assert names.count("a") == 6 and names.count("b") == 2
+    assert "b" in names[:4]  # a short run reaches both, not only by luck
+    first = [WorkerContext(two_targets(1), SECRET, run_id="r", worker=w).pick_target().name
+             for w in (0, 1)]
+    assert first == ["a", "b"]  # two workers with one session each do not share a target

@@ -243,8 +243,9 @@ class SqliteEngine:
         if conn.in_transaction:
             with contextlib.suppress(sqlite3.Error):
                 conn.execute("ROLLBACK")
-        error = as_unavailable(exc, always=True)
-        _settle_all([(fut, None, error) for _, fut in batch])
+        # an exception of its own per write: one raised in many tasks would pile up their
+        # tracebacks on one object
+        _settle_all([(fut, None, as_unavailable(exc, always=True)) for _, fut in batch])
 
     def _fail_leftovers(self) -> None:
         while True:

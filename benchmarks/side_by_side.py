@@ -57,6 +57,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              "(default 5000)")
     parser.add_argument("--storm-spread", type=float, default=2.0,
                         help="reconnect delays uniform in 0..this many s")
+    parser.add_argument("--profile", type=Path, metavar="DIR",
+                        help="py-spy profiles and per-thread CPU of every closed window here")
     parser.add_argument("--quiet", action="store_true")
     return parser.parse_args(argv)
 
@@ -101,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
                    warmup=args.warmup,
                    open_pairs=None if args.no_open else (args.open_pairs or max(pairs)),
                    open_rates=numbers(args.open_rates), open_seconds=args.open_seconds,
-                   load_processes=args.load_processes)
+                   load_processes=args.load_processes, profile_dir=args.profile)
     cassandra = None
     pool = LoadPool(args.load_processes)
     try:

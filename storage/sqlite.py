@@ -68,7 +68,7 @@ class SqliteStore:
         """The hints change nothing here: the key's insert is its own check and the members
         come from the match row in the same statement, inside the writer's transaction, so
         neither costs a read of its own."""
-        return await self._write(lambda c: _save_message(c, message))
+        return await self.engine.write_grouped(_save_messages, message)  # type: ignore[no-any-return]
 
     async def history(self, match_id: str, before: int | None,
                       limit: int) -> tuple[list[Message], bool]:
@@ -216,8 +216,10 @@ def _match_rows(conn: sqlite3.Connection, match_id: str) -> list[Row]:
 # key, stores the message only if the claim is this message's, and advances both members'
 # conversation rows (the members read from the match row). One statement instead of three
 # is two fewer trips into SQLite, each a release and re-take of the GIL by the writer
-# thread while the event loop wants it (docs/storage.md). TEMP: it lives on the writer's
-# connection only, nothing of it is in the file.
+# thread while the event loop wants it (docs/storage.md). Inside a trigger, `changes()` is
+# the row count of the trigger's previous statement: 1 after the claim means the key is
+# this message's (no read back), 1 after the message insert means it was stored. TEMP: it
+# lives on the writer's connection only, nothing of it is in the file.
 _SAVE_MESSAGE_TRIGGER = """
 CREATE TEMP VIEW IF NOT EXISTS message_saves AS
     SELECT bucket, match_id, id, sender, client_id, ts, body, media FROM main.messages;
@@ -228,23 +230,40 @@ BEGIN
     INSERT INTO messages (bucket, match_id, id, sender, client_id, ts, body, media)
         SELECT NEW.bucket, NEW.match_id, NEW.id, NEW.sender, NEW.client_id, NEW.ts,
                NEW.body, NEW.media
-        WHERE (SELECT id FROM message_client_ids WHERE match_id = NEW.match_id
-               AND sender = NEW.sender AND client_id = NEW.client_id) = NEW.id;
+        WHERE changes() = 1;
     INSERT INTO conversations_by_user
         (user, match_id, peer, match_ts, last_id, last_from, last_ts)
         SELECT user_a, id, user_b, ts, NEW.id, NEW.sender, NEW.ts FROM matches
-        WHERE id = NEW.match_id AND EXISTS (SELECT 1 FROM messages
-              WHERE match_id = NEW.match_id AND bucket = NEW.bucket AND id = NEW.id)
+        WHERE id = NEW.match_id AND changes() = 1
         UNION ALL
         SELECT user_b, id, user_a, ts, NEW.id, NEW.sender, NEW.ts FROM matches
-        WHERE id = NEW.match_id AND EXISTS (SELECT 1 FROM messages
-              WHERE match_id = NEW.match_id AND bucket = NEW.bucket AND id = NEW.id)
+        WHERE id = NEW.match_id AND changes() = 1
         ON CONFLICT (user, match_id) DO UPDATE SET last_id = excluded.last_id,
         last_from = excluded.last_from, last_ts = excluded.last_ts
         WHERE excluded.last_id > conversations_by_user.last_id;
 END;
 """
-_SAVE_MESSAGE = f"INSERT INTO message_saves (bucket, {_MSG}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+# Many saves in one statement, a VALUES row each: the writer thread's GIL is released once
+# for the lot (docs/storage.md). VALUES rows are inserted in the order listed, so of two
+# sends with one client id the first wins, as it would one statement at a time. The text
+# of each size is built once; the connection's statement cache keeps it prepared.
+_SAVE_ROW = "(?, ?, ?, ?, ?, ?, ?, ?)"
+_saves_sql: dict[int, str] = {}
+
+
+def _saves(n: int) -> str:
+    sql = _saves_sql.get(n)
+    if sql is None:
+        sql = _saves_sql[n] = (f"INSERT INTO message_saves (bucket, {_MSG}) VALUES "
+                               + ", ".join([_SAVE_ROW] * n))
+    return sql
+
+
+# the most rows one save changes: its claim, the message and two conversation rows. A
+# group that changed this many per save holds no key stored before (a repeat changes none)
+_MOST_CHANGES_PER_SAVE = 4
+# the id that holds a key: the saved message's own unless the key was taken before
+_CLAIM = "SELECT id FROM message_client_ids WHERE match_id = ? AND sender = ? AND client_id = ?"
 
 
 def _setup_writer(conn: sqlite3.Connection) -> None:
@@ -253,22 +272,33 @@ def _setup_writer(conn: sqlite3.Connection) -> None:
     conn.executescript(_SAVE_MESSAGE_TRIGGER)
 
 
-def _save_message(conn: sqlite3.Connection, m: Message) -> tuple[Message, bool]:
-    """One statement for a new message (see `_SAVE_MESSAGE_TRIGGER`); the trigger's rows
-    count in `total_changes`, so none changed means the client id was stored before and
-    that message is read back. Without a match row the message is stored alone."""
-    media = None if m.media is None else json.dumps(m.media, separators=(",", ":"))
+def _save_messages(conn: sqlite3.Connection,
+                   messages: list[Message]) -> list[tuple[Message, bool]]:
+    """One statement for any number of messages (see `_SAVE_MESSAGE_TRIGGER`). When the
+    rows it changed do not show every save as new, each key's claim is read: a key held by
+    another id was stored before, and that message is read back. Without a match row the
+    message is stored alone."""
+    params: list[Any] = []
+    for m in messages:
+        params += (bucket_of(m.id), m.match_id, m.id, m.sender, m.client_id, m.ts, m.body,
+                   None if m.media is None else json.dumps(m.media, separators=(",", ":")))
     before = conn.total_changes
-    conn.execute(_SAVE_MESSAGE, (bucket_of(m.id), m.match_id, m.id, m.sender, m.client_id,
-                                 m.ts, m.body, media))
-    if conn.total_changes != before:
-        return m, True
+    conn.execute(_saves(len(messages)), params)
+    if conn.total_changes - before == _MOST_CHANGES_PER_SAVE * len(messages):
+        return [(m, True) for m in messages]  # every save changed all it can: all new
+    # a repeated key, or a conversation row that did not move: look at each (the rare way)
+    return [(m, True) if _rows(conn, _CLAIM, (m.match_id, m.sender, m.client_id))[0][0] == m.id
+            else (_stored(conn, m), False) for m in messages]
+
+
+def _stored(conn: sqlite3.Connection, m: Message) -> Message:
+    """The message stored before under `m`'s idempotency key."""
     rows = _rows(conn, f"SELECT {', '.join('m.' + c for c in _MSG.split(', '))}"
                  " FROM message_client_ids k JOIN messages m"
                  " ON m.match_id = k.match_id AND m.id = k.id"
                  " WHERE k.match_id = ? AND k.sender = ? AND k.client_id = ?",
                  (m.match_id, m.sender, m.client_id))
-    return _message(rows[0]), False
+    return _message(rows[0])
 
 
 def _record_swipe(conn: sqlite3.Connection, swiper: str, target: str, action: SwipeAction,

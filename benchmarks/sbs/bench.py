@@ -10,10 +10,12 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from benchmarks.sbs.load import LoadPool, Plan
 from benchmarks.sbs.procs import cpu_seconds, percentile_ms
+from benchmarks.sbs.profile import Profiler
 from benchmarks.sbs.servers import Cassandra, Target, launch
 
 P99_LIMIT_MS = 50.0
@@ -34,6 +36,7 @@ class Options:
     open_rates: list[float]
     open_seconds: float
     load_processes: int
+    profile_dir: Path | None = None  # py-spy profiles and thread CPU of closed windows
 
 
 def plans(target: Target, pairs: int, processes: int) -> list[tuple[Any, ...]]:
@@ -44,14 +47,17 @@ def plans(target: Target, pairs: int, processes: int) -> list[tuple[Any, ...]]:
 
 
 def window(pool: LoadPool, target: Target, seconds: float, command: str,
-           *args: float) -> dict[str, Any]:
+           *args: float, profiler: Profiler | None = None) -> dict[str, Any]:
     """Run one window on every load process; the merged figures."""
     start_at = time.time() + LEAD_S
     pool.send([(command, start_at, seconds, *args)] * len(pool.conns))
     time.sleep(max(0.0, start_at - time.time()))
     cpu0 = cpu_seconds(target.pids)
+    if profiler is not None:
+        profiler.begin(seconds)
     time.sleep(max(0.0, start_at + seconds - time.time()))
     server_cpu = cpu_seconds(target.pids) - cpu0
+    threads = profiler.end() if profiler is not None else None
     parts = pool.gather()
     latencies = sorted(x for part in parts for x in part["latencies"])
     total = {k: sum(p[k] for p in parts) for k in ("sent", "acked", "delivered", "errors",
@@ -71,6 +77,7 @@ def window(pool: LoadPool, target: Target, seconds: float, command: str,
         "load_cpu_s": load_cpu, "load_cores": load_cpu / seconds,
         "close_codes": codes,
         "lag_max_ms": max((p.get("lag_max_s", 0.0) for p in parts), default=0.0) * 1000,
+        **({"threads": threads} if threads is not None else {}),
     }
 
 
@@ -166,7 +173,12 @@ def run_rounds(opts: Options, pool: LoadPool, cassandra: Cassandra | None,
                         if opts.warmup > 0:
                             window(pool, target, opts.warmup, "closed")
                     if kind == "closed":
-                        result = window(pool, target, opts.seconds, "closed")
+                        profiler = None if opts.profile_dir is None else Profiler(
+                            opts.profile_dir, f"r{rnd}-{name}-closed{pairs}", target)
+                        result = window(pool, target, opts.seconds, "closed",
+                                        profiler=profiler)
+                        if profiler is not None:
+                            say(profiler.describe(result.get("threads") or {}))
                         say(f"    closed {pairs}: {result['msg_per_s']:.0f} msg/s, p99 "
                             f"{result['p99_ms']:.1f} ms, lost {result['lost']}"
                             f"{closes(result)}")

@@ -61,12 +61,12 @@ class Gate:
 
 
 def raising_for(client_id: str, error: Exception) -> Callable[..., Any]:
-    """`_save_message` that does its writes, then fails for one client id."""
-    real = storage.sqlite._save_message
+    """`_save_messages` that does its writes, then fails for a group holding one client id."""
+    real = storage.sqlite._save_messages
 
-    def save(conn: sqlite3.Connection, m: Message) -> Any:
-        result = real(conn, m)
-        if m.client_id == client_id:
+    def save(conn: sqlite3.Connection, messages: list[Message]) -> Any:
+        result = real(conn, messages)
+        if any(m.client_id == client_id for m in messages):
             raise error
         return result
     return save
@@ -74,7 +74,7 @@ def raising_for(client_id: str, error: Exception) -> Callable[..., Any]:
 
 async def test_a_failing_write_fails_alone_and_leaves_no_trace(
         db: SqliteStore, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(storage.sqlite, "_save_message", raising_for("bad", RuntimeError("x")))
+    monkeypatch.setattr(storage.sqlite, "_save_messages", raising_for("bad", RuntimeError("x")))
     good1, bad, good2 = msg(1), msg(2, "bad"), msg(3)
     async with Gate(db):
         batches = db.engine.batches
@@ -89,10 +89,40 @@ async def test_a_failing_write_fails_alone_and_leaves_no_trace(
     assert await db.save_message(bad) == (bad, True)  # its client id was rolled back too
 
 
+async def test_saves_queued_together_are_one_group_with_per_message_outcomes(
+        db: SqliteStore) -> None:
+    """One statement saves a queued group; what each save returns is what it would be one
+    at a time: a key sent twice in the group keeps the first message, a key stored before
+    returns the stored one, a message without a match row is stored alone, and a cursor
+    write between saves keeps its place in the order."""
+    earlier = msg(1, "old")
+    assert await db.save_message(earlier) == (earlier, True)
+    lonely = Message("no-such-match", compose(T0, 1, 9), "ann", "c9", T0, "alone")
+    first, twin, resent, later = msg(2, "k"), msg(3, "k"), msg(4, "old"), msg(5)
+    async with Gate(db):
+        batches = db.engine.batches
+        saves = [asyncio.ensure_future(db.save_message(m))
+                 for m in (first, twin, resent, lonely)]
+        await asyncio.sleep(0)
+        cursor = asyncio.ensure_future(db.advance_cursor(MATCH, "bob", "read", first.id))
+        await asyncio.sleep(0)
+        saves.append(asyncio.ensure_future(db.save_message(later)))
+        await asyncio.sleep(0)
+    results = await asyncio.gather(*saves)
+    assert db.engine.batches == batches + 2  # the gate's, then everything queued behind it
+    assert results == [(first, True), (first, False), (earlier, False), (lonely, True),
+                       (later, True)]
+    assert await cursor is True
+    assert (await db.history(MATCH, None, 10))[0] == [later, first, earlier]
+    assert (await db.history("no-such-match", None, 10))[0] == [lonely]
+    conversation, = await db.conversations("bob")
+    assert (conversation.last_id, conversation.last_from) == (later.id, "ann")
+
+
 async def test_a_sqlite_error_in_a_write_is_store_unavailable(
         db: SqliteStore, monkeypatch: pytest.MonkeyPatch) -> None:
     error = sqlite3.OperationalError("disk I/O error")
-    monkeypatch.setattr(storage.sqlite, "_save_message", raising_for("bad", error))
+    monkeypatch.setattr(storage.sqlite, "_save_messages", raising_for("bad", error))
     with pytest.raises(StoreUnavailable) as info:
         await db.save_message(msg(1, "bad"))
     assert info.value.__cause__ is error

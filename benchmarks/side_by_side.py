@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
 
         pool = LoadPool(args.load_processes, storm.StormWorker)
         try:
-            result = storm.run(pool, args.storm, args.storm_spread, say)
+            result = storm.run(pool, args.storm, args.storm_spread, say, args.profile)
         finally:
             pool.close()
             stop_all()

@@ -172,6 +172,10 @@ class PushDispatcher:
     async def message(self, user: str, message: Message) -> None:
         await self._enqueue(PushJob.for_message(user, message))
 
+    def message_soon(self, user: str, message: Message) -> None:
+        """`message` from a task of its own, for callers that cannot wait (a broker event)."""
+        self._spawn(self.message(user, message))
+
     async def match(self, user: str, match: MatchRecord, superlike: bool = False) -> None:
         """`superlike`: `user` received the super like that made this match."""
         await self._enqueue(PushJob.for_match(user, match, superlike))

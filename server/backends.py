@@ -17,6 +17,8 @@ from server.cluster_state import (
     MemoryLimiter,
     NodeIds,
     SendClaims,
+    SendGate,
+    SequentialSendGate,
     StoreClaims,
 )
 from server.config import Config
@@ -31,6 +33,7 @@ class Backends:
     send_limiter: Limiter
     swipe_limiter: Limiter
     claims: SendClaims
+    send_gate: SendGate  # send_limiter and claims together
     node_ids: NodeIds
     redis: Any = None  # the shared client, closed last
     batcher: Any = None  # the shared TurnBatcher (server/redis_batch.py) on that client
@@ -46,11 +49,14 @@ def build_backends(config: Config, metrics: Metrics) -> Backends:
     send_local = MemoryLimiter(config.sends_per_s, config.send_burst)
     swipe_local = MemoryLimiter(config.swipes_per_s, config.swipe_burst)
     if not config.clustered:
+        local_claims = StoreClaims()
         return Backends(broker=MemoryBroker(),
                         presence=MemoryPresence(ttl_s=config.presence_ttl_s,
                                                 ops=metrics.presence_ops),
                         send_limiter=send_local, swipe_limiter=swipe_local,
-                        claims=StoreClaims(), node_ids=FixedNodeId(config.node_id or 0))
+                        claims=local_claims,
+                        send_gate=SequentialSendGate(send_local, local_claims),
+                        node_ids=FixedNodeId(config.node_id or 0))
     from server.redis_batch import TurnBatcher
     from server.redis_broker import RedisBroker
     from server.redis_presence import RedisPresence
@@ -58,6 +64,7 @@ def build_backends(config: Config, metrics: Metrics) -> Backends:
         RedisLimiter,
         RedisNodeIds,
         RedisSendClaims,
+        RedisSendGate,
         connect_redis,
     )
 
@@ -70,18 +77,21 @@ def build_backends(config: Config, metrics: Metrics) -> Backends:
     node_ids: NodeIds = (FixedNodeId(config.node_id) if config.node_id is not None else
                          RedisNodeIds(client, node=config.node, prefix=prefix,
                                       metrics=metrics))
+    send_limiter = RedisLimiter(client, name="send", prefix=prefix, rate=config.sends_per_s,
+                                burst=config.send_burst, fallback=send_local, metrics=metrics,
+                                batcher=batcher)
+    claims = RedisSendClaims(client, prefix=prefix, metrics=metrics, batcher=batcher)
     return Backends(
         broker=RedisBroker(client, node=config.node, prefix=prefix, sharded=sharded,
                            metrics=metrics, batcher=batcher),
         presence=RedisPresence(client, node=config.node, prefix=prefix,
                                ttl_s=config.presence_ttl_s, metrics=metrics, batcher=batcher),
-        send_limiter=RedisLimiter(client, name="send", prefix=prefix, rate=config.sends_per_s,
-                                  burst=config.send_burst, fallback=send_local,
-                                  metrics=metrics, batcher=batcher),
+        send_limiter=send_limiter,
         swipe_limiter=RedisLimiter(client, name="swipe", prefix=prefix,
                                    rate=config.swipes_per_s, burst=config.swipe_burst,
                                    fallback=swipe_local, metrics=metrics, batcher=batcher),
-        claims=RedisSendClaims(client, prefix=prefix, metrics=metrics, batcher=batcher),
+        claims=claims,
+        send_gate=RedisSendGate(send_limiter, claims, batcher),
         node_ids=node_ids,
         redis=client,
         batcher=batcher,

@@ -13,12 +13,22 @@ from typing import Any, Protocol
 Frame = dict[str, Any]
 Deliver = Callable[[str, Frame, "str | None"], int]
 Control = Callable[[Frame], None]
+# a `msg` event that reached this node for a user none of whose sessions here took it
+Undelivered = Callable[[str, Frame], None]
+# per user published to, in order: how many nodes took the event; None when unknown
+Reach = list[int] | None
 
 
 class Broker(Protocol):
-    async def start(self, deliver: Deliver, control: Control) -> None:
+    async def start(self, deliver: Deliver, control: Control,
+                    undelivered: Undelivered | None = None) -> None:
         """Begin calling `deliver(user, frame, skip_session)` for events to subscribed users,
-        and `control(message)` for every control message published by any node."""
+        and `control(message)` for every control message published by any node.
+
+        `undelivered(user, frame)`: a `msg` to `user` (not from them) that this node took
+        from another node's publish, counted in that publish's reach, but that no session
+        here took (the last one closed meanwhile): the publisher pushed nothing, so this
+        node must (see `publish`)."""
 
     async def close(self) -> None: ...
 
@@ -34,11 +44,13 @@ class Broker(Protocol):
         """Stop receiving events for `user` (their last local session ended)."""
 
     async def publish(self, users: Iterable[str], frame: Frame,
-                      skip_session: str | None = None) -> None:
+                      skip_session: str | None = None) -> Reach:
         """Deliver `frame` to every connection of each user, except session `skip_session`.
 
         At most once and fire-and-forget: a user with no connection anywhere gets nothing
-        (durable state and `sync` cover them). Per publisher and user, order is kept."""
+        (durable state and `sync` cover them). Per publisher and user, order is kept.
+        Returns the reach: for each user, how many nodes took the event (0: no session
+        anywhere; such a recipient needs a push), or None if that is not known."""
 
     def healthy(self) -> bool:
         """Whether events published now would reach their subscribers (readiness)."""
@@ -52,8 +64,9 @@ class MemoryBroker:
         self._control: Control | None = None
         self._subscribed: set[str] = set()
 
-    async def start(self, deliver: Deliver, control: Control) -> None:
-        self._deliver = deliver
+    async def start(self, deliver: Deliver, control: Control,
+                    undelivered: Undelivered | None = None) -> None:
+        self._deliver = deliver  # `undelivered` never happens here: publish sees the hub
         self._control = control
 
     async def close(self) -> None:
@@ -71,13 +84,12 @@ class MemoryBroker:
         self._subscribed.discard(user)
 
     async def publish(self, users: Iterable[str], frame: Frame,
-                      skip_session: str | None = None) -> None:
+                      skip_session: str | None = None) -> Reach:
         deliver = self._deliver
         if deliver is None:
-            return
-        for user in users:
-            if user in self._subscribed:
-                deliver(user, frame, skip_session)
+            return None
+        return [1 if user in self._subscribed and deliver(user, frame, skip_session) else 0
+                for user in users]
 
     def healthy(self) -> bool:
         return self._deliver is not None

@@ -20,7 +20,7 @@ from protocol.limits import Limits
 from push.dispatcher import PushDispatcher
 from server.broker import Broker
 from server.caches import Caches
-from server.cluster_state import Limiter, SendClaims, StoreClaims
+from server.cluster_state import Limiter, SendClaims, SendGate, SequentialSendGate, StoreClaims
 from server.hub import Hub, Session
 from server.metrics import Metrics
 from server.presence import Presence
@@ -72,7 +72,7 @@ class ChatService:
     def __init__(self, *, store: Store, broker: Broker, presence: Presence, hub: Hub,
                  caches: Caches, ids: IdGenerator, limits: Limits, metrics: Metrics,
                  pushes: PushDispatcher, send_limiter: Limiter,
-                 claims: SendClaims | None = None,
+                 claims: SendClaims | None = None, send_gate: SendGate | None = None,
                  clock: Callable[[], float] = time.time) -> None:
         self.store = store
         self.broker = broker
@@ -85,6 +85,7 @@ class ChatService:
         self.pushes = pushes
         self.send_limiter = send_limiter
         self.claims = claims or StoreClaims()
+        self.send_gate = send_gate or SequentialSendGate(send_limiter, self.claims)
         self.clock = clock
         self._typing: dict[tuple[str, str], asyncio.TimerHandle] = {}
         # newest message id this node has stored or read per match: a receipt at or below it
@@ -113,12 +114,11 @@ class ChatService:
         started = time.perf_counter()
         user = session.user
         match = await self.open_match(user, f.m, f.r)
-        wait = await self.send_limiter.take(user)
+        wait, claim = await self.send_gate.admit(user, f.m, f.c)
         if wait:
             self.metrics.rate_limited_by["send"].inc()
             raise ProtocolError(ErrorCode.RATE_LIMITED, "too many messages",
                                 r=f.r, retry_ms=max(1, int(wait * 1000)))
-        claim = await self.claims.claim(f.m, user, f.c)
         if claim.state == "done":
             session.push(sf.ack(f.r, f.m, f.c, claim.id, claim.ts))
             return None
@@ -138,19 +138,33 @@ class ChatService:
         session.push(sf.ack(f.r, f.m, f.c, stored.id, stored.ts))  # durable: ack at once
         self._saw_message(f.m, stored.id)
         self.metrics.send_to_ack.observe(time.perf_counter() - started)
-        await self.claims.confirm(f.m, user, f.c, stored.id, stored.ts)
+        self.claims.confirm(f.m, user, f.c, stored.id, stored.ts)  # queued before the publish
         if created:
             peer = match.peer_of(user)
             if (f.m, user) in self._typing:
                 await self._stop_typing(f.m, user, peer)
-            await self.broker.publish((peer, user), sf.msg(
+            reach = await self.broker.publish((peer, user), sf.msg(
                 stored.match_id, stored.id, stored.sender, stored.ts, stored.client_id,
                 stored.body, stored.media), skip_session=session.id)
-            if self.hub.has_user(peer):  # a live session here got it: no push work at all
+            if self.hub.has_user(peer) or (reach and reach[0]):
+                # a node holding a live session of the peer took it: no push work at all
+                # (if that session closed meanwhile, that node pushes: `undelivered`)
                 self.pushes.skip_online()
             else:
                 await self.pushes.message(peer, stored)
         return None
+
+    def undelivered(self, user: str, frame: Frame) -> None:
+        """A `msg` for `user` from another node's publish, which counted this node as
+        taking it and so queued no push, found no session of theirs here: push it as the
+        sending node would have."""
+        try:
+            message = Message(match_id=frame["m"], id=frame["id"], sender=frame["from"],
+                              client_id=frame["c"], ts=frame["ts"], body=frame.get("body"),
+                              media=frame.get("media"))
+        except KeyError:
+            return
+        self.pushes.message_soon(user, message)
 
     async def history(self, session: Session, f: History) -> Frame:
         await self.open_match(session.user, f.m, f.r)

@@ -50,9 +50,12 @@ class SendClaims(Protocol):
     async def claim(self, match_id: str, sender: str, client_id: str) -> Claim:
         """Claim (match, sender, c) for a send about to be stored."""
 
-    async def confirm(self, match_id: str, sender: str, client_id: str, message_id: int,
-                      ts: int) -> None:
-        """The message is durably stored as (`message_id`, `ts`): later claims get done."""
+    def confirm(self, match_id: str, sender: str, client_id: str, message_id: int,
+                ts: int) -> None:
+        """The message is durably stored as (`message_id`, `ts`): later claims get done.
+        Queued at the call and not waited for: what the caller sends to Redis next (the
+        message's publish) goes after it in the same pipeline, so no node can see the
+        message before a resend would find the claim done."""
 
     async def release(self, match_id: str, sender: str, client_id: str) -> None:
         """The store failed: drop the claim so that the client's retry can proceed."""
@@ -65,12 +68,33 @@ class StoreClaims:
     async def claim(self, match_id: str, sender: str, client_id: str) -> Claim:
         return Claim("new")
 
-    async def confirm(self, match_id: str, sender: str, client_id: str, message_id: int,
-                      ts: int) -> None:
+    def confirm(self, match_id: str, sender: str, client_id: str, message_id: int,
+                ts: int) -> None:
         return None
 
     async def release(self, match_id: str, sender: str, client_id: str) -> None:
         return None
+
+
+class SendGate(Protocol):
+    async def admit(self, user: str, match_id: str, client_id: str) -> tuple[float, Claim]:
+        """A send's token and its claim, together: (0.0, claim) to go ahead, or (seconds
+        to wait, _) when the token is refused, which leaves no claim behind."""
+
+
+class SequentialSendGate:
+    """The token, then the claim: two calls, for limiters and claims that answer at once
+    (in-process) or that do not share a pipeline."""
+
+    def __init__(self, limiter: Limiter, claims: SendClaims) -> None:
+        self.limiter = limiter
+        self.claims = claims
+
+    async def admit(self, user: str, match_id: str, client_id: str) -> tuple[float, Claim]:
+        wait = await self.limiter.take(user)
+        if wait:
+            return wait, Claim("new")
+        return 0.0, await self.claims.claim(match_id, user, client_id)
 
 
 class NodeIds(Protocol):

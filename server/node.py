@@ -113,7 +113,8 @@ class Node:
                                 ids=IdGenerator(config.node_id or 0), limits=config.limits,
                                 metrics=self.metrics, pushes=self.pushes,
                                 send_limiter=self.backends.send_limiter,
-                                claims=self.backends.claims)
+                                claims=self.backends.claims,
+                                send_gate=self.backends.send_gate)
         self.matches = MatchService(store=self.store, broker=self.broker, caches=self.caches,
                                     chat=self.chat, pushes=self.pushes, metrics=self.metrics)
         self.gateway = Gateway(config=config, auth=self.auth, hub=self.hub, broker=self.broker,
@@ -143,7 +144,8 @@ class Node:
         self.node_id = await self.backends.node_ids.acquire()
         self.chat.ids = IdGenerator(self.node_id)
         await self.presence.start()
-        await self.broker.start(self.hub.deliver, self.caches.on_control)
+        await self.broker.start(self.hub.deliver, self.caches.on_control,
+                                self.chat.undelivered)
         await self.pushes.start()
         reuse = config.workers > 1
         await self.gateway.start(listening_socket(config.host, config.ws_port, reuse))

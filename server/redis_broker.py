@@ -26,7 +26,7 @@ import msgpack
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 
-from server.broker import Control, Deliver, Frame
+from server.broker import Control, Deliver, Frame, Reach, Undelivered
 from server.metrics import Metrics
 from server.redis_batch import TurnBatcher
 from server.redis_pubsub import PubSubLink, open_link
@@ -71,6 +71,7 @@ class RedisBroker:
         self._batcher = batcher or TurnBatcher(client, timeout_s=publish_timeout_s)
         self._publish_command = "SPUBLISH" if sharded else "PUBLISH"
         self._deliver: Deliver | None = None
+        self._undelivered: Undelivered | None = None
         self._control: Control | None = None
         self._tasks: list[asyncio.Task[None]] = []
         # Subscriptions: what this node wants, and the link that has it (None while down).
@@ -91,10 +92,12 @@ class RedisBroker:
         self._publish_fallbacks = metrics.redis_fallbacks.labels("publish")
 
     # -- lifecycle ------------------------------------------------------------------------
-    async def start(self, deliver: Deliver, control: Control) -> None:
+    async def start(self, deliver: Deliver, control: Control,
+                    undelivered: Undelivered | None = None) -> None:
         """Subscribe, and wait (bounded) for this node's first canary, so that a node that
         has started is ready unless Redis is unreachable."""
         self._deliver, self._control = deliver, control
+        self._undelivered = undelivered
         loop = asyncio.get_running_loop()
         self._tasks = [loop.create_task(self._keep_subscribed(), name="broker-subscriber"),
                        loop.create_task(self._canary(), name="broker-canary")]
@@ -249,7 +252,10 @@ class RedisBroker:
             return
         if self._deliver is not None:
             try:
-                self._deliver(user, frame, skip_session)
+                if not self._deliver(user, frame, skip_session) and \
+                        self._undelivered is not None and frame.get("t") == "msg" and \
+                        frame.get("from") != user:
+                    self._undelivered(user, frame)
             except Exception:  # a bug in the hub must not stop the reader
                 log.exception("delivering a broker event failed")
 
@@ -297,30 +303,38 @@ class RedisBroker:
 
     # -- publishing -----------------------------------------------------------------------
     async def publish(self, users: Iterable[str], frame: Frame,
-                      skip_session: str | None = None) -> None:
+                      skip_session: str | None = None) -> Reach:
         """Queue one message per user for the next pipeline and wait until it was sent (or
         dropped). Never raises for Redis: failures are logged once per outage and counted
-        in `redis_fallbacks{what="publish"}`, one per dropped message."""
+        in `redis_fallbacks{what="publish"}`, one per dropped message. The reach is what
+        Redis answered: the number of links (nodes) subscribed to each user's channel,
+        exact for PUBLISH on one server and for SPUBLISH on a shard."""
         payload = msgpack.packb([frame, skip_session])
         channels = [self._user_prefix + user for user in users]
-        if channels:
-            await self._send(channels, payload)
+        if not channels:
+            return []
+        return await self._send(channels, payload)
 
     async def publish_control(self, message: Frame) -> None:
         await self._send([self._control_channel], msgpack.packb(message))
 
-    async def _send(self, channels: list[str], payload: bytes) -> None:
+    async def _send(self, channels: list[str], payload: bytes) -> Reach:
         """Queue one PUBLISH per channel on the batcher: everything published in one loop
         turn (or during the previous batch's round trip) is one pipeline, in order."""
         started = time.perf_counter()
         command = self._publish_command
+        reach: Reach = None
         try:
             if self._publish_failing and self._link is None:
                 raise ConnectionError("Redis still unreachable")  # fail fast while down
             batches = [self._batcher.call_many([(command, channel, payload)
                                                 for channel in channels[i:i + PUBLISH_CHUNK]])
                        for i in range(0, len(channels), PUBLISH_CHUNK)]
-            await (batches[0] if len(batches) == 1 else asyncio.gather(*batches))
+            replies = [await batches[0]] if len(batches) == 1 else \
+                await asyncio.gather(*batches)
+            counts = [r for part in replies for r in part]
+            if all(isinstance(r, int) for r in counts):  # else an error answered in place
+                reach = counts
         except Exception as exc:
             self._publish_fallbacks.inc(len(channels))
             if not self._publish_failing:
@@ -332,3 +346,4 @@ class RedisBroker:
                 self._publish_failing = False
                 log.warning("broker publish recovered")
         self.metrics.broker_publish.observe(time.perf_counter() - started)
+        return reach

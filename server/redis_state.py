@@ -27,7 +27,7 @@ from protocol.ids import MAX_NODE
 from server.cluster_state import Claim, Limiter
 from server.config import Config
 from server.metrics import Metrics
-from server.redis_batch import BatchScript, TurnBatcher
+from server.redis_batch import BatchScript, Command, TurnBatcher
 from server.tasks import stop_tasks
 
 log = logging.getLogger(__name__)
@@ -141,13 +141,25 @@ class RedisLimiter:
 
     async def take(self, key: str) -> float:
         try:
-            wait = float(text(await self._batcher.script(
-                TOKEN_BUCKET_SCRIPT, (self._prefix + key,), self._args)))
+            reply = await self._batcher.script(
+                TOKEN_BUCKET_SCRIPT, (self._prefix + key,), self._args)
         except REDIS_ERRORS as error:
-            self._outage.failed(error)
+            reply = error
+        return await self.settle(key, reply)
+
+    def command(self, key: str) -> Command:
+        """The take of `key`, for a batch of several commands (`RedisSendGate`)."""
+        return self._batcher.command(TOKEN_BUCKET_SCRIPT, (self._prefix + key,), self._args)
+
+    async def settle(self, key: str, reply: Any) -> float:
+        """The wait Redis answered, or the local bucket's if it answered an error."""
+        if isinstance(reply, Exception):
+            if not isinstance(reply, REDIS_ERRORS):
+                raise reply
+            self._outage.failed(reply)
             return await self._fallback.take(key)
         self._outage.ok()
-        return wait
+        return float(text(reply))
 
 
 # -- send claims -------------------------------------------------------------------------
@@ -183,12 +195,24 @@ class RedisSendClaims:
         return self._prefix + hashlib.blake2b(parts.encode(), digest_size=12).hexdigest()
 
     async def claim(self, match_id: str, sender: str, client_id: str) -> Claim:
-        key = self.key(match_id, sender, client_id)
         try:
-            # SET NX GET (Redis 7): claims the key, or returns what holds it, atomically.
-            old = await self._batcher.call("SET", key, PENDING, "NX", "PX", PENDING_MS, "GET")
+            old = await self._batcher.call(*self.command(match_id, sender, client_id))
         except REDIS_ERRORS as error:
-            self._outage.failed(error)
+            old = error
+        return self.settle(old)
+
+    def command(self, match_id: str, sender: str, client_id: str) -> Command:
+        """The claim, for a batch of several commands (`RedisSendGate`)."""
+        # SET NX GET (Redis 7): claims the key, or returns what holds it, atomically.
+        return ("SET", self.key(match_id, sender, client_id), PENDING, "NX", "PX",
+                PENDING_MS, "GET")
+
+    def settle(self, old: Any) -> Claim:
+        """The claim from the reply to `command` (the old value, or an error)."""
+        if isinstance(old, Exception):
+            if not isinstance(old, REDIS_ERRORS):
+                raise old
+            self._outage.failed(old)
             return Claim("new")  # the store's idempotency key still dedupes the resend
         self._outage.ok()
         if old is None:
@@ -198,15 +222,26 @@ class RedisSendClaims:
             return Claim("done", int(parts[1]), int(parts[2]))
         return Claim("pending")
 
-    async def confirm(self, match_id: str, sender: str, client_id: str, message_id: int,
-                      ts: int) -> None:
+    def confirm(self, match_id: str, sender: str, client_id: str, message_id: int,
+                ts: int) -> None:
         key = self.key(match_id, sender, client_id)
         try:
-            await self._batcher.call("SET", key, f"done:{message_id}:{ts}", "PX", DONE_MS)
-        except REDIS_ERRORS as error:
+            reply = self._batcher.call("SET", key, f"done:{message_id}:{ts}", "PX", DONE_MS)
+        except REDIS_ERRORS as error:  # BatchFull: the claim stays pending, then expires
             self._outage.failed(error)
             return
-        self._outage.ok()
+        reply.add_done_callback(self._confirmed)
+
+    def _confirmed(self, reply: asyncio.Future[Any]) -> None:
+        if reply.cancelled():
+            return
+        error = reply.exception()
+        if error is None:
+            self._outage.ok()
+        elif isinstance(error, REDIS_ERRORS):
+            self._outage.failed(error)
+        else:
+            log.error("confirming a send claim failed", exc_info=error)
 
     async def release(self, match_id: str, sender: str, client_id: str) -> None:
         key = self.key(match_id, sender, client_id)
@@ -216,6 +251,29 @@ class RedisSendClaims:
             self._outage.failed(error)
             return
         self._outage.ok()
+
+
+class RedisSendGate:
+    """The send token and the claim in one batch entry: one round trip for both, where
+    taking them one after the other cost two (each waits for the batch on the wire)."""
+
+    def __init__(self, limiter: RedisLimiter, claims: RedisSendClaims,
+                 batcher: TurnBatcher) -> None:
+        self.limiter = limiter
+        self.claims = claims
+        self._batcher = batcher
+
+    async def admit(self, user: str, match_id: str, client_id: str) -> tuple[float, Claim]:
+        try:
+            take, old = await self._batcher.call_many(
+                [self.limiter.command(user), self.claims.command(match_id, user, client_id)])
+        except REDIS_ERRORS as error:
+            take = old = error
+        wait = await self.limiter.settle(user, take)
+        claim = self.claims.settle(old)
+        if wait and claim.exclusive:  # refused: the claim just won must not linger
+            await self.claims.release(match_id, user, client_id)
+        return wait, claim
 
 
 # -- node ids ----------------------------------------------------------------------------

@@ -21,7 +21,9 @@ from benchmarks.sbs.servers import Target
 
 
 def thread_cpu(pid: int) -> dict[str, float]:
-    """CPU seconds so far of each thread of `pid`, by thread name (same names summed)."""
+    """CPU seconds so far of each thread of `pid`: "main" (the event loop) and the others by
+    OS name and thread id (Python's thread names do not reach the OS; py-spy's profile
+    names them by the same ids)."""
     out: dict[str, float] = {}
     with contextlib.suppress(OSError):
         for tid in os.listdir(f"/proc/{pid}/task"):
@@ -29,7 +31,8 @@ def thread_cpu(pid: int) -> dict[str, float]:
                 stat = Path(f"/proc/{pid}/task/{tid}/stat").read_text()
             except OSError:
                 continue
-            name = stat[stat.index("(") + 1:stat.rindex(")")]
+            name = "main" if tid == str(pid) else \
+                f"{stat[stat.index('(') + 1:stat.rindex(')')]}:{tid}"
             fields = stat.rsplit(")", 1)[1].split()
             out[name] = out.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / CLK_TCK
     return out

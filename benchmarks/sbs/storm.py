@@ -34,7 +34,8 @@ from benchmarks.sbs.procs import (
     cpu_seconds,
     percentile_ms,
 )
-from benchmarks.sbs.servers import match_pairs, rdv_node, redis, redis_url, users
+from benchmarks.sbs.profile import Profiler
+from benchmarks.sbs.servers import Target, match_pairs, rdv_node, redis, redis_url, users
 
 DEADLINE_S = 90.0
 BACKOFF_MAX_S = 8.0  # from the kill: a client not back by then counts as not back
@@ -137,8 +138,10 @@ class StormWorker(Worker):
         return await super().disconnect()
 
 
-def run(pool: Any, clients: int, spread: float, say: Callable[[str], None]) -> dict[str, Any]:
-    """Start Redis and nodes A and B, connect `clients` to B, kill B, time the way back."""
+def run(pool: Any, clients: int, spread: float, say: Callable[[str], None],
+        profile_dir: Path | None = None) -> dict[str, Any]:
+    """Start Redis and nodes A and B, connect `clients` to B, kill B, time the way back.
+    With `profile_dir`, node A is profiled (py-spy, per-thread CPU) from the kill on."""
     workdir = Path(tempfile.mkdtemp(prefix="sbs-storm-"))
     procs = []
     try:
@@ -162,10 +165,17 @@ def run(pool: Any, clients: int, spread: float, say: Callable[[str], None]) -> d
         pool.send([("storm", kill_at, url_a, spread)] * n)
         time.sleep(max(0.0, kill_at - time.time()))
         cpu_a0 = cpu_seconds([node_a.pid])
+        profiler = None
+        if profile_dir is not None:
+            profiler = Profiler(profile_dir, f"storm{clients}", Target(
+                "storm", "rdv", url_a, url_a, [], procs=[node_a]))
+            profiler.begin(spread + 10)
         node_b.kill()
         say(f"storm: node B killed; {2 * pairs} clients reconnecting to A over {spread:g} s")
         parts = pool.gather(timeout=DEADLINE_S + 60)
         cpu_a = cpu_seconds([node_a.pid]) - cpu_a0
+        if profiler is not None:
+            say(profiler.describe(profiler.end()))
         times = sorted(t for p in parts for t in p["times"])
         noticed = sorted(t for p in parts for t in p["noticed"])
         connects = sorted(c for p in parts for c, _ in p["spans"])

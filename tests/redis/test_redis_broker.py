@@ -45,16 +45,19 @@ class Node:
                                   metrics=self.metrics)
         self.events: list[tuple[str, dict[str, Any], str | None]] = []
         self.controls: list[dict[str, Any]] = []
+        self.sessionless: set[str] = set()  # subscribed users whose sessions are gone
+        self.undelivered: list[tuple[str, dict[str, Any]]] = []
 
     def deliver(self, user: str, frame: dict[str, Any], skip_session: str | None) -> int:
         self.events.append((user, frame, skip_session))
-        return 1
+        return 0 if user in self.sessionless else 1
 
     def control(self, message: dict[str, Any]) -> None:
         self.controls.append(message)
 
     async def start(self) -> None:
-        await self.broker.start(self.deliver, self.control)
+        await self.broker.start(self.deliver, self.control,
+                                lambda user, frame: self.undelivered.append((user, frame)))
 
     def got(self, user: str, frame: dict[str, Any]) -> bool:
         return any(u == user and f == frame for u, f, _ in self.events)
@@ -109,6 +112,34 @@ async def test_event_reaches_only_the_node_holding_the_user(
     # No firehose: the only user channel with a subscriber is bob's, and only B holds it.
     channels = await probe.pubsub_channels(f"{prefix}u:*")
     assert channels == [f"{prefix}u:bob".encode()]
+
+
+async def test_publish_reach_counts_the_nodes_subscribed(
+        standalone: tuple[Node, Node, Redis]) -> None:
+    """The sender's node skips the push job when the reach shows a node holding the
+    recipient; 0 means no session anywhere."""
+    a, b, _ = standalone
+    await b.broker.subscribe("bob")
+    await a.broker.subscribe("bob")
+    await b.broker.subscribe("carol")
+    assert await a.broker.publish(["bob", "carol", "nobody"], {"t": "typing"}) == [2, 1, 0]
+    assert await a.broker.publish([], {"t": "typing"}) == []
+
+
+async def test_a_msg_no_session_took_is_handed_to_undelivered(
+        standalone: tuple[Node, Node, Redis]) -> None:
+    """Subscribed but sessionless (the last session closed a moment ago): the publisher
+    counted this node in the reach, so this node must push; other events, and the sender's
+    own copy, are not pushes."""
+    a, b, _ = standalone
+    await b.broker.subscribe("bob")
+    b.sessionless.add("bob")
+    msg = {"t": "msg", "m": "m1", "id": 5, "from": "ann", "ts": 1, "c": "c1"}
+    assert await a.broker.publish(["bob"], msg) == [1]
+    await a.broker.publish(["bob"], {"t": "typing", "from": "ann"})
+    await a.broker.publish(["bob"], {**msg, "from": "bob"})
+    await wait_until(lambda: len(b.events) == 3, what="three events on B")
+    assert b.undelivered == [("bob", msg)]
 
 
 async def test_unsubscribe_stops_delivery(standalone: tuple[Node, Node, Redis],
@@ -299,7 +330,8 @@ async def test_cluster_delivery_to_the_right_node_and_shard(
         for node in probe.get_primaries():
             expected = [f"{prefix}u:{user}".encode()] if node.name == owner else []
             assert await shard_channels(probe, node.name, f"{prefix}u:{user}") == expected
-    await a.broker.publish([*owners, "nobody"], {"t": "msg", "n": 1}, "sess-1")
+    reach = await a.broker.publish([*owners, "nobody"], {"t": "msg", "n": 1}, "sess-1")
+    assert reach == [1, 1, 1, 0]  # SPUBLISH counts the shard's subscribers: exact
     await wait_until(lambda: len(b.events) == 3, what="events on B from every shard")
     assert sorted(b.events) == sorted((user, {"t": "msg", "n": 1}, "sess-1")
                                       for user in owners)

@@ -20,10 +20,12 @@ from protocol.ids import MAX_NODE
 from server.cluster_state import Claim, MemoryLimiter
 from server.config import Config
 from server.metrics import Metrics
+from server.redis_batch import TurnBatcher
 from server.redis_state import (
     RedisLimiter,
     RedisNodeIds,
     RedisSendClaims,
+    RedisSendGate,
     connect_redis,
 )
 from tests.redis_servers import RedisServer
@@ -139,7 +141,7 @@ async def test_claim_new_then_pending_then_done(redis_clients: Clients, prefix: 
     assert await claims.claim("m1", "alice", "c1") == Claim("pending")
     assert await claims.claim("m1", "alice", "c2") == Claim("new", exclusive=True)  # another c
     assert await claims.claim("m1", "bob", "c1") == Claim("new", exclusive=True)  # another sender
-    await claims.confirm("m1", "alice", "c1", 1234567890123, 1_700_000_000_000)
+    claims.confirm("m1", "alice", "c1", 1234567890123, 1_700_000_000_000)  # queued first
     assert await claims.claim("m1", "alice", "c1") == Claim("done", 1234567890123,
                                                             1_700_000_000_000)
     await claims.release("m1", "alice", "c1")  # too late: done stays done
@@ -180,13 +182,59 @@ async def test_claims_degrade_to_the_store_while_redis_is_down(
     redis_server.stop(kill=True)
     # not exclusive: nobody settled it, so the store's own idempotency key must dedupe
     assert await claims.claim("m", "alice", "c1") == Claim("new", exclusive=False)
-    await claims.confirm("m", "alice", "c1", 1, 2)
+    claims.confirm("m", "alice", "c1", 1, 2)  # fails in the background, counted
     await claims.release("m", "alice", "c1")
     assert fallbacks(metrics, "claims") == 3
     assert outage_warnings(caplog, "claims") == 1
     redis_server.start()
     assert await claims.claim("m", "alice", "c1") == Claim("new", exclusive=True)
     assert await claims.claim("m", "alice", "c1") == Claim("pending")
+
+
+# -- the send gate: token and claim in one round trip ------------------------------------
+
+def gate(client: Client, prefix: str, metrics: Metrics, *, rate: float = 1000.0,
+         burst: int = 1000) -> tuple[RedisSendGate, TurnBatcher]:
+    batcher = TurnBatcher(client)
+    limiter = RedisLimiter(client, name="send", prefix=prefix, rate=rate, burst=burst,
+                           fallback=MemoryLimiter(rate, burst), metrics=metrics,
+                           batcher=batcher)
+    claims = RedisSendClaims(client, prefix=prefix, metrics=metrics, batcher=batcher)
+    return RedisSendGate(limiter, claims, batcher), batcher
+
+
+async def test_gate_takes_the_token_and_the_claim_in_one_batch(
+        redis_clients: Clients, prefix: str) -> None:
+    send_gate, batcher = gate(redis_clients(), prefix, Metrics())
+    assert await send_gate.admit("alice", "m1", "c1") == (0.0, Claim("new", exclusive=True))
+    batches = batcher.batches
+    assert await send_gate.admit("alice", "m1", "c1") == (0.0, Claim("pending"))
+    assert batcher.batches == batches + 1  # both commands went in one pipeline
+    send_gate.claims.confirm("m1", "alice", "c1", 7, 8)
+    assert await send_gate.admit("alice", "m1", "c1") == (0.0, Claim("done", 7, 8))
+    await batcher.close()
+
+
+async def test_a_refused_token_leaves_no_claim(redis_clients: Clients, prefix: str) -> None:
+    send_gate, batcher = gate(redis_clients(), prefix, Metrics(), rate=0.01, burst=1)
+    assert (await send_gate.admit("bob", "m1", "c1"))[0] == 0.0
+    wait, _ = await send_gate.admit("bob", "m1", "c2")
+    assert wait > 0
+    # the refused send's claim was released: its retry (once allowed) claims it anew
+    assert await send_gate.claims.claim("m1", "bob", "c2") == Claim("new", exclusive=True)
+    await batcher.close()
+
+
+async def test_gate_falls_back_to_local_token_and_store_claims_while_redis_is_down(
+        standalone: Client, redis_server: RedisServer, prefix: str) -> None:
+    metrics = Metrics()
+    send_gate, batcher = gate(standalone, prefix, metrics)
+    assert await send_gate.admit("carol", "m", "c1") == (0.0, Claim("new", exclusive=True))
+    redis_server.stop(kill=True)
+    assert await send_gate.admit("carol", "m", "c2") == (0.0, Claim("new", exclusive=False))
+    assert fallbacks(metrics, "rate_limit") == 1 and fallbacks(metrics, "claims") == 1
+    redis_server.start()
+    await batcher.close()
 
 
 # -- node ids ----------------------------------------------------------------------------

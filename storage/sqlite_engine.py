@@ -19,6 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from storage.base import StoreUnavailable
+from storage.sqlite_checkpoint import Checkpointer
 
 T = TypeVar("T")
 Op = Callable[[sqlite3.Connection], Any]
@@ -44,7 +45,9 @@ _Item = tuple["Op | _Grouped", "asyncio.Future[Any]"]
 SYNCHRONOUS_MODES = frozenset({"OFF", "NORMAL", "FULL", "EXTRA"})
 BUSY_TIMEOUT_MS = 5_000
 READER_THREADS = 2
-WAL_AUTOCHECKPOINT_PAGES = 4_000
+# the writer checkpoints only past this many WAL pages (64 MB): a backstop, checkpoints are
+# the checkpointer thread's (storage/sqlite_checkpoint.py)
+WAL_AUTOCHECKPOINT_PAGES = 16_000
 
 
 class SqliteEngine:
@@ -79,6 +82,7 @@ class SqliteEngine:
         self._started = False
         self._closed = False
         self._writing = False  # the writer thread is serving
+        self.checkpointer = Checkpointer(self.path)
 
     async def start(self) -> None:
         """Open the writer connection (WAL) and run `setup` on it, e.g. to create tables."""
@@ -94,6 +98,7 @@ class SqliteEngine:
             self._closed = True
             raise
         self._readers = ThreadPoolExecutor(READER_THREADS, thread_name_prefix="sqlite-reader")
+        self.checkpointer.start()
         self._started = True
 
     async def close(self) -> None:
@@ -101,6 +106,8 @@ class SqliteEngine:
         if self._closed:
             return
         self._closed = True  # from here no write can be enqueued behind the stop marker
+        if self._started:
+            await asyncio.to_thread(self.checkpointer.stop)
         if self._writer is not None:
             self._queue.put(None)
             await asyncio.to_thread(self._writer.join)
@@ -233,6 +240,7 @@ class SqliteEngine:
             conn.execute("COMMIT")
         except Exception as exc:
             return self._fail_all(conn, batch, exc)
+        self.checkpointer.poke()
         self.batches += 1
         self.ops += len(batch)
         _settle_all([(fut, value, None)
@@ -264,6 +272,7 @@ class SqliteEngine:
             conn.execute("COMMIT")
         except Exception as exc:
             return self._fail_all(conn, batch, exc)
+        self.checkpointer.poke()
         self.batches += 1
         self.ops += len(batch)
         _settle_all([(fut, value, error)
@@ -320,9 +329,8 @@ def connect(path: str, synchronous: str, *, reader: bool) -> sqlite3.Connection:
             conn.execute(f"PRAGMA synchronous = {synchronous}")
             # A group's saves are one multi-row statement, whose statement journal (kept
             # to undo it alone) goes to a temp file by default: in memory it costs a third
-            # less CPU per save. Checkpointing every 4,000 WAL pages (16 MB) instead of
-            # 1,000 writes a page rewritten by many groups back once, not four times
-            # (docs/storage.md has the figures).
+            # less CPU per save. Checkpoints are the checkpointer thread's; the writer's
+            # own is a backstop (docs/storage.md has the figures).
             conn.execute("PRAGMA temp_store = MEMORY")
             conn.execute(f"PRAGMA wal_autocheckpoint = {WAL_AUTOCHECKPOINT_PAGES}")
     except BaseException:

@@ -119,6 +119,23 @@ async def test_saves_queued_together_are_one_group_with_per_message_outcomes(
     assert (conversation.last_id, conversation.last_from) == (later.id, "ann")
 
 
+async def test_the_checkpointer_copies_the_wal_back_off_the_writer(
+        db: SqliteStore, tmp_path: Path) -> None:
+    """Commits poke the checkpointer thread, which copies every WAL frame back into the
+    database file soon after (the writer's own checkpoint is only a backstop)."""
+    await asyncio.gather(*(db.save_message(msg(i)) for i in range(1, 400)))
+    await asyncio.sleep(0.6)  # more than one interval: the last poke was served
+    assert db.engine.checkpointer.checkpoints >= 1
+    # the database file alone, without its WAL, holds every message: they were copied
+    alone = tmp_path / "alone.db"
+    alone.write_bytes((tmp_path / "r.db").read_bytes())
+    probe = sqlite3.connect(alone)
+    try:
+        assert probe.execute("SELECT count(*) FROM messages").fetchone() == (399,)
+    finally:
+        probe.close()
+
+
 async def test_a_sqlite_error_in_a_write_is_store_unavailable(
         db: SqliteStore, monkeypatch: pytest.MonkeyPatch) -> None:
     error = sqlite3.OperationalError("disk I/O error")

@@ -3,7 +3,8 @@
 Tables and why they look as they do: `storage.cassandra_schema`. The driver is bridged to
 asyncio by `storage.cassandra_bridge` (every request goes out with `execute_async`; answers
 come back to the loop in batches); the rows of a message save are batched with the other
-saves of the loop turn by `storage.cassandra_writes`. Connecting, the schema and preparing
+saves of the loop turn by `storage.cassandra_writes`; which bucket partitions a message read
+touches is planned by `storage.cassandra_reads`. Connecting, the schema and preparing
 happen once, in `start`, on an executor thread. No call blocks the event loop after that.
 
 Ordering without read-before-write: a cell that may only move forward (a conversation's

@@ -16,8 +16,9 @@ reads the idempotency key first. Prints writes per second and the latency of
 Read mode: seeds `--read-matches` matches (each user in several) with `--seed-messages`
 messages each, checks that history and sync return exactly what was stored, then
 `--concurrency` readers in closed loop alternate a history page and a sync (conversations,
-then messages_after, cursors and count_unread per changed match, as `ChatService.sync`
-does) for `--seconds`. Prints operations per second and latency per kind.
+then per changed match its cursors, messages_after up to the conversation's newest id and,
+when the page does not hold it, count_unread, as `ChatService.sync` does) for `--seconds`.
+Prints operations per second, latency per kind and (Cassandra) requests per read.
 
 `--processes N` runs N copies at once (each its own store and keyspace, as `--workers N`
 nodes have), starts them together once all are set up, and sums what they did.
@@ -41,7 +42,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
 
 from protocol.ids import IdGenerator
-from storage.base import MatchRecord, Message, Store, match_id_for
+from storage.base import Conversation, MatchRecord, Message, Store, match_id_for
 from storage.sqlite import SqliteStore
 
 
@@ -175,20 +176,25 @@ def write_report(args: argparse.Namespace, results: list[dict[str, Any]]) -> Non
 
 # -- read mode ----------------------------------------------------------------------------
 async def sync_like(store: Store, user: str, after: int, cap: int = 200) -> int:
-    """What `ChatService.sync` asks the store: the messages it would return."""
+    """What `ChatService.sync` asks the store: the messages it would return. Per changed
+    match, at most 16 at once: the cursors and the messages after `after` up to the
+    conversation's newest id, then an unread count only if the page does not hold it."""
     convs = await store.conversations(user)
     changed = [c for c in convs if c.last_id > after]
-    pages = await asyncio.gather(*(store.messages_after(c.match_id, after, cap + 1)
-                                   for c in changed))
+    gate = asyncio.Semaphore(16)
 
-    async def entry(match_id: str, last_id: int) -> int:
-        cursors = await store.cursors(match_id)
-        mine = cursors.get(user)
-        read_id = mine.read_id if mine else 0
-        return await store.count_unread(match_id, user, read_id) if last_id > read_id else 0
+    async def one(c: Conversation) -> int:
+        async with gate:
+            cursors, page = await asyncio.gather(
+                store.cursors(c.match_id),
+                store.messages_after(c.match_id, after, cap + 1, newest=c.last_id))
+            mine = cursors.get(user)
+            read_id = mine.read_id if mine else 0
+            if c.last_id > read_id and (read_id < after or len(page) > cap):
+                await store.count_unread(c.match_id, user, read_id, newest=c.last_id)
+            return len(page)
 
-    await asyncio.gather(*(entry(c.match_id, c.last_id) for c in changed))
-    return min(cap, sum(len(p) for p in pages))
+    return min(cap, sum(await asyncio.gather(*(one(c) for c in changed))))
 
 
 async def read_run(args: argparse.Namespace, store: Store) -> dict[str, Any]:
@@ -240,13 +246,19 @@ async def read_run(args: argparse.Namespace, store: Store) -> dict[str, Any]:
                 await sync_like(store, users[n % len(users)], after)
                 sync_s.append(time.perf_counter() - started)
 
+    bridge = getattr(store, "_bridge", None)
+    sent_before = getattr(bridge, "sent", None)
     begun, started = time.time(), time.perf_counter()
     cpu, server_cpu = time.process_time(), cpu_seconds(args.server_pid)
     await asyncio.gather(*(reader() for _ in range(args.concurrency)))
     elapsed = time.perf_counter() - started
-    return {"elapsed": elapsed, "begun": begun, "ended": begun + elapsed,
-            "history": history_s, "sync": sync_s, "cpu": time.process_time() - cpu,
-            "server_cpu": cpu_seconds(args.server_pid) - server_cpu}
+    result: dict[str, Any] = {"elapsed": elapsed, "begun": begun, "ended": begun + elapsed,
+                              "history": history_s, "sync": sync_s,
+                              "cpu": time.process_time() - cpu,
+                              "server_cpu": cpu_seconds(args.server_pid) - server_cpu}
+    if sent_before is not None:
+        result["requests"] = bridge.sent - sent_before
+    return result
 
 
 def read_report(args: argparse.Namespace, results: list[dict[str, Any]]) -> None:
@@ -266,6 +278,8 @@ def read_report(args: argparse.Namespace, results: list[dict[str, Any]]) -> None
     if args.server_pid:
         line += f", server {sum(r['server_cpu'] for r in results) / ops * 1e6:,.0f} us"
     print(line)
+    if "requests" in results[0]:
+        print(f"requests per read: {sum(r['requests'] for r in results) / ops:.1f}")
 
 
 # -- running ------------------------------------------------------------------------------

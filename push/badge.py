@@ -24,7 +24,8 @@ async def unread_badge(store: Store, user: str, *, cap: int = BADGE_CAP,
         read_id = mine.read_id if mine else 0
         if read_id >= conv.last_id:
             continue
-        total += await store.count_unread(conv.match_id, user, read_id, cap=cap - total)
+        total += await store.count_unread(conv.match_id, user, read_id, cap=cap - total,
+                                           newest=conv.last_id)
         if total >= cap:
             return cap
     return total

@@ -248,7 +248,8 @@ class PushDispatcher:
 
     async def _stored_message(self, job: PushJob) -> Message:
         """The message with its body (jobs carry none), for a preview."""
-        found = await self.store.messages_after(job.match_id, job.message_id - 1, 1)
+        found = await self.store.messages_after(job.match_id, job.message_id - 1, 1,
+                                                newest=job.message_id)
         return found[0] if found and found[0].id == job.message_id else job.message()
 
     @staticmethod

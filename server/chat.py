@@ -24,7 +24,7 @@ from server.cluster_state import Limiter, SendClaims, SendGate, SequentialSendGa
 from server.hub import Hub, Session
 from server.metrics import Metrics
 from server.presence import Presence
-from storage import MatchRecord, Message, Store, StoreUnavailable
+from storage import Conversation, MatchRecord, Message, Store, StoreUnavailable
 from storage.base import CursorKind
 
 Frame = dict[str, Any]
@@ -66,6 +66,8 @@ def unavailable(r: int | None) -> ProtocolError:
 
 
 NEWEST_IDS_KEPT = 100_000  # matches whose newest message id a node remembers
+SYNC_MATCHES_AT_ONCE = 16  # matches one sync reads concurrently
+UNREAD_CAP = 999  # the most unread messages a sync counts per match
 
 
 class ChatService:
@@ -252,7 +254,10 @@ class ChatService:
     # -- sync -----------------------------------------------------------------------------
     async def sync(self, session: Session, f: Sync) -> Frame:
         """Every message of the user's open matches after the cursor, oldest first, at most
-        `sync_max_msgs` a call; `more` says to call again with the new cursor."""
+        `sync_max_msgs` a call; `more` says to call again with the new cursor.
+
+        The matches are read concurrently, at most `SYNC_MATCHES_AT_ONCE` at a time (each
+        is two or three store reads); docs/storage.md has what a sync costs."""
         after = decode_cursor(f.since, f.r)
         cap = self.limits.sync_max_msgs
         user = session.user
@@ -260,31 +265,52 @@ class ChatService:
             convs = await self.store.conversations(user)
             since_ms = ms_of(after) if after else 0
             changed = [c for c in convs if c.last_id > after or c.match_ts >= since_ms]
-            pages = await asyncio.gather(*(
-                self.store.messages_after(c.match_id, after, cap + 1)
-                for c in changed if c.last_id > after))
-            merged = sorted((m for page in pages for m in page), key=lambda m: m.id)
-            more = len(merged) > cap
-            msgs = merged[:cap]
-            cursor = msgs[-1].id if more else max([after, *(c.last_id for c in convs)])
-            entries = await asyncio.gather(*(self._conv_entry(user, c) for c in changed))
+            gate = asyncio.Semaphore(SYNC_MATCHES_AT_ONCE)
+            done = await asyncio.gather(*(self._sync_match(user, c, after, cap, gate)
+                                          for c in changed))
         except StoreUnavailable:
             raise unavailable(f.r) from None
-        return sf.sync_reply(f.r, list(entries), [message_entry(m) for m in msgs],
-                             encode_cursor(cursor), more)
+        merged = sorted((m for _, page in done for m in page), key=lambda m: m.id)
+        more = len(merged) > cap
+        msgs = merged[:cap]
+        cursor = msgs[-1].id if more else max([after, *(c.last_id for c in convs)])
+        return sf.sync_reply(f.r, [entry for entry, _ in done],
+                             [message_entry(m) for m in msgs], encode_cursor(cursor), more)
 
-    async def _conv_entry(self, user: str, conv: Any) -> Frame:
-        cursors = await self.store.cursors(conv.match_id)
-        mine = cursors.get(user)
-        theirs = cursors.get(conv.peer)
-        read_id = mine.read_id if mine else 0
-        unread = (await self.store.count_unread(conv.match_id, user, read_id)
-                  if conv.last_id > read_id else 0)
-        peer_read = 0
-        if theirs and await self.receipts_shared(user, conv.peer):
-            peer_read = theirs.read_id
-        return {"m": conv.match_id, "peer": conv.peer, "last_id": conv.last_id,
-                "unread": unread, "peer_read": peer_read}
+    async def _sync_match(self, user: str, conv: Conversation, after: int, cap: int,
+                          gate: asyncio.Semaphore) -> tuple[Frame, list[Message]]:
+        """One changed match of a sync: its entry and its messages after the cursor.
+
+        The messages are read only up to the conversation row's newest id (which every
+        acknowledged message is at or below), next to the cursors. The unread count comes
+        from that page when it holds every message past the user's read cursor; else it is
+        one more read."""
+        async with gate:
+            page: list[Message] = []
+            if conv.last_id > after:
+                cursors, page = await asyncio.gather(
+                    self.store.cursors(conv.match_id),
+                    self.store.messages_after(conv.match_id, after, cap + 1,
+                                              newest=conv.last_id))
+            else:
+                cursors = await self.store.cursors(conv.match_id)
+            mine = cursors.get(user)
+            theirs = cursors.get(conv.peer)
+            read_id = mine.read_id if mine else 0
+            if conv.last_id <= read_id:
+                unread = 0
+            elif read_id >= after and len(page) <= cap:  # the page is all of (after, last]
+                unread = min(UNREAD_CAP, sum(1 for m in page
+                                             if m.id > read_id and m.sender != user))
+            else:
+                unread = await self.store.count_unread(conv.match_id, user, read_id,
+                                                       UNREAD_CAP, newest=conv.last_id)
+            peer_read = 0
+            if theirs and await self.receipts_shared(user, conv.peer):
+                peer_read = theirs.read_id
+        entry = {"m": conv.match_id, "peer": conv.peer, "last_id": conv.last_id,
+                 "unread": unread, "peer_read": peer_read}
+        return entry, page
 
     # -- presence -------------------------------------------------------------------------
     async def presence_query(self, session: Session, f: PresenceQuery) -> Frame:

@@ -109,7 +109,8 @@ class MatchService:
                 entry["last"] = {"id": conv.last_id, "from": conv.last_from, "ts": conv.last_ts}
                 mine = (await self.store.cursors(match.id)).get(user)
                 unread = await self.store.count_unread(match.id, user,
-                                                       mine.read_id if mine else 0)
+                                                       mine.read_id if mine else 0,
+                                                       newest=conv.last_id)
             entry["unread"] = unread
             out.append(entry)
         result: dict[str, Any] = {"matches": out}

@@ -176,13 +176,20 @@ class Store(Protocol):
         """Up to `limit` messages of the match with id < `before` (all when None), newest
         first, and whether older ones exist."""
 
-    async def messages_after(self, match_id: str, after_id: int,
-                             limit: int) -> list[Message]:
-        """Up to `limit` messages of the match with id > `after_id`, oldest first."""
+    async def messages_after(self, match_id: str, after_id: int, limit: int, *,
+                             newest: int | None = None) -> list[Message]:
+        """Up to `limit` messages of the match with id > `after_id`, oldest first.
+
+        `newest`, when given, is the match's newest message id as the caller just read it
+        (`Conversation.last_id`: every acknowledged message is at or below it): only ids up
+        to it are returned, and the store need not look past it (for Cassandra, it names
+        the last bucket to read). A message newer than it is returned by the next call.
+        """
 
     async def count_unread(self, match_id: str, user: str, after_id: int,
-                           cap: int = 999) -> int:
-        """How many messages not sent by `user` have id > `after_id` (at most `cap`)."""
+                           cap: int = 999, *, newest: int | None = None) -> int:
+        """How many messages not sent by `user` have id > `after_id` (at most `cap`); with
+        `newest` (as in `messages_after`), only those with id <= `newest`."""
 
     # -- conversations and cursors --------------------------------------------------------
     async def conversations(self, user: str) -> list[Conversation]:

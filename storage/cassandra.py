@@ -3,7 +3,8 @@
 Tables and why they look as they do: `storage.cassandra_schema`. The driver is bridged to
 asyncio by `storage.cassandra_bridge` (every request goes out with `execute_async`; answers
 come back to the loop in batches); the rows of a message save are batched with the other
-saves of the loop turn by `storage.cassandra_writes`. Connecting, the schema and preparing
+saves of the loop turn by `storage.cassandra_writes`; which bucket partitions a message read
+touches is planned by `storage.cassandra_reads`. Connecting, the schema and preparing
 happen once, in `start`, on an executor thread. No call blocks the event loop after that.
 
 Ordering without read-before-write: a cell that may only move forward (a conversation's
@@ -45,6 +46,7 @@ from storage.base import (
 )
 from storage.buckets import bucket_of
 from storage.cassandra_bridge import TEMPORARY, DriverBridge
+from storage.cassandra_reads import MessageReads
 from storage.cassandra_schema import (
     CURSOR_COLUMNS,
     ClusterSettings,
@@ -63,9 +65,6 @@ from storage.cassandra_schema import (
 from storage.cassandra_writes import Statement, StatementEncoder, WriteBatcher
 
 Row = dict[str, Any]
-_NO_ID_BOUND = (1 << 63) - 1
-_COUNT_PAGE = 500  # rows per read while counting unread messages
-_COUNT_SCAN_LIMIT = 20_000  # most rows one count may read (the user's own sends included)
 _CACHE_SIZE = 50_000
 _MAX_IN_FLIGHT = 2048  # requests per store; the driver's limit is 32768 per connection
 # Body and media (characters) past which a message row is sent alone rather than batched:
@@ -114,6 +113,7 @@ class CassandraStore:
         self._buckets: Lru[tuple[str, int], bool] = Lru(_CACHE_SIZE)  # known written
         self._swipe_stamps = SubMsStamps()
         self._busy: dict[Hashable, asyncio.Future[None]] = {}
+        self._reads = MessageReads(self._run)
 
     # -- lifecycle ------------------------------------------------------------------------
     async def start(self) -> None:
@@ -282,43 +282,15 @@ class CassandraStore:
 
     async def history(self, match_id: str, before: int | None,
                       limit: int) -> tuple[list[Message], bool]:
-        upper = _NO_ID_BOUND if before is None else before
-        buckets = await self._run("buckets_down", match_id, bucket_of(upper))
-        found: list[Row] = []
-        for row in buckets:  # newest first; only buckets that were written
-            want = limit + 1 - len(found)
-            if want <= 0:
-                break
-            found += await self._run("history", match_id, row["bucket"], upper, want)
-        return [message_of(r) for r in found[:limit]], len(found) > limit
+        return await self._reads.history(match_id, before, limit)
 
-    async def messages_after(self, match_id: str, after_id: int,
-                             limit: int) -> list[Message]:
-        buckets = await self._run("buckets_up", match_id, bucket_of(after_id))
-        found: list[Row] = []
-        for row in buckets:
-            if len(found) >= limit:
-                break
-            found += await self._run("after", match_id, row["bucket"], after_id,
-                                     limit - len(found))
-        return [message_of(r) for r in found]
+    async def messages_after(self, match_id: str, after_id: int, limit: int, *,
+                             newest: int | None = None) -> list[Message]:
+        return await self._reads.messages_after(match_id, after_id, limit, newest)
 
     async def count_unread(self, match_id: str, user: str, after_id: int,
-                           cap: int = 999) -> int:
-        """Reads only messages newer than `after_id`, a page at a time, and stops at `cap`
-        (or after `_COUNT_SCAN_LIMIT` rows, for a user who sent thousands unanswered)."""
-        count = scanned = 0
-        for row in await self._run("buckets_up", match_id, bucket_of(after_id)):
-            last = after_id
-            while count < cap and scanned < _COUNT_SCAN_LIMIT:
-                page = await self._run("senders_after", match_id, row["bucket"], last,
-                                       _COUNT_PAGE)
-                scanned += len(page)
-                count += sum(1 for r in page if r["sender"] != user)
-                if len(page) < _COUNT_PAGE:
-                    break
-                last = page[-1]["id"]
-        return min(count, cap)
+                           cap: int = 999, *, newest: int | None = None) -> int:
+        return await self._reads.count_unread(match_id, user, after_id, cap, newest)
 
     # -- conversations and cursors --------------------------------------------------------
     async def conversations(self, user: str) -> list[Conversation]:

@@ -69,6 +69,7 @@ class DriverBridge:
         self._slot_waiters: collections.deque[asyncio.Future[None]] = collections.deque()
         self._idle: asyncio.Future[None] | None = None
         self.wakes = 0  # drains run: answers per wake is the batching this buys
+        self.sent = 0  # requests sent (a batch counts once)
 
     # -- the loop side --------------------------------------------------------------------
     @property
@@ -96,6 +97,7 @@ class DriverBridge:
             future = self._session.execute_async(statement, args, timeout=timeout)
         except TEMPORARY as exc:
             raise StoreUnavailable(f"cassandra: {exc!r}") from exc
+        self.sent += 1
         self._deadlines[done] = self._loop.time() + timeout + GIVE_UP_AFTER_S
         if self._sweeper is None:
             self._sweeper = self._loop.call_later(SWEEP_EVERY_S, self._sweep)

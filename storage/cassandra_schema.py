@@ -168,13 +168,15 @@ CQL: dict[str, str] = {
     "history": f"SELECT {_MSG} FROM {{ks}}.messages WHERE match_id = ? AND bucket = ?"
                " AND id < ? LIMIT ?",
     "after": f"SELECT {_MSG} FROM {{ks}}.messages WHERE match_id = ? AND bucket = ?"
-             " AND id > ? ORDER BY id ASC LIMIT ?",
+             " AND id > ? AND id <= ? ORDER BY id ASC LIMIT ?",
     "senders_after": "SELECT id, sender FROM {ks}.messages WHERE match_id = ? AND bucket = ?"
-                     " AND id > ? ORDER BY id ASC LIMIT ?",
+                     " AND id > ? AND id <= ? ORDER BY id ASC LIMIT ?",
     "add_bucket": "INSERT INTO {ks}.match_buckets (match_id, bucket) VALUES (?, ?)",
     "buckets_down": "SELECT bucket FROM {ks}.match_buckets WHERE match_id = ? AND bucket <= ?",
     "buckets_up": "SELECT bucket FROM {ks}.match_buckets WHERE match_id = ? AND bucket >= ?"
                   " ORDER BY bucket ASC",
+    "buckets_between": "SELECT bucket FROM {ks}.match_buckets WHERE match_id = ?"
+                       " AND bucket >= ? AND bucket <= ? ORDER BY bucket ASC",
     "get_client_id": "SELECT id, ts FROM {ks}.message_client_ids WHERE match_id = ?"
                      " AND sender = ? AND client_id = ?",
     "put_client_id": "INSERT INTO {ks}.message_client_ids (match_id, sender, client_id, id, ts)"

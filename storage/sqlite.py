@@ -35,6 +35,7 @@ Row = tuple[Any, ...]
 _CURSOR_COLUMNS: dict[str, str] = {"read": "read_id", "delivered": "delivered_id"}
 _MSG = "match_id, id, sender, client_id, ts, body, media"
 _MATCH = "id, user_a, user_b, ts, superlike, closed_ts, closed_by"
+_NO_ID_BOUND = (1 << 63) - 1  # "no newest given": every id is at or below it
 
 
 class SqliteStore:
@@ -80,17 +81,21 @@ class SqliteStore:
             lambda c: _rows(c, sql + " ORDER BY id DESC LIMIT ?", (*args, limit + 1)))
         return [_message(r) for r in rows[:limit]], len(rows) > limit
 
-    async def messages_after(self, match_id: str, after_id: int,
-                             limit: int) -> list[Message]:
-        sql = f"SELECT {_MSG} FROM messages WHERE match_id = ? AND id > ? ORDER BY id LIMIT ?"
-        rows = await self._read(lambda c: _rows(c, sql, (match_id, after_id, limit)))
+    async def messages_after(self, match_id: str, after_id: int, limit: int, *,
+                             newest: int | None = None) -> list[Message]:
+        sql = (f"SELECT {_MSG} FROM messages WHERE match_id = ? AND id > ? AND id <= ?"
+               " ORDER BY id LIMIT ?")
+        upper = _NO_ID_BOUND if newest is None else newest
+        rows = await self._read(lambda c: _rows(c, sql, (match_id, after_id, upper, limit)))
         return [_message(r) for r in rows]
 
     async def count_unread(self, match_id: str, user: str, after_id: int,
-                           cap: int = 999) -> int:
+                           cap: int = 999, *, newest: int | None = None) -> int:
         sql = ("SELECT count(*) FROM (SELECT 1 FROM messages WHERE match_id = ? AND id > ?"
-               " AND sender <> ? LIMIT ?)")
-        rows = await self._read(lambda c: _rows(c, sql, (match_id, after_id, user, cap)))
+               " AND id <= ? AND sender <> ? LIMIT ?)")
+        upper = _NO_ID_BOUND if newest is None else newest
+        rows = await self._read(
+            lambda c: _rows(c, sql, (match_id, after_id, upper, user, cap)))
         return int(rows[0][0])
 
     # -- conversations and cursors --------------------------------------------------------

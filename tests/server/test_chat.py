@@ -7,6 +7,7 @@ import json
 import shutil
 import subprocess
 import time
+from typing import Any
 
 import pytest
 from websockets.asyncio.client import connect
@@ -216,6 +217,32 @@ async def test_sync_pages_when_many_were_missed(node_factory: NodeFactory,
         if not page["more"]:
             break
     assert got == sent
+
+
+async def test_sync_unread_counts_past_the_read_cursor_wherever_it_is(
+        node_factory: NodeFactory, harness_for: type[Harness]) -> None:
+    rdv = harness_for(await node_factory(limits=Limits(sync_max_msgs=4),
+                                         sends_per_s=1000, send_burst=1000))
+    m = await rdv.pair("alice", "bob")
+    alice = await rdv.connect("alice")
+    bob = await rdv.connect("bob")
+    first = [(await alice.send(m, f"a{i}"))["id"] for i in range(3)]
+    cursor = (await bob.sync())["cursor"]  # past the first three
+    later = [(await alice.send(m, f"b{i}"))["id"] for i in range(3)]
+    await bob.send(m, "mine")  # not unread for bob
+
+    def unread(reply: dict[str, Any]) -> int:
+        return int({c["m"]: c for c in reply["convs"]}[m]["unread"])
+
+    await bob.read(m, first[1], ack=True)  # read cursor before the sync cursor
+    assert unread(await bob.sync(cursor)) == 4
+    await bob.read(m, later[0], ack=True)  # past it: counted from the page
+    assert unread(await bob.sync(cursor)) == 2
+    more = [(await alice.send(m, f"c{i}"))["id"] for i in range(3)]
+    reply = await bob.sync(cursor)  # a page cut at 4: counted by the store
+    assert reply["more"] is True and unread(reply) == 5
+    await bob.read(m, more[-1], ack=True)
+    assert unread(await bob.sync(cursor)) == 0
 
 
 async def test_presence_online_offline_and_query(rdv: Harness) -> None:

@@ -204,6 +204,44 @@ async def test_history_reads_only_written_buckets_and_stops_at_the_first(
     assert requests.buckets_read(keyspace) == [b2, b3]  # b1 is older than the cursor
 
 
+async def test_reads_up_to_a_newest_id_plan_their_buckets_without_the_list(
+        store: CassandraStore, keyspace: str) -> None:
+    m = await matched(store, "ann", "bob")
+    spans = (0, 1, 11)  # b2 next to b1; b3 ten buckets later
+    b1, b2, b3 = (bucket_of(mid(T0 + span * BUCKET_MS)) for span in spans)
+    sent = [msg(m.id, mid(T0 + span * BUCKET_MS + i), "bob") for span in spans
+            for i in range(5)]
+    for message in sent:
+        await store.save_message(message)
+    requests = Requests(store)
+
+    def lists() -> list[str]:
+        return [q for q in requests.reads() if ".match_buckets " in q]
+
+    # in one bucket: that partition only
+    assert await store.messages_after(m.id, sent[0].id, 100, newest=sent[4].id) == sent[1:5]
+    assert (requests.buckets_read(keyspace), lists()) == ([b1], [])
+    requests.clear()  # in two neighbouring buckets: both, oldest first
+    assert await store.messages_after(m.id, sent[2].id, 100, newest=sent[7].id) == sent[3:8]
+    assert (requests.buckets_read(keyspace), lists()) == ([b1, b2], [])
+    requests.clear()  # the first one fills the page: the second is not read
+    assert await store.messages_after(m.id, sent[2].id, 2, newest=sent[7].id) == sent[3:5]
+    assert (requests.buckets_read(keyspace), lists()) == ([b1], [])
+    requests.clear()  # far apart: the list between them, then only the written buckets
+    assert await store.messages_after(m.id, 0, 100, newest=sent[-1].id) == sent
+    assert requests.buckets_read(keyspace) == [b1, b2, b3] and len(lists()) == 1
+    requests.clear()
+    assert await store.count_unread(m.id, "ann", sent[7].id, newest=sent[12].id) == 5
+    assert requests.buckets_read(keyspace) == [b2, b3] and len(lists()) == 1
+    requests.clear()
+    assert await store.count_unread(m.id, "ann", sent[10].id, newest=sent[12].id) == 2
+    assert (requests.buckets_read(keyspace), lists()) == ([b3], [])
+    requests.clear()  # nothing can be newer than the newest: no request at all
+    assert await store.messages_after(m.id, sent[4].id, 100, newest=sent[4].id) == []
+    assert await store.count_unread(m.id, "ann", sent[4].id, newest=sent[3].id) == 0
+    assert requests.sent == []
+
+
 async def test_a_new_match_reads_no_message_partition(store: CassandraStore,
                                                       keyspace: str) -> None:
     m = await matched(store, "ann", "bob")

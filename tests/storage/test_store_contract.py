@@ -164,6 +164,27 @@ async def test_count_unread_skips_own_messages_and_caps(store: Store) -> None:
     assert await store.count_unread(m.id, "bob", sent[-1].id) == 0
 
 
+async def test_reads_up_to_a_newest_id_stop_there(store: Store) -> None:
+    m = await matched(store, "ann", "bob")
+    sent = [msg(m.id, mid(T0 + i * BUCKET_MS // 3), "ann" if i % 3 == 0 else "bob")
+            for i in range(9)]  # over three buckets
+    for message in sent:
+        await store.save_message(message)
+    newest = sent[6].id
+    assert await store.messages_after(m.id, 0, 100, newest=newest) == sent[:7]
+    assert await store.messages_after(m.id, sent[2].id, 100, newest=newest) == sent[3:7]
+    assert await store.messages_after(m.id, sent[2].id, 2, newest=newest) == sent[3:5]
+    assert await store.messages_after(m.id, newest, 100, newest=newest) == []
+    assert await store.messages_after(m.id, sent[5].id, 100, newest=sent[3].id) == []
+    assert await store.messages_after(m.id, 0, 100, newest=sent[-1].id) == sent
+    from_bob = [s for s in sent[:7] if s.sender == "bob"]
+    assert await store.count_unread(m.id, "ann", 0, newest=newest) == len(from_bob) == 4
+    assert await store.count_unread(m.id, "ann", sent[2].id, newest=newest) == 2
+    assert await store.count_unread(m.id, "ann", 0, cap=3, newest=newest) == 3
+    assert await store.count_unread(m.id, "ann", newest, newest=newest) == 0
+    assert await store.count_unread(m.id, "bob", sent[1].id, newest=sent[0].id) == 0
+
+
 # -- conversations and cursors ----------------------------------------------------------------
 async def test_cursors_only_move_forward(store: Store) -> None:
     m = await matched(store, "ann", "bob")
@@ -378,3 +399,8 @@ async def test_concurrent_claimed_saves_in_many_matches_are_all_stored(store: St
         assert (await store.conversations(peer))[0].last_id == mine[-1].id
     newest = {c.match_id: c.last_id for c in await store.conversations("ann")}
     assert newest == {m.id: [s for s in sent if s.match_id == m.id][-1].id for m in matches}
+    for match in matches:  # the conversation row's newest id bounds every acked message
+        mine = [s for s in sent if s.match_id == match.id]
+        assert await store.messages_after(match.id, 0, 500, newest=newest[match.id]) == mine
+        assert await store.count_unread(match.id, "ann", 0, newest=newest[match.id]) == sum(
+            1 for s in mine if s.sender != "ann")

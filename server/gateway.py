@@ -50,6 +50,7 @@ from server.logs import new_connection_id
 from server.metrics import Metrics
 from server.presence import Presence
 from server.ratelimit import RateLimiter
+from server.ws_frames import can_write_direct, write_direct
 
 log = logging.getLogger("rendezvous.gateway")
 
@@ -91,11 +92,14 @@ def write_now(ws: ServerConnection) -> WriteNow:
                 or ws.transport.is_closing()):
             return False
         try:
-            if isinstance(data, str):
+            if can_write_direct(ws):  # the usual case: bytes written as websockets would
+                write_direct(ws, data)
+            elif isinstance(data, str):
                 protocol.send_text(data.encode())
+                ws.send_data()
             else:
                 protocol.send_binary(data)
-            ws.send_data()
+                ws.send_data()
         except Exception:  # as `ws.send` does when a write fails: the reader then ends
             log.debug("direct write failed: aborting the connection", exc_info=True)
             ws.transport.abort()

@@ -115,6 +115,35 @@ class BodyLimit:
         await self.app(scope, limited, guarded)
 
 
+class RequestCounter:
+    """`http_requests{route, status}` per request, as plain ASGI: FastAPI's "http"
+    middleware (Starlette's `BaseHTTPMiddleware`) ran every request through a task group and
+    memory streams, and was the largest single cost of a swipe (docs/operations.md)."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        status = 500  # what the client sees if the app raises before it answers
+
+        async def seen(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, seen)
+        finally:
+            route = scope.get("route")  # set by the router once it matched
+            self.metrics.http_requests.labels(getattr(route, "path", "unmatched"),
+                                              str(status)).inc()
+
+
 async def current_user(request: Request) -> str:
     """The `sub` of the request's bearer token, or 401."""
     auth: Authenticator = request.app.state.auth
@@ -174,14 +203,6 @@ def create_app(*, auth: Authenticator, matches: MatchService, store: Store, metr
         code = STATUS_CODES.get(exc.status_code, ErrorCode.BAD_REQUEST)
         return error_response(code, str(exc.detail), exc.status_code)
 
-    @app.middleware("http")
-    async def count(request: Request, call_next: Callable[[Request], Awaitable[Response]]
-                    ) -> Response:
-        response = await call_next(request)
-        route = request.scope.get("route")
-        metrics.http_requests.labels(getattr(route, "path", "unmatched"),
-                                     str(response.status_code)).inc()
-        return response
 
     @app.post("/v1/swipes", summary="Like, pass or super-like a user")
     async def swipe(body: SwipeBody, user: User) -> dict[str, Any]:
@@ -249,4 +270,4 @@ def create_app(*, auth: Authenticator, matches: MatchService, store: Store, metr
     async def prometheus() -> Response:
         return Response(metrics.render(), media_type="text/plain; version=0.0.4")
 
-    return RequestIds(BodyLimit(app, max_body_bytes))
+    return RequestIds(BodyLimit(RequestCounter(app, metrics), max_body_bytes))

@@ -2,10 +2,17 @@
 
 The token header names an algorithm; we only try keys configured for that algorithm, so an
 `alg: none` token or an HS256 token signed with a public key finds no key and is refused.
+
+A validly signed token can still carry odd claims (`exp` as a string or 10^30, `sub` with a
+NUL or a lone surrogate). PyJWT checks only the signature and `iss`/`aud` here; the time
+claims and `sub` are checked below, strictly, so that every odd value is an `AuthError`
+naming the claim and never an exception further on (docs/protocol.md, "Tokens").
 """
 
 from __future__ import annotations
 
+import math
+import re
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -22,6 +29,17 @@ class AuthError(Exception):
         super().__init__(msg)
         self.reason = reason
         self.msg = msg
+
+
+# The last second of 9999 (UTC): a time claim past it is no date. It keeps `welcome.exp` a
+# plain integer for msgpack and exact for JSON (2^53), and expiry timers finite.
+MAX_NUMERIC_DATE = 253_402_300_799
+# NUL and the other C0/C1 controls, line and paragraph separators, and lone surrogates
+# (JSON can carry "\ud800"; UTF-8, so msgpack and storage, cannot).
+_BAD_SUB_CHARS = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
+# PyJWT checks the signature, iss and aud; the time claims and sub are checked by `_checked`
+_DECODE_OPTIONS = {"require": ["exp", "sub"], "verify_exp": False, "verify_nbf": False,
+                   "verify_iat": False, "verify_sub": False}
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,8 +74,7 @@ class Authenticator:
         candidates = self._keys.get(alg) if isinstance(alg, str) else None
         if not candidates or not isinstance(alg, str):
             raise AuthError("algorithm", "the token's algorithm is not accepted")
-        options: Any = {"require": ["exp", "sub"],
-                                   "verify_aud": self._audience is not None}
+        options: Any = {**_DECODE_OPTIONS, "verify_aud": self._audience is not None}
         last: jwt.PyJWTError | None = None
         for key in candidates:
             try:
@@ -71,15 +88,47 @@ class Authenticator:
                 raise AuthError("expired", "the token has expired") from exc
             except jwt.PyJWTError as exc:
                 raise AuthError("invalid", f"the token is invalid: {_describe(exc)}") from exc
+            except Exception as exc:  # a claim PyJWT did not expect: refused, never a crash
+                raise AuthError("invalid", "the token's claims are malformed") from exc
         else:
             raise AuthError("signature", "the token's signature does not verify") from last
+        return self._checked(claims, time.time() if now is None else now)
+
+    def _checked(self, claims: dict[str, Any], now: float) -> Claims:
+        """The claims of a token whose signature verified, each checked for type and range."""
         sub = claims.get("sub")
         if not isinstance(sub, str) or not 0 < len(sub) <= self._max_user:
             raise AuthError("invalid", f"sub must be a string of 1..{self._max_user} chars")
-        exp = claims["exp"]
-        if now is not None and exp + self._leeway <= now:
+        if _BAD_SUB_CHARS.search(sub):
+            raise AuthError("invalid", "sub must not hold control characters (NUL, newline) "
+                            "or lone surrogates")
+        if sub.isspace():
+            raise AuthError("invalid", "sub must not be only whitespace")
+        exp = _numeric_date(claims, "exp")
+        if exp is None:  # PyJWT's `require` already refuses this
+            raise AuthError("invalid", "exp is required")
+        if exp + self._leeway <= now:
             raise AuthError("expired", "the token has expired")
+        nbf = _numeric_date(claims, "nbf")
+        if nbf is not None and nbf - self._leeway > now:
+            raise AuthError("not_yet_valid", "the token is not valid yet (nbf)")
+        iat = _numeric_date(claims, "iat")
+        if iat is not None and iat - self._leeway > now:
+            raise AuthError("not_yet_valid", "the token is not valid yet (iat)")
         return Claims(user=sub, exp=int(exp))
+
+
+def _numeric_date(claims: dict[str, Any], name: str) -> float | None:
+    """A time claim as a number of unix seconds, None when absent; else `AuthError`. Only
+    JSON numbers count: not a numeric string (which PyJWT would take), not a boolean."""
+    value = claims.get(name)
+    if value is None:
+        return None
+    if type(value) not in (int, float) or not math.isfinite(value) \
+            or not 0 <= value <= MAX_NUMERIC_DATE:
+        raise AuthError("invalid", f"{name} must be a number of unix seconds from 0 to "
+                        f"{MAX_NUMERIC_DATE}")
+    return float(value)
 
 
 def _describe(exc: Exception) -> str:

@@ -65,8 +65,11 @@ class Config:
     inflight_per_connection: int = 64
     sends_per_s: float = 20.0
     send_burst: int = 60
-    frames_per_s: float = 100.0
+    frames_per_s: float = 100.0  # per connection, every frame after auth
     frame_burst: int = 200
+    refreshes_per_s: float = 0.1  # per connection: each `refresh` is a signature check
+    refresh_burst: int = 5
+    close_timeout_s: float = 2.0  # a close the client does not take by then drops the socket
     swipes_per_s: float = 20.0
     swipe_burst: int = 100
     max_http_body_bytes: int = 65_536
@@ -149,7 +152,8 @@ class Config:
             raise ConfigError(f"log_format must be json, text or auto, got "
                               f"{self.log_format!r}")
         for name in ("heartbeat_s", "send_queue_frames", "inflight_per_connection",
-                     "max_http_body_bytes"):
+                     "max_http_body_bytes", "frames_per_s", "frame_burst", "refreshes_per_s",
+                     "refresh_burst", "close_timeout_s"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive")
         if self.send_queue_frames <= self.inflight_per_connection:

@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from http import HTTPStatus
 from typing import Any
 
@@ -20,7 +20,6 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
-from websockets.protocol import State
 from websockets.typing import Subprotocol
 
 from protocol import server_frames as sf
@@ -45,17 +44,21 @@ from server.auth import Authenticator, AuthError, Claims
 from server.broker import Broker
 from server.chat import ChatService
 from server.config import Config
-from server.hub import Hub, Session, WriteNow
+from server.connection_io import Requests, write_now
+from server.hub import Hub, Session
 from server.logs import new_connection_id
 from server.metrics import Metrics
 from server.presence import Presence
-from server.ratelimit import RateLimiter
-from server.ws_frames import can_write_direct, write_direct
+from server.ratelimit import TokenBucket
 
 log = logging.getLogger("rendezvous.gateway")
 
 PATH = "/v1/ws"
 MAX_STRIKES = 50  # rate-limited frames in a row before a connection is closed with 4008
+# Closes the websockets library starts by itself: a frame over max_size (1009), a text frame
+# that is not UTF-8 (1007), a protocol violation (1002), a keepalive timeout or an internal
+# error (1011). Those we start are counted where we start them.
+LIBRARY_CLOSES = frozenset({1002, 1007, 1009, 1011})
 
 
 def select_subprotocol(connection: ServerConnection,
@@ -80,65 +83,6 @@ def bearer(headers: Headers) -> str | None:
     return None
 
 
-def write_now(ws: ServerConnection) -> WriteNow:
-    """A session's direct path to its socket: write one frame now, as `ws.send` would, when
-    `ws.send` would not have to wait (no fragmented send in progress, the transport not
-    paused by flow control); False means queue it for the session's writer task instead.
-    Skips a coroutine, an async context manager and a task wake-up per frame."""
-    protocol = ws.protocol
-
-    def write(data: bytes | str) -> bool:
-        if (ws.paused or ws.send_in_progress is not None or protocol.state is not State.OPEN
-                or ws.transport.is_closing()):
-            return False
-        try:
-            if can_write_direct(ws):  # the usual case: bytes written as websockets would
-                write_direct(ws, data)
-            elif isinstance(data, str):
-                protocol.send_text(data.encode())
-                ws.send_data()
-            else:
-                protocol.send_binary(data)
-                ws.send_data()
-        except Exception:  # as `ws.send` does when a write fails: the reader then ends
-            log.debug("direct write failed: aborting the connection", exc_info=True)
-            ws.transport.abort()
-        return True
-    return write
-
-
-class Requests:
-    """The requests of one connection running as tasks, at most `limit` at once.
-
-    Starting one costs a task and a set entry: no semaphore coroutine and no done callback
-    (a loop handle each) per frame; the reader waits only at the limit."""
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.running: set[asyncio.Task[None]] = set()  # strong references while they run
-        self._slot: asyncio.Future[None] | None = None
-        self._loop = asyncio.get_running_loop()
-
-    def full(self) -> bool:
-        return len(self.running) >= self.limit
-
-    async def wait_for_slot(self) -> None:
-        while self.full():
-            self._slot = self._loop.create_future()
-            await self._slot
-
-    def start(self, request: Coroutine[Any, Any, None]) -> None:
-        self.running.add(self._loop.create_task(request))
-
-    def finished(self, task: asyncio.Task[Any] | None) -> None:
-        """Called by the request itself as it ends."""
-        if task is not None:
-            self.running.discard(task)
-        slot = self._slot
-        if slot is not None and not slot.done():
-            slot.set_result(None)
-
-
 # Connections the kernel queues before the loop accepts them. asyncio listens again with its
 # default of 100 when it starts serving a socket; a reconnect storm overflowed that and turned
 # connects into 1 s and 3 s SYN retries (capped by net.core.somaxconn).
@@ -156,7 +100,6 @@ class Gateway:
         self.presence = presence
         self.chat = chat
         self.metrics = metrics
-        self.frame_limiter = RateLimiter(config.frames_per_s, config.frame_burst)
         self.server: Server | None = None
         self._handlers: dict[type[Any], Callable[[Session, Any], Awaitable[Any]]] = {
             Send: chat.send, History: chat.history, Sync: chat.sync,
@@ -172,7 +115,8 @@ class Gateway:
             select_subprotocol=select_subprotocol, process_request=process_request,
             compression=None, max_size=self.limits.max_frame_bytes, max_queue=32,
             ping_interval=self.config.heartbeat_s, ping_timeout=self.config.heartbeat_s,
-            close_timeout=5, server_header="rendezvous", backlog=LISTEN_BACKLOG)
+            close_timeout=self.config.close_timeout_s, server_header="rendezvous",
+            backlog=LISTEN_BACKLOG)
 
     @property
     def port(self) -> int:
@@ -199,6 +143,20 @@ class Gateway:
 
     # -- one connection -------------------------------------------------------------------
     async def handle(self, ws: ServerConnection) -> None:
+        try:
+            await self._serve(ws)
+        finally:
+            self._count_library_close(ws)
+
+    def _count_library_close(self, ws: ServerConnection) -> None:
+        """Count a close the websockets library sent on its own (see LIBRARY_CLOSES)."""
+        protocol = ws.protocol
+        sent = protocol.close_sent
+        if (sent is not None and protocol.close_rcvd_then_sent is not True
+                and sent.code in LIBRARY_CLOSES):
+            self.metrics.closes_by[str(sent.code)].inc()
+
+    async def _serve(self, ws: ServerConnection) -> None:
         conn_id = new_connection_id()  # in this handler's context: on its log lines
         codec = codec_for(ws.subprotocol)
         claims = await self._authenticate(ws, codec)
@@ -206,17 +164,17 @@ class Gateway:
             return
         log.debug("connection authenticated", extra={"subprotocol": codec.name})
         session = Session(claims.user, conn_id, codec, ws, claims.exp,
-                          self.config.send_queue_frames, self.metrics, write_now(ws))
-        session.start()
+                          self.config.send_queue_frames, self.metrics, write_now(ws),
+                          drop=ws.transport.abort, close_timeout_s=self.config.close_timeout_s)
         expiry = self._expire_at(session)
-        first_here = self.hub.add(session)
+        first_here = self.hub.add(session)  # events pushed from now on wait for the welcome
         self.metrics.connections.inc()
         try:
             if first_here:
                 await self.broker.subscribe(session.user)
-            session.push(sf.welcome(session.user, session.id, self.config.node,
-                                    self.config.heartbeat_s, session.exp,
-                                    self.limits.for_client()))
+            session.start(sf.welcome(session.user, session.id, self.config.node,
+                                     self.config.heartbeat_s, session.exp,
+                                     self.limits.for_client()))
             if await self.presence.connect(session.user, session.id):
                 await self.chat.announce_presence(session.user, True, None)
             await self._read_loop(ws, session, expiry)
@@ -292,6 +250,12 @@ class Gateway:
     async def _read_loop(self, ws: ServerConnection, session: Session,
                          expiry: list[asyncio.TimerHandle]) -> None:
         requests = Requests(self.config.inflight_per_connection)
+        clock = time.monotonic
+        # every frame after auth counts, whatever it is (docs/protocol.md, "Limits"); one
+        # bucket per connection, so no lookup per frame
+        take_frame = TokenBucket(self.config.frames_per_s, self.config.frame_burst,
+                                 clock()).take
+        refreshes = TokenBucket(self.config.refreshes_per_s, self.config.refresh_burst, clock())
         strikes = 0
         try:
             async for data in ws:
@@ -300,23 +264,34 @@ class Gateway:
                     # paused (max_queue) so the client's close frame is never read, and
                     # _leave would cancel the writer in the middle of the close handshake
                     continue
+                wait = take_frame(clock())
+                if wait:
+                    strikes += 1
+                    if self._rate_limited(session, data, wait, strikes):
+                        # answer the requests already running before the close goes out
+                        if requests.running:
+                            await asyncio.wait(requests.running, timeout=10)
+                        session.close_after_flush(CloseCode.POLICY, "rate limit exceeded")
+                    continue
+                strikes = 0
                 frame = self._decode(session, data)
                 if frame is None:
                     continue
                 if isinstance(frame, Ping):
                     session.push(sf.pong(frame.r))
                 elif isinstance(frame, Refresh):
-                    self._refresh(session, frame, expiry)
+                    wait = refreshes.take(clock())
+                    if wait:
+                        self.metrics.rate_limited_by["refresh"].inc()
+                        self._reply_error(session, ProtocolError(
+                            ErrorCode.RATE_LIMITED, "too many refreshes", r=frame.r,
+                            retry_ms=max(1, int(wait * 1000))))
+                    else:
+                        self._refresh(session, frame, expiry)
                 elif isinstance(frame, Auth):
                     self._reply_error(session, ProtocolError(
                         ErrorCode.BAD_REQUEST, "already authenticated", r=frame.r))
                 else:
-                    wait = self.frame_limiter.take(session.id, time.monotonic())
-                    if wait:
-                        strikes += 1
-                        self._rate_limited(session, frame, wait, strikes)
-                        continue
-                    strikes = 0
                     if requests.full():
                         await requests.wait_for_slot()
                     requests.start(self._run(session, frame, requests))
@@ -327,6 +302,8 @@ class Gateway:
                 await asyncio.wait(requests.running, timeout=10)
 
     def _decode(self, session: Session, data: bytes | str) -> ClientFrame | None:
+        """The frame, or None after answering why not (every frame gets its answer)."""
+        raw: Any = None
         try:
             raw = session.codec.decode(data)
             frame = parse_client_frame(raw, self.limits)
@@ -334,18 +311,34 @@ class Gateway:
             self.metrics.frames_in_by["invalid"].inc()
             self._reply_error(session, exc)
             return None
+        except Exception:  # a validation bug: answer it, and keep the connection
+            log.exception("frame validation failed")
+            self.metrics.frames_in_by["invalid"].inc()
+            self._reply_error(session, ProtocolError(
+                ErrorCode.INTERNAL, "internal error",
+                r=request_id(raw) if isinstance(raw, dict) else None))
+            return None
         self.metrics.frames_in_by[type(frame).__name__.lower()].inc()
         return frame
 
-    def _rate_limited(self, session: Session, frame: ClientFrame, wait: float,
-                      strikes: int) -> None:
+    def _rate_limited(self, session: Session, data: bytes | str, wait: float,
+                      strikes: int) -> bool:
+        """Answer a frame over the frame limit: `rate_limited` (with its `r`, if it has a
+        readable one), except a `typing` without `r`, which needs no answer. True at
+        MAX_STRIKES in a row: the connection is to be closed with 4008."""
+        self.metrics.frames_in_by["rate_limited"].inc()
         self.metrics.rate_limited_by["frames"].inc()
-        if strikes >= MAX_STRIKES:
-            session.close_after_flush(CloseCode.POLICY, "rate limit exceeded")
-        elif not isinstance(frame, Typing):  # a dropped typing frame needs no answer
+        try:
+            raw: Any = session.codec.decode(data)
+        except ProtocolError:
+            raw = None
+        r = request_id(raw) if isinstance(raw, dict) else None
+        closing = strikes >= MAX_STRIKES
+        if r is not None or closing or not (isinstance(raw, dict) and raw.get("t") == "typing"):
             self._reply_error(session, ProtocolError(
-                ErrorCode.RATE_LIMITED, "too many frames", r=getattr(frame, "r", None),
+                ErrorCode.RATE_LIMITED, "too many frames", r=r,
                 retry_ms=max(1, int(wait * 1000))))
+        return closing
 
     async def _run(self, session: Session, frame: ClientFrame, requests: Requests) -> None:
         try:
@@ -353,6 +346,8 @@ class Gateway:
             if reply is not None:
                 session.push(reply)
         except ProtocolError as exc:
+            if exc.r is None:  # the answer must carry the request's r to be one
+                exc.r = getattr(frame, "r", None)
             self._reply_error(session, exc)
         except Exception:
             log.exception("request failed", extra={"type": type(frame).__name__})

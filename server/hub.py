@@ -44,7 +44,8 @@ class Session:
     writer task drains. Most frames so cost no task wake-up (docs/architecture.md)."""
 
     def __init__(self, user: str, session_id: str, codec: Codec, sink: FrameSink, exp: int,
-                 queue_frames: int, metrics: Metrics, write_now: WriteNow | None = None) -> None:
+                 queue_frames: int, metrics: Metrics, write_now: WriteNow | None = None, *,
+                 drop: Callable[[], None] | None = None, close_timeout_s: float = 2.0) -> None:
         self.user = user
         self.id = session_id
         self.codec = codec
@@ -56,13 +57,25 @@ class Session:
         self._max_queued = queue_frames
         self._wake: asyncio.Future[None] | None = None  # set while the writer waits
         self._write_now = write_now
-        self._sending = False  # the writer task is in the middle of a send
+        # the writer task is in the middle of a send; True until `start`, so that frames
+        # pushed before it (the session is in the hub before `welcome`) wait in the queue
+        self._sending = True
         self._writer: asyncio.Task[None] | None = None
         self._close_code: tuple[int, str] | None = None
         self._aborted = False
+        self._drop = drop  # aborts the transport: a close frame the client never took
+        self._close_timeout_s = close_timeout_s
 
-    def start(self) -> None:
-        self._writer = asyncio.get_running_loop().create_task(self._write_loop())
+    def start(self, first: Frame | None = None) -> None:
+        """Start writing: `first` (the `welcome`), then whatever was pushed since the session
+        was made. The gateway adds the session to the hub before its broker subscription is
+        confirmed, and events may arrive meanwhile; they must not go out before `welcome`."""
+        if first is not None:
+            self._queue.appendleft(self.codec.encode(first))
+            self.metrics.frames_out_by[first.get("t", "?")].inc()
+        self._sending = False
+        if not self._aborted:
+            self._writer = asyncio.get_running_loop().create_task(self._write_loop())
 
     def push(self, frame: Frame, encoded: bytes | str | None = None) -> bool:
         """Queue a frame without waiting; close the session with 4009 if its queue is full."""
@@ -118,8 +131,20 @@ class Session:
         asyncio.get_running_loop().create_task(self._close(code, reason))
 
     async def _close(self, code: int, reason: str) -> None:
-        with contextlib.suppress(Exception):  # the peer may be gone already
-            await self.sink.close(code, reason)
+        """Close, but never wait longer than the close timeout: a client that does not read
+        leaves the close frame behind a full pipe (and `close` waiting for it to drain), so
+        then the transport is dropped and its buffers freed. That client sees 1006, not our
+        code (docs/protocol.md, close codes)."""
+        try:
+            async with asyncio.timeout(self._close_timeout_s):
+                await self.sink.close(code, reason)
+        except TimeoutError:
+            self.metrics.close_timeouts.inc()
+            log.info("close timed out: dropping the connection", extra={"close_code": code})
+            if self._drop is not None:
+                self._drop()
+        except Exception:  # the peer may be gone already
+            log.debug("close failed", exc_info=True)
 
     async def _write_loop(self) -> None:
         queue = self._queue

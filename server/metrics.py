@@ -65,6 +65,10 @@ class Metrics:
                                        ["op"], buckets=LATENCY_BUCKETS, registry=r)
         self.closes = Counter("rendezvous_closes", "Connections closed by the server, by "
                               "close code", ["code"], registry=r)
+        self.close_timeouts = Counter("rendezvous_close_timeouts", "Server-initiated closes "
+                                      "the client did not complete within close_timeout_s "
+                                      "(a full pipe, usually a slow reader): the connection "
+                                      "was dropped", registry=r)
         self.slow_consumers = Counter("rendezvous_slow_consumer_closes", "Connections closed "
                                       "because their send queue was full", registry=r)
         self.rate_limited = Counter("rendezvous_rate_limited", "Requests refused by a rate "

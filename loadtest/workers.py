@@ -178,7 +178,8 @@ async def run_workers(plans: list[Plan], on_tick: Callable[[list[WorkerState]], 
                 with contextlib.suppress(ProcessLookupError):
                     state.proc.send_signal(signal.SIGTERM)
         with contextlib.suppress(BaseException):
-            await asyncio.wait_for(asyncio.gather(*(s.proc.wait() for s in states)), 30)
+            async with asyncio.timeout(30):
+                await asyncio.gather(*(s.proc.wait() for s in states))
         raise
     failed = [s.index for s in states if not s.done]
     if failed:

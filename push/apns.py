@@ -153,8 +153,8 @@ class ApnsPusher:
             priority=PRIORITY_NOW, collapse_key=notification.collapse_id,
             push_type=PushType.ALERT)
         try:
-            result: NotificationResult = await asyncio.wait_for(
-                self._client.send_notification(request), self.timeout_s)
+            async with asyncio.timeout(self.timeout_s):
+                result: NotificationResult = await self._client.send_notification(request)
         except TimeoutError:
             self._forget(request.notification_id)
             return PushResult(Outcome.RETRY, "timeout")

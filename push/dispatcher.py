@@ -10,8 +10,8 @@ Workers take jobs from the `PushQueue` (in memory, or a Redis Stream in a cluste
 3. render one discreet notification per registered device, with the unread badge, and send
    to every device of the user at once, each provider behind its own in-flight cap;
 4. act on the answer: a dead token is pruned, a temporary failure is queued again with a
-   due time (exponential backoff, or the provider's Retry-After) instead of holding a
-   worker, a configuration error is counted and logged with the token kept.
+   due time (exponential backoff with full jitter, or the provider's Retry-After) instead
+   of holding a worker, a configuration error is counted and logged with the token kept.
 
 A push id is claimed before the send and marked sent after (`PushGates`), so a job that a
 durable queue hands out twice sends each notification once.
@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 import re
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -34,6 +35,7 @@ from push.gates import Claim, MemoryPushGates, PushGates
 from push.payload import match_notification, message_notification, superlike_notification
 from push.queue import MemoryPushQueue, PushJob, PushQueue
 from push.recorder import token_id
+from server.backoff import full_jitter
 from server.tasks import stop_tasks
 from storage import Device, MatchRecord, Message, Store, StoreUnavailable
 
@@ -115,8 +117,10 @@ class ProviderSlots:
 class PushDispatcher:
     def __init__(self, *, store: Store, presence: OnlineCheck, pushers: Mapping[str, Pusher],
                  metrics: PushMetrics, queue: PushQueue | None = None,
-                 gates: PushGates | None = None, policy: PushPolicy | None = None) -> None:
+                 gates: PushGates | None = None, policy: PushPolicy | None = None,
+                 rng: Callable[[], float] = random.random) -> None:
         self.store = store
+        self._rng = rng  # the backoff's jitter
         self.presence = presence
         self.pushers = pushers
         self.metrics = metrics
@@ -312,8 +316,8 @@ class PushDispatcher:
         async with slots.slot():
             started = time.perf_counter()
             try:
-                return await asyncio.wait_for(pusher.send(device, notification),
-                                              self.policy.send_timeout_s + 1)
+                async with asyncio.timeout(self.policy.send_timeout_s + 1):
+                    return await pusher.send(device, notification)
             except TimeoutError:
                 return PushResult(Outcome.RETRY, "timeout")
             except Exception:  # an adapter must not raise; if it does, retry later
@@ -324,10 +328,13 @@ class PushDispatcher:
                     time.perf_counter() - started)
 
     def _backoff(self, attempt: int, retry_after_s: float | None) -> float:
-        """The provider's Retry-After when given, else exponential backoff from the base."""
+        """The provider's Retry-After when given, else exponential backoff from the base
+        with full jitter: retries of a burst that failed together spread out instead of
+        hitting the provider again all at the same instant."""
         if retry_after_s is not None:
             return max(0.0, retry_after_s)
-        return float(min(self.policy.retry_max_s, self.policy.retry_base_s * 2 ** attempt))
+        return full_jitter(attempt, self.policy.retry_base_s, self.policy.retry_max_s,
+                           self._rng)
 
     def _config_error(self, provider: str, reason: str, device_id: str) -> None:
         self.metrics.push_config_errors.labels(provider, reason_label(reason)).inc()

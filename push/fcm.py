@@ -267,7 +267,8 @@ class FcmPusher:
         except ValueError as exc:
             return [PushResult(Outcome.REJECTED, f"invalid message: {exc}")] * len(devices)
         try:
-            batch = await asyncio.wait_for(self._send_batch(messages), self.timeout_s)
+            async with asyncio.timeout(self.timeout_s):
+                batch = await self._send_batch(messages)
         except TimeoutError:
             return [PushResult(Outcome.RETRY, "timeout")] * len(devices)
         except Exception as exc:  # the whole batch failed: token endpoint, transport

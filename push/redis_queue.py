@@ -25,6 +25,7 @@ from redis.exceptions import RedisClusterException, RedisError, ResponseError
 
 from push.gates import SENT_MARK_S, Claim
 from push.queue import PushJob, Taken, pack_job, unpack_job
+from server.backoff import Backoff
 from server.redis_batch import BatchScript, TurnBatcher
 from server.tasks import stop_tasks
 
@@ -136,6 +137,7 @@ class RedisPushQueue:
         self._upkeeps = 0
         self._claim_cursor = "0-0"
         self._depth = 0
+        self._backoff = Backoff(0.1, 2.0)  # reading again after a failure: full jitter
         self._outage = _Outage("push queue")
 
     async def start(self) -> None:
@@ -204,15 +206,16 @@ class RedisPushQueue:
             for _stream, entries in reply or ():
                 self._add(entries)
             self._outage.ok()
+            self._backoff.reset()
         except ResponseError as error:
             if "NOGROUP" in str(error):  # Redis restarted empty, or the stream was deleted
                 await self._ensure_group()
                 return
             self._outage.failed(error)
-            await asyncio.sleep(1.0)
+            await asyncio.sleep(self._backoff.next())
         except REDIS_ERRORS as error:
             self._outage.failed(error)
-            await asyncio.sleep(1.0)
+            await asyncio.sleep(self._backoff.next())
 
     async def _keep_up(self) -> None:
         """Every third of `claim_idle_s`, whether or not a worker is free to read."""

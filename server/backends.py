@@ -22,6 +22,14 @@ from server.cluster_state import (
     StoreClaims,
 )
 from server.config import Config
+from server.guards import (
+    AuthThrottle,
+    ConnectionCap,
+    FlapMarks,
+    MemoryAuthThrottle,
+    MemoryConnectionCap,
+    MemoryFlapMarks,
+)
 from server.metrics import Metrics
 from server.presence import MemoryPresence, Presence
 
@@ -35,6 +43,9 @@ class Backends:
     claims: SendClaims
     send_gate: SendGate  # send_limiter and claims together
     node_ids: NodeIds
+    connection_cap: ConnectionCap
+    auth_throttle: AuthThrottle
+    flap_marks: FlapMarks
     redis: Any = None  # the shared client, closed last
     batcher: Any = None  # the shared TurnBatcher (server/redis_batch.py) on that client
 
@@ -56,9 +67,15 @@ def build_backends(config: Config, metrics: Metrics) -> Backends:
                         send_limiter=send_local, swipe_limiter=swipe_local,
                         claims=local_claims,
                         send_gate=SequentialSendGate(send_local, local_claims),
-                        node_ids=FixedNodeId(config.node_id or 0))
+                        node_ids=FixedNodeId(config.node_id or 0),
+                        connection_cap=MemoryConnectionCap(config.max_connections_per_user,
+                                                           config.node),
+                        auth_throttle=MemoryAuthThrottle(config.auth_failures_per_ip,
+                                                         config.auth_failure_window_s),
+                        flap_marks=MemoryFlapMarks())
     from server.redis_batch import TurnBatcher
     from server.redis_broker import RedisBroker
+    from server.redis_guards import RedisAuthThrottle, RedisConnectionCap, RedisFlapMarks
     from server.redis_presence import RedisPresence
     from server.redis_state import (
         RedisLimiter,
@@ -93,6 +110,12 @@ def build_backends(config: Config, metrics: Metrics) -> Backends:
         claims=claims,
         send_gate=RedisSendGate(send_limiter, claims, batcher),
         node_ids=node_ids,
+        connection_cap=RedisConnectionCap(batcher, cap=config.max_connections_per_user,
+                                          node=config.node, prefix=prefix, metrics=metrics),
+        auth_throttle=RedisAuthThrottle(batcher, limit=config.auth_failures_per_ip,
+                                        window_s=config.auth_failure_window_s, prefix=prefix,
+                                        metrics=metrics),
+        flap_marks=RedisFlapMarks(batcher, prefix=prefix, metrics=metrics),
         redis=client,
         batcher=batcher,
     )

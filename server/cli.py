@@ -15,7 +15,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -108,7 +107,11 @@ async def serve(config: Config, secret_origin: str) -> None:
     from server.node import Node  # imported here so `rendezvous token` starts fast
 
     node = Node(config)
-    await node.start()
+    try:
+        await node.start()
+    except BaseException:
+        await node.abandon()
+        raise
     tune_interpreter()
     host = config.host
     fanout = ("Redis Cluster " + ",".join(config.redis_cluster_nodes)
@@ -179,40 +182,22 @@ def _drain_when_parent_dies() -> None:
         ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
-def supervise(workers: int) -> int:
-    """Run `workers` copies of this command as worker processes; restart one that dies;
-    pass SIGTERM and SIGINT on so that each drains."""
+def supervise(config: Config) -> int:
+    """Run `config.workers` copies of this command as worker processes (see
+    server/supervisor.py: restarts with backoff, and a give-up after a crash loop)."""
+    from server.supervisor import RestartPolicy
+    from server.supervisor import supervise as run_workers
+
     env = dict(os.environ)
-    procs: dict[int, subprocess.Popen[bytes]] = {}
-    stopping = False
 
-    def spawn(index: int) -> None:
-        procs[index] = subprocess.Popen([sys.executable, "-m", "server.cli", *sys.argv[1:]],
-                                        env={**env, WORKER_ENV: str(index)},
-                                        preexec_fn=_drain_when_parent_dies)
+    def spawn(index: int) -> subprocess.Popen[bytes]:
+        return subprocess.Popen([sys.executable, "-m", "server.cli", *sys.argv[1:]],
+                                env={**env, WORKER_ENV: str(index)},
+                                preexec_fn=_drain_when_parent_dies)
 
-    def forward(signum: int, _frame: object) -> None:
-        nonlocal stopping
-        stopping = True
-        for proc in procs.values():
-            if proc.poll() is None:
-                proc.send_signal(signum)
-
-    signal.signal(signal.SIGTERM, forward)
-    signal.signal(signal.SIGINT, forward)
-    for index in range(workers):
-        spawn(index)
-    while True:
-        time.sleep(0.2)
-        for index, proc in list(procs.items()):
-            code = proc.poll()
-            if code is not None and not stopping:
-                print(f"worker {index} exited with {code}; restarting", file=sys.stderr,
-                      flush=True)
-                time.sleep(1)
-                spawn(index)
-        if stopping and all(p.poll() is not None for p in procs.values()):
-            return max((p.returncode or 0) for p in procs.values())
+    return run_workers(spawn, config.workers, RestartPolicy(
+        max_fast_crashes=config.worker_max_fast_crashes,
+        fast_crash_s=config.worker_fast_crash_s))
 
 
 def run(coro: Any) -> None:
@@ -254,7 +239,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"rendezvous: bad configuration: {exc}", file=sys.stderr)
         return 2
     if config.workers > 1 and WORKER_ENV not in os.environ:
-        return supervise(config.workers)
+        return supervise(config)
     try:
         run(serve(config, origin))
     except (OSError, RuntimeError, StoreUnavailable) as exc:

@@ -98,6 +98,15 @@ class Config:
     push_retry_base_s: float = 1.0  # backoff without Retry-After: doubles per attempt
     push_send_timeout_s: float = 10.0
     push_claim_idle_s: float = 60.0  # a dead node's queued pushes are taken over after this
+    # -- connect-time guards and start-up (issue 17; docs/operations.md) --
+    max_connections_per_user: int = 10  # across the cluster; past it the oldest gets 4008
+    auth_failures_per_ip: int = 30  # failed authentications per window; then HTTP 429
+    auth_failure_window_s: float = 60.0
+    client_ip_header: str | None = None  # e.g. X-Forwarded-For, set by a trusted proxy
+    presence_grace_s: float = 5.0  # a reconnect within this is no offline/online flap
+    startup_wait_s: float = 60.0  # waiting for a locked SQLite file and for Redis
+    worker_max_fast_crashes: int = 5  # in a row, then the supervisor gives up (exit 1)
+    worker_fast_crash_s: float = 10.0  # a worker that dies this soon after start crashed
     limits: Limits = field(default_factory=Limits)
 
     def validate(self) -> Config:
@@ -160,7 +169,21 @@ class Config:
             raise ConfigError("send_queue_frames must exceed inflight_per_connection, or a "
                               "client's own replies could fill its queue")
         self._validate_push()
+        self._validate_guards()
         return self
+
+    def _validate_guards(self) -> None:
+        for name in ("max_connections_per_user", "auth_failures_per_ip",
+                     "presence_grace_s", "startup_wait_s"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must not be negative (0 turns it off)")
+        for name in ("auth_failure_window_s", "worker_fast_crash_s"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name} must be positive")
+        if self.worker_max_fast_crashes < 1:
+            raise ConfigError("worker_max_fast_crashes must be at least 1")
+        if self.client_ip_header is not None and not self.client_ip_header.strip():
+            raise ConfigError("client_ip_header must be a header name, or unset")
 
     def _validate_push(self) -> None:
         apns_auth = {"apns_key_file": self.apns_key_file, "apns_key_id": self.apns_key_id,

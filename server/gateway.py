@@ -44,6 +44,7 @@ from server.auth import Authenticator, AuthError, Claims
 from server.broker import Broker
 from server.chat import ChatService
 from server.config import Config
+from server.connection_guard import ConnectionGuard
 from server.connection_io import Requests, write_now
 from server.hub import Hub, Session
 from server.logs import new_connection_id
@@ -91,8 +92,10 @@ LISTEN_BACKLOG = 2048
 
 class Gateway:
     def __init__(self, *, config: Config, auth: Authenticator, hub: Hub, broker: Broker,
-                 presence: Presence, chat: ChatService, metrics: Metrics) -> None:
+                 presence: Presence, chat: ChatService, metrics: Metrics,
+                 guard: ConnectionGuard) -> None:
         self.config = config
+        self.guard = guard  # connection cap, failed-auth throttle, presence damping
         self.limits = config.limits
         self.auth = auth
         self.hub = hub
@@ -112,11 +115,30 @@ class Gateway:
         workers)."""
         self.server = await serve(
             self.handle, sock=sock, subprotocols=[Subprotocol(p) for p in SUBPROTOCOLS],
-            select_subprotocol=select_subprotocol, process_request=process_request,
+            select_subprotocol=select_subprotocol, process_request=self._process_request,
             compression=None, max_size=self.limits.max_frame_bytes, max_queue=32,
             ping_interval=self.config.heartbeat_s, ping_timeout=self.config.heartbeat_s,
             close_timeout=self.config.close_timeout_s, server_header="rendezvous",
             backlog=LISTEN_BACKLOG)
+
+    def _process_request(self, connection: ServerConnection,
+                         request: Request) -> Response | None:
+        """The path check, then the failed-auth throttle: a blocked client IP gets 429."""
+        refused = process_request(connection, request)
+        if refused is not None:
+            return refused
+        wait = self.guard.refused(self._client_ip(connection, request.headers))
+        if not wait:
+            return None
+        response = connection.respond(HTTPStatus.TOO_MANY_REQUESTS,
+                                      "too many failed authentications from this address\n")
+        response.headers["Retry-After"] = str(max(1, int(wait + 0.999)))
+        return response
+
+    def _client_ip(self, ws: ServerConnection, headers: Headers | None) -> str:
+        peer = ws.remote_address[0] if ws.remote_address else None
+        return self.guard.client_ip(peer, headers.get if headers is not None else
+                                    lambda _name: None)
 
     @property
     def port(self) -> int:
@@ -133,13 +155,15 @@ class Gateway:
         if self.server is None:
             return
         try:
-            await asyncio.wait_for(asyncio.shield(self.server.wait_closed()), within_s)
+            async with asyncio.timeout(within_s):
+                await asyncio.shield(self.server.wait_closed())
         except TimeoutError:
             log.warning("connections still open after the drain timeout: closing them")
             for session in self.hub.sessions():
                 session.close_now(CloseCode.RESTART, "node stopping")
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.server.wait_closed(), 5)
+                async with asyncio.timeout(5):
+                    await self.server.wait_closed()
 
     # -- one connection -------------------------------------------------------------------
     async def handle(self, ws: ServerConnection) -> None:
@@ -168,6 +192,7 @@ class Gateway:
                           drop=ws.transport.abort, close_timeout_s=self.config.close_timeout_s)
         expiry = self._expire_at(session)
         first_here = self.hub.add(session)  # events pushed from now on wait for the welcome
+        self.guard.opened(session)
         self.metrics.connections.inc()
         try:
             if first_here:
@@ -176,7 +201,7 @@ class Gateway:
                                      self.config.heartbeat_s, session.exp,
                                      self.limits.for_client()))
             if await self.presence.connect(session.user, session.id):
-                await self.chat.announce_presence(session.user, True, None)
+                await self.guard.online(session.user)
             await self._read_loop(ws, session, expiry)
         finally:
             expiry[0].cancel()
@@ -186,11 +211,12 @@ class Gateway:
 
     async def _leave(self, session: Session) -> None:
         await session.stop()
+        self.guard.closed(session)
         if self.hub.remove(session):
             await self.broker.unsubscribe(session.user)
         seen = await self.presence.disconnect(session.user, session.id)
         if seen is not None:
-            await self.chat.announce_presence(session.user, False, seen)
+            await self.guard.offline(session.user, seen)
 
     async def _authenticate(self, ws: ServerConnection, codec: Codec) -> Claims | None:
         """Claims from the header or the first frame (within the auth timeout), or None after
@@ -230,6 +256,8 @@ class Gateway:
     async def _refuse(self, ws: ServerConnection, codec: Codec, msg: str, r: int | None,
                       reason: str) -> None:
         self.metrics.auth_failures.labels(reason).inc()
+        await self.guard.auth_failed(self._client_ip(ws, ws.request.headers
+                                                     if ws.request is not None else None))
         self.metrics.closes_by[str(int(CloseCode.UNAUTHORIZED))].inc()
         self.metrics.frames_out_by["error"].inc()
         log.info("refused a connection", extra={"reason": reason})

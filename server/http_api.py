@@ -24,6 +24,7 @@ from protocol.errors import HTTP_STATUS, ErrorCode, ProtocolError
 from server.auth import Authenticator, AuthError
 from server.chat import message_entry
 from server.cluster_state import Limiter
+from server.connection_guard import ConnectionGuard
 from server.logs import RequestIds
 from server.matching import MatchService
 from server.metrics import Metrics
@@ -149,14 +150,27 @@ async def current_user(request: Request) -> str:
     """The `sub` of the request's bearer token, or 401."""
     auth: Authenticator = request.app.state.auth
     metrics: Metrics = request.app.state.metrics
+    guard: ConnectionGuard | None = request.app.state.guard
+    ip = ""
+    if guard is not None:  # the failed-auth throttle (docs/operations.md)
+        ip = guard.client_ip(request.client.host if request.client else None,
+                             request.headers.get)
+        wait = guard.refused(ip)
+        if wait:
+            raise ProtocolError(ErrorCode.RATE_LIMITED, "too many failed authentications "
+                                "from this address", retry_ms=max(1, int(wait * 1000)))
     header = request.headers.get("authorization", "")
     if header[:7].lower() != "bearer ":
         metrics.auth_failures.labels("missing").inc()
+        if guard is not None:
+            await guard.auth_failed(ip)
         raise ProtocolError(ErrorCode.UNAUTHORIZED, "Authorization: Bearer <JWT> required")
     try:
         return auth.verify(header[7:].strip(), now=time.time()).user
     except AuthError as exc:
         metrics.auth_failures.labels(exc.reason).inc()
+        if guard is not None:
+            await guard.auth_failed(ip)
         raise ProtocolError(ErrorCode.UNAUTHORIZED, exc.msg) from None
 
 
@@ -167,12 +181,14 @@ Token = Annotated[str, Path(min_length=1, max_length=4096)]
 
 def create_app(*, auth: Authenticator, matches: MatchService, store: Store, metrics: Metrics,
                swipe_limiter: Limiter, max_body_bytes: int,
-               ready: Callable[[], Awaitable[dict[str, bool]]]) -> ASGIApp:
+               ready: Callable[[], Awaitable[dict[str, bool]]],
+               guard: ConnectionGuard | None = None) -> ASGIApp:
     app = FastAPI(title="Rendezvous HTTP API", version="1",
                   description="Swipes, matches, blocks, devices and settings. The chat itself "
                   "runs over the WebSocket gateway (see docs/protocol.md).")
     app.state.auth = auth
     app.state.metrics = metrics
+    app.state.guard = guard
 
     @app.exception_handler(ProtocolError)
     async def protocol_error(request: Request, exc: ProtocolError) -> JSONResponse:

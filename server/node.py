@@ -28,12 +28,14 @@ from server.backends import Backends, build_backends
 from server.caches import Caches
 from server.chat import ChatService
 from server.config import Config
+from server.connection_guard import ConnectionGuard, PresenceDamper
 from server.gateway import LISTEN_BACKLOG, Gateway
 from server.http_api import create_app
 from server.hub import Hub
 from server.matching import MatchService
 from server.metrics import Metrics, package_version, timed_store
 from server.push_setup import build_push_queue, build_pushers, push_policy
+from server.startup import redis_down, wait_for_redis, with_retries
 from server.tasks import stop_tasks
 from storage import Store, StoreUnavailable
 from storage.sqlite import SqliteStore
@@ -82,7 +84,8 @@ def build_store(config: Config) -> Store:
         return CassandraStore(list(config.cassandra_contact_points),
                               keyspace=config.cassandra_keyspace, replication=replication,
                               consistency=config.cassandra_consistency, local_dc=dc)
-    return SqliteStore(config.data_dir / "rendezvous.db", synchronous=config.sqlite_synchronous)
+    return SqliteStore(config.data_dir / "rendezvous.db", synchronous=config.sqlite_synchronous,
+                       lock_wait_s=config.startup_wait_s)
 
 
 class Node:
@@ -117,11 +120,21 @@ class Node:
                                 send_gate=self.backends.send_gate)
         self.matches = MatchService(store=self.store, broker=self.broker, caches=self.caches,
                                     chat=self.chat, pushes=self.pushes, metrics=self.metrics)
+        damper = PresenceDamper(marks=self.backends.flap_marks, presence=self.presence,
+                                announce=self.chat.announce_presence,
+                                grace_s=config.presence_grace_s)
+        self.guard = ConnectionGuard(
+            node=config.node, cap=self.backends.connection_cap,
+            max_per_user=config.max_connections_per_user,
+            throttle=self.backends.auth_throttle, damper=damper, broker=self.broker,
+            metrics=self.metrics, ip_header=config.client_ip_header)
         self.gateway = Gateway(config=config, auth=self.auth, hub=self.hub, broker=self.broker,
-                               presence=self.presence, chat=self.chat, metrics=self.metrics)
+                               presence=self.presence, chat=self.chat, metrics=self.metrics,
+                               guard=self.guard)
         app = create_app(auth=self.auth, matches=self.matches, store=self.store,
                          metrics=self.metrics, swipe_limiter=self.backends.swipe_limiter,
-                         max_body_bytes=config.max_http_body_bytes, ready=self.readiness)
+                         max_body_bytes=config.max_http_body_bytes, ready=self.readiness,
+                         guard=self.guard)
         self.http = _EmbeddedUvicorn(uvicorn.Config(
             app, host=config.host, port=config.http_port, log_config=None, access_log=False,
             lifespan="off", server_header=False, timeout_graceful_shutdown=5))
@@ -140,12 +153,15 @@ class Node:
 
     async def start(self) -> None:
         config = self.config
-        await self.store.start()
-        self.node_id = await self.backends.node_ids.acquire()
+        await self.store.start()  # a locked SQLite file is waited for (startup_wait_s)
+        if self.backends.redis is not None:
+            await wait_for_redis(self.backends.redis, config.startup_wait_s)
+        self.node_id = await with_retries("Redis (node id lease)",
+                                          self.backends.node_ids.acquire,
+                                          config.startup_wait_s, redis_down)
         self.chat.ids = IdGenerator(self.node_id)
         await self.presence.start()
-        await self.broker.start(self.hub.deliver, self.caches.on_control,
-                                self.chat.undelivered)
+        await self.broker.start(self.hub.deliver, self._on_control, self.chat.undelivered)
         await self.pushes.start()
         reuse = config.workers > 1
         await self.gateway.start(listening_socket(config.host, config.ws_port, reuse))
@@ -162,12 +178,28 @@ class Node:
         self.metrics.set_build(package_version(), config.node, self.node_id)
         log.info("node started", extra={"node": config.node, "node_id": self.node_id})
 
+    async def abandon(self) -> None:
+        """Take down whatever a failed `start()` brought up, so the process can exit (a
+        subscriber or lease task left running keeps the loop from ever finishing)."""
+        if self.gateway.server is not None:
+            self.gateway.server.close()
+        self.http.should_exit = True
+        await stop_tasks(self._tasks)
+        for close in (self.pushes.close, self.broker.close, self.presence.close,
+                      self.backends.node_ids.release, self.backends.close, self.store.close):
+            try:
+                async with asyncio.timeout(5):
+                    await close()
+            except Exception:
+                log.debug("closing after a failed start", exc_info=True)
+
     async def stop(self) -> None:
         """Drain, then take the parts down in reverse order."""
         await self.drain()
         self.http.should_exit = True
         await stop_tasks(self._tasks[1:])  # the HTTP task ends by itself, once it is drained
         await asyncio.gather(self._tasks[0], return_exceptions=True)
+        await self.guard.close()  # delayed offline announcements, before the broker goes
         await self.pushes.close()
         await self.broker.close()
         await self.presence.close()
@@ -220,9 +252,15 @@ class Node:
             except Exception:
                 log.exception("presence upkeep failed")
 
+    def _on_control(self, message: dict[str, Any]) -> None:
+        """A control message from any node: cache invalidations, evictions, IP blocks."""
+        self.caches.on_control(message)
+        self.guard.on_control(message)
+
     async def readiness(self) -> dict[str, bool]:
         try:
-            await asyncio.wait_for(self.store.ping(), 2)
+            async with asyncio.timeout(2):
+                await self.store.ping()
             store_ok = True
         except (StoreUnavailable, TimeoutError):
             store_ok = False

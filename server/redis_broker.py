@@ -26,6 +26,7 @@ import msgpack
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 
+from server.backoff import Backoff
 from server.broker import Control, Deliver, Frame, Reach, Undelivered
 from server.metrics import Metrics
 from server.redis_batch import TurnBatcher
@@ -172,7 +173,7 @@ class RedisBroker:
 
     async def _keep_subscribed(self) -> None:
         """Hold a live link; when it fails, open a fresh one and subscribe everything again."""
-        delay = BACKOFF_FIRST_S
+        backoff = Backoff(BACKOFF_FIRST_S, BACKOFF_MAX_S)  # full jitter: nodes spread out
         linked_before = False
         while True:
             link = open_link(self.client, self.sharded)
@@ -191,7 +192,8 @@ class RedisBroker:
                     self.metrics.broker_resubscribes.inc()
                 if self._link_failing:
                     log.warning("broker subscription restored (%d users)", len(channels) - 2)
-                self._link_failing, linked_before, delay = False, True, BACKOFF_FIRST_S
+                self._link_failing, linked_before = False, True
+                backoff.reset()
                 await self._read(link)
             except Exception as exc:
                 if not self._link_failing:
@@ -204,8 +206,7 @@ class RedisBroker:
                 self._release_confirmations()
                 with contextlib.suppress(Exception):
                     await link.close()
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, BACKOFF_MAX_S)
+            await asyncio.sleep(backoff.next())
 
     async def _read(self, link: PubSubLink) -> None:
         """Run the link until it fails or is kicked; either way it is replaced."""

@@ -20,7 +20,7 @@ from typing import Any, TypeAlias
 from redis.asyncio import Redis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.retry import Retry
-from redis.backoff import ExponentialWithJitterBackoff
+from redis.backoff import FullJitterBackoff
 from redis.exceptions import RedisClusterException, RedisError
 
 from protocol.ids import MAX_NODE
@@ -52,7 +52,9 @@ def connect_redis(config: Config) -> Redis | RedisCluster:
                                "socket_connect_timeout": TIMEOUT_S,
                                "socket_keepalive": True,
                                "health_check_interval": HEALTH_CHECK_S}
-    backoff = ExponentialWithJitterBackoff(base=0.02, cap=0.2)
+    # Full jitter (redis-py's ExponentialWithJitterBackoff caps after the jitter, so
+    # from the third retry on every client waits exactly the cap, in step).
+    backoff = FullJitterBackoff(base=0.02, cap=0.2)
     if config.redis_cluster_nodes:
         seeds = []
         for seed in config.redis_cluster_nodes:

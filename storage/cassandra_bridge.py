@@ -111,8 +111,9 @@ class DriverBridge:
             return
         if self._idle is None or self._idle.done():
             self._idle = self._loop.create_future()
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(asyncio.shield(self._idle), timeout)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                await asyncio.shield(self._idle)
 
     def _drain(self) -> None:
         """Settle every answer that arrived since the last drain (on the loop)."""

@@ -47,9 +47,9 @@ class SqliteStore:
     """
 
     def __init__(self, path: str | os.PathLike[str], *, synchronous: str = "FULL",
-                 max_batch: int = 256) -> None:
+                 max_batch: int = 256, lock_wait_s: float = 60.0) -> None:
         self.engine = SqliteEngine(path, synchronous=synchronous, max_batch=max_batch,
-                                   setup=_setup_writer)
+                                   setup=_setup_writer, lock_wait_s=lock_wait_s)
         self._write = self.engine.write
         self._read = self.engine.read
 

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import queue
 import sqlite3
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
@@ -21,6 +23,7 @@ from typing import Any, TypeVar
 from storage.base import StoreUnavailable
 from storage.sqlite_checkpoint import Checkpointer
 
+log = logging.getLogger("rendezvous.storage")
 T = TypeVar("T")
 Op = Callable[[sqlite3.Connection], Any]
 # a write that runs together with its queued neighbours of the same kind: one call for the
@@ -48,6 +51,8 @@ READER_THREADS = 2
 # the writer checkpoints only past this many WAL pages (64 MB): a backstop, checkpoints are
 # the checkpointer thread's (storage/sqlite_checkpoint.py)
 WAL_AUTOCHECKPOINT_PAGES = 16_000
+LOCK_WAIT_S = 60.0  # start-up: how long a file locked by another process is waited for
+LOCK_RETRY_MAX_S = 1.0  # between tries (each try itself waits up to BUSY_TIMEOUT_MS)
 
 
 class SqliteEngine:
@@ -61,7 +66,8 @@ class SqliteEngine:
 
     def __init__(self, path: str | os.PathLike[str], *, synchronous: str = "FULL",
                  max_batch: int = 256,
-                 setup: Callable[[sqlite3.Connection], None] | None = None) -> None:
+                 setup: Callable[[sqlite3.Connection], None] | None = None,
+                 lock_wait_s: float = LOCK_WAIT_S) -> None:
         mode = synchronous.upper()
         if mode not in SYNCHRONOUS_MODES:
             raise ValueError(f"synchronous must be one of {sorted(SYNCHRONOUS_MODES)}")
@@ -73,6 +79,7 @@ class SqliteEngine:
         self.batches = 0  # committed transactions; `ops / batches` is the mean group size
         self.ops = 0
         self._setup = setup
+        self.lock_wait_s = lock_wait_s
         self._queue: queue.SimpleQueue[_Item | None] = queue.SimpleQueue()
         self._writer: threading.Thread | None = None
         self._readers: ThreadPoolExecutor | None = None
@@ -168,17 +175,11 @@ class SqliteEngine:
 
     def _write_loop(self, ready: asyncio.Future[None]) -> None:
         try:
-            conn = connect(self.path, self.synchronous, reader=False)
+            conn = self._open_writer()
         except Exception as exc:
             _settle(ready, None, as_unavailable(exc, always=True))
             return
         try:
-            try:
-                if self._setup is not None:
-                    self._setup(conn)
-            except Exception as exc:
-                _settle(ready, None, as_unavailable(exc, always=True))
-                return
             self._writing = True
             _settle(ready, None, None)
             self._serve(conn)
@@ -186,6 +187,34 @@ class SqliteEngine:
             self._writing = False
             conn.close()
             self._fail_leftovers()
+
+    def _open_writer(self) -> sqlite3.Connection:
+        """The writer connection, set up. A file another process holds locked (two nodes
+        starting at once on one data dir, a backup, a migration) is waited for, for at
+        most `lock_wait_s` and with a log line per try, instead of failing the start."""
+        deadline = time.monotonic() + self.lock_wait_s
+        attempt = 0
+        while True:
+            conn = None
+            try:
+                conn = connect(self.path, self.synchronous, reader=False)
+                if self._setup is not None:
+                    self._setup(conn)
+                return conn
+            except sqlite3.OperationalError as exc:
+                if conn is not None:
+                    conn.close()
+                left = deadline - time.monotonic()
+                if not is_busy(exc) or left <= 0 or self._closed:
+                    raise
+                attempt += 1
+                log.warning("sqlite: %s at start-up (%s); retrying, attempt %d, %.0f s "
+                            "left (startup_wait_s)", exc, self.path, attempt, left)
+                time.sleep(min(left, LOCK_RETRY_MAX_S, 0.05 * 2 ** attempt))
+            except BaseException:
+                if conn is not None:
+                    conn.close()
+                raise
 
     def _serve(self, conn: sqlite3.Connection) -> None:
         """Group commit: wait for one write, take what else is queued, commit them as one."""
@@ -337,6 +366,14 @@ def connect(path: str, synchronous: str, *, reader: bool) -> sqlite3.Connection:
         conn.close()
         raise
     return conn
+
+
+def is_busy(exc: sqlite3.OperationalError) -> bool:
+    """SQLITE_BUSY or SQLITE_LOCKED: another connection holds the lock; worth a retry."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None:
+        return code & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+    return "locked" in str(exc) or "busy" in str(exc)
 
 
 def as_unavailable(exc: BaseException, *, always: bool = False) -> BaseException:

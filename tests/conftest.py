@@ -32,7 +32,9 @@ NodeFactory = Callable[..., Awaitable[Node]]
 def make_config(data_dir: Path, **overrides: Any) -> Config:
     base: dict[str, Any] = {"ws_port": 0, "http_port": 0, "data_dir": data_dir,
                             "jwt_keys": (JwtKey("HS256", SECRET),),
-                            "sqlite_synchronous": "NORMAL"}
+                            "sqlite_synchronous": "NORMAL",
+                            # offline at once, as most tests expect; damping has its tests
+                            "presence_grace_s": 0.0}
     base.update(overrides)
     return Config(**base)
 

@@ -230,7 +230,8 @@ class Worker:
         if self.sent_at:
             self.drained = asyncio.Event()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.drained.wait(), DRAIN_S)
+                async with asyncio.timeout(DRAIN_S):
+                    await self.drained.wait()
         return {**self.counts, "latencies": self.latencies, "cpu_s": cpu,
                 "close_codes": dict(self.close_codes),
                 "lost": len(self.sent_at), **extra}
@@ -253,7 +254,8 @@ class Worker:
                 await pair.sender.send(encode(pair, n, c))
                 counts["sent"] += 1
                 try:
-                    await asyncio.wait_for(pair.waiter, 10)
+                    async with asyncio.timeout(10):
+                        await pair.waiter
                 except TimeoutError:
                     counts["errors"] += 1
                     return

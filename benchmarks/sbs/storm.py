@@ -80,7 +80,8 @@ class StormWorker(Worker):
             nonlocal failed, empty
             remaining = kill_at + DEADLINE_S / 2 - time.time()
             try:
-                await asyncio.wait_for(old.wait_closed(), max(0.1, remaining))
+                async with asyncio.timeout(max(0.1, remaining)):
+                    await old.wait_closed()
             except TimeoutError:
                 old.transport.abort()
             noticed.append(time.time() - kill_at)

@@ -19,7 +19,8 @@ StartNode = Callable[..., Awaitable[NodeProcess]]
 def cluster_env(**extra: str) -> dict[str, str]:
     return {**env_without_secret(), "RENDEZVOUS_JWT_SECRET": SECRET,
             "RENDEZVOUS_PRESENCE_TTL_S": str(PRESENCE_TTL_S),
-            "RENDEZVOUS_RECONNECT_JITTER_MS": "50,300", **extra}
+            "RENDEZVOUS_RECONNECT_JITTER_MS": "50,300", "RENDEZVOUS_PRESENCE_GRACE_S": "0",
+            **extra}
 
 
 @pytest.fixture

@@ -439,6 +439,7 @@ async def test_without_retry_after_the_delay_backs_off(make_node: MakeNode, http
     fake = FakePusher(lambda d, a: PushResult(Outcome.RETRY, "transport"))
     rdv = await make_node({"apns": fake, "fcm": fake}, push_retry_base_s=0.1,
                           push_max_attempts=3)
+    rdv.node.pushes._rng = lambda: 0.999  # the top of the jitter range: the plain doubling
     match_id = await http.pair(rdv, "ann", "bob")
     await http(rdv, "bob").put_device("tok", "apns")
     ann = await rdv.connect("ann")
@@ -447,6 +448,30 @@ async def test_without_retry_after_the_delay_backs_off(make_node: MakeNode, http
     first, second, third = fake.times("tok")
     assert 0.08 <= second - first < 0.5
     assert 0.18 <= third - second < 0.7  # doubled
+
+
+async def test_the_backoff_has_full_jitter(make_node: MakeNode, http: Apis) -> None:
+    """Pushes that failed together are retried spread over [0, base * 2**attempt), not
+    all at the same instant (issue 17)."""
+    fake = FakePusher(lambda d, a: PushResult(Outcome.RETRY, "transport"))
+    rdv = await make_node({"apns": fake, "fcm": fake}, push_retry_base_s=0.2,
+                          push_max_attempts=2, push_coalesce_s=0)
+    users = [f"u{i}" for i in range(12)]
+    match_ids = [await http.pair(rdv, "ann", user) for user in users]
+    for user in users:
+        await http(rdv, user).put_device(f"tok-{user}", "apns")
+    ann = await rdv.connect("ann")
+    await asyncio.gather(*(ann.send(m, "hi") for m in match_ids))
+    await wait_until(lambda: len(fake.messages()) == 2 * len(users), timeout=5)
+    gaps = [second - first for first, second in
+            (fake.times(f"tok-{user}") for user in users)]
+    assert all(0 <= gap < 0.2 + 0.15 for gap in gaps), gaps
+    assert max(gaps) - min(gaps) > 0.05, gaps  # spread out, not one fixed delay
+    dispatcher = rdv.node.pushes
+    delays = [dispatcher._backoff(3, None) for _ in range(200)]
+    assert all(0 <= d < 0.2 * 2 ** 3 for d in delays)
+    assert len({round(d, 3) for d in delays}) > 150
+    assert dispatcher._backoff(3, 7.0) == 7.0  # a provider's Retry-After is kept as it is
 
 
 async def test_a_waiting_retry_holds_neither_a_worker_nor_the_other_devices(

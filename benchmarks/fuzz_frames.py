@@ -29,6 +29,9 @@ class Mutator:
         self.match_id = match_id
         self.binary = binary  # msgpack (bytes) or JSON (text)
         self.r = 0
+        # `r` values carried by frames that are not tracked (a mutation or damaged bytes
+        # put another number there): an answer with one of them is not a second answer
+        self.foreign: set[int] = set()
 
     def _text(self, longest: int = 80) -> str:
         rng = self.rng
@@ -76,10 +79,25 @@ class Mutator:
         t = str(frame.get("t"))[:12]
         data = self._encode(frame)
         if data is None:
-            return self._junk(), None, "junk"
+            return self._note_foreign(self._junk()), None, "junk"
         if rng.random() < 0.08:  # damage the encoding itself
-            return self._damage(data), None, "damaged"
+            return self._note_foreign(self._damage(data)), None, "damaged"
+        if r is None:
+            self._note_foreign(data)
         return data, r, t
+
+    def _note_foreign(self, data: bytes | str) -> bytes | str:
+        """Remember the `r` the server may read out of an untracked frame."""
+        try:
+            frame = msgpack.unpackb(data) if isinstance(data, bytes) else json.loads(data)
+        except Exception:
+            return data
+        r = frame.get("r") if isinstance(frame, dict) else None
+        if isinstance(r, str) and r.isdigit():
+            r = int(r)
+        if isinstance(r, int) and not isinstance(r, bool):
+            self.foreign.add(r)
+        return data
 
     def _bend(self, frame: dict[str, Any]) -> None:
         rng = self.rng

@@ -176,7 +176,7 @@ class FuzzSocket:
                 del self.pending[r]
                 self.answered.add(r)
                 self.room.release()
-            elif isinstance(r, int) and r in self.answered:
+            elif isinstance(r, int) and r in self.answered and r not in self.mutator.foreign:
                 self.stats.duplicates += 1
                 if os.environ.get("FUZZ_SOAK_DEBUG"):
                     print("answered twice:", frame, file=sys.stderr)

@@ -34,7 +34,7 @@ class Closable(Protocol):
     user: str
     id: str
 
-    def close_after_flush(self, code: int, reason: str) -> None: ...
+    def close_when_answered(self, code: int, reason: str) -> None: ...
 
 
 class Publisher(Protocol):
@@ -184,7 +184,7 @@ class ConnectionGuard:
             return
         self.evicted += 1
         self.metrics.rate_limited_by["connections"].inc()
-        session.close_after_flush(
+        session.close_when_answered(
             CloseCode.POLICY, f"max_connections_per_user ({self.max_per_user}) reached: "
             "the oldest connection is closed")
 

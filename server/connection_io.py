@@ -68,6 +68,11 @@ class Requests:
     def start(self, request: Coroutine[Any, Any, None]) -> None:
         self.running.add(self._loop.create_task(request))
 
+    async def answered(self, within_s: float) -> None:
+        """Return once every request running now has finished, or after `within_s`."""
+        if self.running:
+            await asyncio.wait(list(self.running), timeout=within_s)
+
     def finished(self, task: asyncio.Task[Any] | None) -> None:
         """Called by the request itself as it ends."""
         if task is not None:

@@ -53,6 +53,8 @@ from server.presence import Presence
 from server.ratelimit import TokenBucket
 
 log = logging.getLogger("rendezvous.gateway")
+# a connection the server ends waits at most this long for its requests to answer
+ANSWER_WAIT_S = 5.0
 
 PATH = "/v1/ws"
 MAX_STRIKES = 50  # rate-limited frames in a row before a connection is closed with 4008
@@ -272,7 +274,7 @@ class Gateway:
         list so that `refresh` can replace it)."""
         loop = asyncio.get_running_loop()
         delay = max(0.0, session.exp - time.time())
-        return [loop.call_later(delay, session.close_after_flush, CloseCode.TOKEN_EXPIRED,
+        return [loop.call_later(delay, session.close_when_answered, CloseCode.TOKEN_EXPIRED,
                                 "token expired")]
 
     async def _read_loop(self, ws: ServerConnection, session: Session,
@@ -285,9 +287,10 @@ class Gateway:
                                  clock()).take
         refreshes = TokenBucket(self.config.refreshes_per_s, self.config.refresh_burst, clock())
         strikes = 0
+        session.answered = lambda: requests.answered(ANSWER_WAIT_S)
         try:
             async for data in ws:
-                if session.closing:
+                if session.closing or session.refusing:
                     # discard, but keep reading: breaking out would leave the transport
                     # paused (max_queue) so the client's close frame is never read, and
                     # _leave would cancel the writer in the middle of the close handshake

@@ -12,7 +12,7 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, Protocol
 
 from protocol.codec import Codec
@@ -65,6 +65,10 @@ class Session:
         self._aborted = False
         self._drop = drop  # aborts the transport: a close frame the client never took
         self._close_timeout_s = close_timeout_s
+        # set by the gateway: waits (bounded) until the requests already read have answered
+        self.answered: Callable[[], Awaitable[None]] | None = None
+        self.refusing = False  # closing once answered: frames read from now on are dropped
+        self._closer: asyncio.Task[None] | None = None
 
     def start(self, first: Frame | None = None) -> None:
         """Start writing: `first` (the `welcome`), then whatever was pushed since the session
@@ -114,6 +118,24 @@ class Session:
             return
         self._queue.append(_CLOSE)
         self._wake_writer()
+
+    def close_when_answered(self, code: int, reason: str) -> None:
+        """Close as `close_after_flush` does, but only once every request already read has
+        sent its answer (bounded by the gateway): a frame with `r` gets exactly one answer
+        even when the server ends the connection (drain, token expiry, connection cap).
+        Frames read meanwhile are not served."""
+        if self.closing or self.refusing:
+            return
+        if self.answered is None:
+            self.close_after_flush(code, reason)
+            return
+        self.refusing = True
+        answered = self.answered
+
+        async def close() -> None:
+            await answered()
+            self.close_after_flush(code, reason)
+        self._closer = asyncio.get_running_loop().create_task(close())
 
     def close_now(self, code: int, reason: str) -> None:
         """Close without writing what is still queued."""

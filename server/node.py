@@ -222,7 +222,7 @@ class Node:
         for start in range(0, len(sessions), config.drain_batch):
             for session in sessions[start:start + config.drain_batch]:
                 session.push(sf.reconnect(random.randint(lo, hi)))
-                session.close_after_flush(CloseCode.RESTART, "node draining: reconnect")
+                session.close_when_answered(CloseCode.RESTART, "node draining: reconnect")
             self.metrics.drain_sessions.set(len(self.hub))
             if start + config.drain_batch < len(sessions):
                 await asyncio.sleep(config.drain_interval_s)

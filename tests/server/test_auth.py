@@ -11,6 +11,7 @@ import base64
 import hashlib
 import hmac
 import json
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -410,3 +411,29 @@ async def test_http_refuses_non_bearer_scheme(rdv: Harness) -> None:
     assert response.json()["error"]["code"] == "unauthorized"
     ok = await rdv.http("alice").raw("GET", "/v1/matches")
     assert ok.status_code == 200
+
+
+async def test_a_request_running_when_the_token_expires_is_answered_first(
+        rdv: Harness) -> None:
+    """The 4002 close waits for the requests already read: a send whose durable write is
+    still in the writer's queue at the expiry gets its ack, then the close."""
+    m = await rdv.pair("alice", "bob")
+    client = await rdv.connect("alice", token=rdv.token("alice", ttl_s=2))
+    exp = client.welcome["exp"]
+    held, release = threading.Event(), threading.Event()
+
+    def hold(conn: object) -> None:  # occupies the SQLite writer until released
+        held.set()
+        release.wait(10)
+    blocker = rdv.node.store.engine.write(hold)  # type: ignore[attr-defined]
+    await asyncio.to_thread(held.wait, 5)
+    sending = asyncio.ensure_future(client.send(m, "in flight at the expiry", timeout=15))
+    await wait_past(exp, margin=0.7)  # the expiry fired while the save waits for the writer
+    assert not sending.done() and not client.closed
+    release.set()
+    await blocker
+    ack = await sending
+    assert ack["t"] == "ack"
+    assert await client.wait_closed(timeout=5) == 4002
+    history, _ = await rdv.node.store.history(m, None, 10)
+    assert [x.id for x in history] == [ack["id"]]

@@ -35,8 +35,10 @@ def can_write_direct(ws: ServerConnection) -> bool:
     frames, no fragmented message is open, and nothing the protocol produced (a pong, a
     close) waits to be written ahead of it."""
     protocol = ws.protocol
-    return not protocol.extensions and not protocol.expect_continuation_frame and \
-        not protocol.writes
+    # getattr: a websockets release that renamed these takes the protocol's own path
+    return getattr(protocol, "extensions", None) == [] and \
+        getattr(protocol, "expect_continuation_frame", True) is False and \
+        getattr(protocol, "writes", None) == []
 
 
 def write_direct(ws: ServerConnection, data: bytes | str) -> None:

@@ -130,3 +130,30 @@ async def test_close_fails_what_still_waits(redis_server: RedisServer) -> None:
     with pytest.raises(RedisError):
         await waiting
     await client.aclose()
+
+
+async def test_replies_are_read_from_the_hiredis_reader_in_one_loop(
+        redis_server: RedisServer, prefix: str) -> None:
+    """Standalone, the batcher takes a batch's replies straight from redis-py's hiredis
+    reader (not `read_response` per reply), errors answered in place included; a reply
+    bigger than one socket read comes back whole."""
+    client = connect_redis(Config(redis_url=redis_server.url))
+    batcher = TurnBatcher(client)
+    try:
+        await batcher.call("PING")
+        conn = batcher._conn
+
+        async def not_this_way(*args: Any, **kwargs: Any) -> Any:
+            raise AssertionError("read_response was used")
+        conn.read_response = not_this_way
+        big = "x" * 300_000
+        replies = await batcher.call_many([
+            ("SET", f"{prefix}k", big), ("GET", f"{prefix}k"), ("INCR", f"{prefix}k"),
+            ("PING",)])
+        assert replies[0] is True or replies[0] == b"OK"
+        assert replies[1] == big.encode()
+        assert isinstance(replies[2], ResponseError)
+        assert replies[3] in (True, b"PONG")
+    finally:
+        await batcher.close()
+        await client.aclose()

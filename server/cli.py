@@ -113,6 +113,11 @@ async def serve(config: Config, secret_origin: str) -> None:
         await node.abandon()
         raise
     tune_interpreter()
+    # before the banner: whoever waits for it may signal at once (a test, a supervisor)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
     host = config.host
     fanout = ("Redis Cluster " + ",".join(config.redis_cluster_nodes)
               if config.redis_cluster_nodes else f"Redis {config.redis_url}"
@@ -125,10 +130,6 @@ async def serve(config: Config, secret_origin: str) -> None:
           f"  Tokens     rendezvous token USER --data-dir {config.data_dir}"
           f"   (HS256 key: {secret_origin})\n"
           f"  Stop       Ctrl-C or SIGTERM (clients are told to reconnect)", flush=True)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     print(f"draining {len(node.hub)} connections (reconnect, then 1012)", flush=True)
     await node.stop()

@@ -10,7 +10,10 @@ from pathlib import Path
 import pytest
 
 from client import RendezvousClient, RendezvousHttp
+from server.node import Node
+from tests.conftest import Harness, NodeFactory
 from tests.node_process import SECRET, NodeProcess, env_without_secret
+from tests.redis_servers import RedisServer
 
 PRESENCE_TTL_S = 2.0
 StartNode = Callable[..., Awaitable[NodeProcess]]
@@ -21,6 +24,22 @@ def cluster_env(**extra: str) -> dict[str, str]:
             "RENDEZVOUS_PRESENCE_TTL_S": str(PRESENCE_TTL_S),
             "RENDEZVOUS_RECONNECT_JITTER_MS": "50,300", "RENDEZVOUS_PRESENCE_GRACE_S": "0",
             **extra}
+
+
+TwoNodes = Callable[..., Awaitable[tuple[Harness, Harness]]]
+
+
+@pytest.fixture
+def two_nodes(node_factory: NodeFactory, harness_for: Callable[[Node], Harness],
+              redis_server: RedisServer, tmp_path: Path) -> TwoNodes:
+    """In-process nodes A and B over `redis_server`, sharing one data dir (one SQLite file,
+    as cluster nodes share Cassandra); their clients and the nodes close at teardown."""
+    async def make(**overrides: object) -> tuple[Harness, Harness]:
+        a, b = [harness_for(await node_factory(redis_url=redis_server.url, node_name=name,
+                                               data_dir=tmp_path / "shared", **overrides))
+                for name in ("A", "B")]
+        return a, b
+    return make
 
 
 @pytest.fixture

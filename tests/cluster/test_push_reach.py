@@ -4,12 +4,11 @@ recipient is gone; a node that took a `msg` with no session left pushes it itsel
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from push.recorder import RecorderPusher
 from server.node import Node
-from tests.conftest import Harness, NodeFactory
+from tests.cluster.conftest import TwoNodes
 from tests.helpers import stays, wait_until
 from tests.redis_servers import RedisServer
 
@@ -25,19 +24,9 @@ def skipped_online(node: Node) -> float:
         "rendezvous_push_skipped_total", {"reason": "online"}) or 0.0
 
 
-async def two_nodes(node_factory: NodeFactory, harness_for: Any, redis_server: RedisServer,
-                    tmp_path: Path) -> tuple[Harness, Harness]:
-    shared = {"data_dir": tmp_path / "shared", "redis_url": redis_server.url,
-              "push_coalesce_s": 0.0}
-    a = harness_for(await node_factory(node_name="A", **shared))
-    b = harness_for(await node_factory(node_name="B", **shared))
-    return a, b
-
-
 async def test_no_push_job_for_a_recipient_held_by_another_node(
-        node_factory: NodeFactory, harness_for: Any, redis_server: RedisServer,
-        tmp_path: Path) -> None:
-    a, b = await two_nodes(node_factory, harness_for, redis_server, tmp_path)
+        two_nodes: TwoNodes, redis_server: RedisServer) -> None:
+    a, b = await two_nodes(push_coalesce_s=0.0)
     match_id = await a.pair("ann", "bob")
     await b.http("bob").put_device("a0b1c2d3" * 8, "apns")
     ann = await a.connect("ann")
@@ -64,11 +53,10 @@ def redis_subscribers(server: RedisServer, user: str) -> int:
 
 
 async def test_a_node_that_took_a_msg_with_no_session_left_pushes_it(
-        node_factory: NodeFactory, harness_for: Any, redis_server: RedisServer,
-        tmp_path: Path) -> None:
+        two_nodes: TwoNodes) -> None:
     """What the broker hands to `undelivered` (tests/redis/test_redis_broker.py) becomes
     the push the sending node skipped."""
-    a, b = await two_nodes(node_factory, harness_for, redis_server, tmp_path)
+    a, b = await two_nodes(push_coalesce_s=0.0)
     match_id = await a.pair("ann", "bob")
     await b.http("bob").put_device("a0b1c2d3" * 8, "apns")
     # as B's broker would hand it over: bob's last session here closed as it arrived

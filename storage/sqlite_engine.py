@@ -269,12 +269,7 @@ class SqliteEngine:
             conn.execute("COMMIT")
         except Exception as exc:
             return self._fail_all(conn, batch, exc)
-        self.checkpointer.poke()
-        self.batches += 1
-        self.ops += len(batch)
-        _settle_all([(fut, value, None)
-                     for (_, fut), value in zip(batch, values, strict=True)])
-        return None
+        return self._committed(batch, [(value, None) for value in values])
 
     def _commit_each(self, conn: sqlite3.Connection, batch: list[_Item]) -> None:
         """Run each op in its own savepoint inside one transaction, then settle the futures.
@@ -301,12 +296,16 @@ class SqliteEngine:
             conn.execute("COMMIT")
         except Exception as exc:
             return self._fail_all(conn, batch, exc)
+        return self._committed(batch, outcomes)
+
+    def _committed(self, batch: list[_Item],
+                   outcomes: list[tuple[Any, BaseException | None]]) -> None:
+        """After a group's COMMIT: wake the checkpointer, count, settle the futures."""
         self.checkpointer.poke()
         self.batches += 1
         self.ops += len(batch)
         _settle_all([(fut, value, error)
                      for (_, fut), (value, error) in zip(batch, outcomes, strict=True)])
-        return None
 
     def _fail_all(self, conn: sqlite3.Connection, batch: list[_Item],
                   exc: BaseException) -> None:

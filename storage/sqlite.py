@@ -7,6 +7,7 @@ function of a connection, run by the writer inside the group's transaction or by
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import sqlite3
@@ -253,22 +254,16 @@ END;
 # sends with one client id the first wins, as it would one statement at a time. The text
 # of each size is built once; the connection's statement cache keeps it prepared.
 _SAVE_ROW = "(?, ?, ?, ?, ?, ?, ?, ?)"
-_saves_sql: dict[int, str] = {}
 
 
+@functools.cache
 def _saves(n: int) -> str:
-    sql = _saves_sql.get(n)
-    if sql is None:
-        sql = _saves_sql[n] = (f"INSERT INTO message_saves (bucket, {_MSG}) VALUES "
-                               + ", ".join([_SAVE_ROW] * n))
-    return sql
+    return f"INSERT INTO message_saves (bucket, {_MSG}) VALUES " + ", ".join([_SAVE_ROW] * n)
 
 
 # the most rows one save changes: its claim, the message and two conversation rows. A
 # group that changed this many per save holds no key stored before (a repeat changes none)
 _MOST_CHANGES_PER_SAVE = 4
-# the id that holds a key: the saved message's own unless the key was taken before
-_CLAIM = "SELECT id FROM message_client_ids WHERE match_id = ? AND sender = ? AND client_id = ?"
 
 
 def _setup_writer(conn: sqlite3.Connection) -> None:
@@ -280,9 +275,9 @@ def _setup_writer(conn: sqlite3.Connection) -> None:
 def _save_messages(conn: sqlite3.Connection,
                    messages: list[Message]) -> list[tuple[Message, bool]]:
     """One statement for any number of messages (see `_SAVE_MESSAGE_TRIGGER`). When the
-    rows it changed do not show every save as new, each key's claim is read: a key held by
-    another id was stored before, and that message is read back. Without a match row the
-    message is stored alone."""
+    rows it changed do not show every save as new, the message holding each key is read:
+    one with another id was stored before, and is what that save returns. Without a match
+    row the message is stored alone."""
     params: list[Any] = []
     for m in messages:
         params += (bucket_of(m.id), m.match_id, m.id, m.sender, m.client_id, m.ts, m.body,
@@ -292,12 +287,12 @@ def _save_messages(conn: sqlite3.Connection,
     if conn.total_changes - before == _MOST_CHANGES_PER_SAVE * len(messages):
         return [(m, True) for m in messages]  # every save changed all it can: all new
     # a repeated key, or a conversation row that did not move: look at each (the rare way)
-    return [(m, True) if _rows(conn, _CLAIM, (m.match_id, m.sender, m.client_id))[0][0] == m.id
-            else (_stored(conn, m), False) for m in messages]
+    return [(m, True) if stored.id == m.id else (stored, False)
+            for m, stored in ((m, _stored(conn, m)) for m in messages)]
 
 
 def _stored(conn: sqlite3.Connection, m: Message) -> Message:
-    """The message stored before under `m`'s idempotency key."""
+    """The message stored under `m`'s idempotency key (`m` itself if its save won it)."""
     rows = _rows(conn, f"SELECT {', '.join('m.' + c for c in _MSG.split(', '))}"
                  " FROM message_client_ids k JOIN messages m"
                  " ON m.match_id = k.match_id AND m.id = k.id"

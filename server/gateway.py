@@ -53,8 +53,8 @@ from server.presence import Presence
 from server.ratelimit import TokenBucket
 
 log = logging.getLogger("rendezvous.gateway")
-# a connection the server ends waits at most this long for its requests to answer
-ANSWER_WAIT_S = 5.0
+# a connection that ends waits at most this long for the requests it read to answer
+ANSWER_WAIT_S = 10.0
 
 PATH = "/v1/ws"
 MAX_STRIKES = 50  # rate-limited frames in a row before a connection is closed with 4008
@@ -299,10 +299,7 @@ class Gateway:
                 if wait:
                     strikes += 1
                     if self._rate_limited(session, data, wait, strikes):
-                        # answer the requests already running before the close goes out
-                        if requests.running:
-                            await asyncio.wait(requests.running, timeout=10)
-                        session.close_after_flush(CloseCode.POLICY, "rate limit exceeded")
+                        session.close_when_answered(CloseCode.POLICY, "rate limit exceeded")
                     continue
                 strikes = 0
                 frame = self._decode(session, data)
@@ -329,8 +326,8 @@ class Gateway:
         except ConnectionClosed:
             pass
         finally:
-            if requests.running:  # let requests already read finish: writes may be committing
-                await asyncio.wait(requests.running, timeout=10)
+            # let requests already read finish: writes may be committing
+            await requests.answered(ANSWER_WAIT_S)
 
     def _decode(self, session: Session, data: bytes | str) -> ClientFrame | None:
         """The frame, or None after answering why not (every frame gets its answer)."""

@@ -55,6 +55,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--storm", type=int, nargs="?", const=5000,
                         help="instead: N clients on node B, B killed, all reconnect to A "
                              "(default 5000)")
+    parser.add_argument("--storm-server", choices=("rdv", "relay"), default="rdv",
+                        help="the storm between two Rendezvous nodes over Redis, or between "
+                             "two bare relays (the ceiling on this machine)")
     parser.add_argument("--storm-spread", type=float, default=2.0,
                         help="reconnect delays uniform in 0..this many s")
     parser.add_argument("--profile", type=Path, metavar="DIR",
@@ -83,7 +86,8 @@ def main(argv: list[str] | None = None) -> int:
 
         pool = LoadPool(args.load_processes, storm.StormWorker)
         try:
-            result = storm.run(pool, args.storm, args.storm_spread, say, args.profile)
+            result = storm.run(pool, args.storm, args.storm_spread, say, args.profile,
+                               args.storm_server)
         finally:
             pool.close()
             stop_all()

@@ -4,9 +4,10 @@
 
 msgpack frames on `rdv.v1.msgpack`, the user from the bearer JWT's `sub` (not verified:
 nothing here is worth protecting), a `welcome`, then on `send` an `ack` to the sender and a
-`msg` to the peer. Nothing is stored, nothing is checked: the match id names its two users
-as `a|b`, so the peer is the other half. Every layer Rendezvous adds (validation, membership,
-limits, ids, the durable write, the broker) is what the gap to this server costs.
+`msg` to the peer; on `sync` an empty list (the reconnect storm's ceiling). Nothing is
+stored, nothing is checked: the match id names its two users as `a|b`, so the peer is the
+other half. Every layer Rendezvous adds (validation, membership, limits, ids, the durable
+write, the broker) is what the gap to this server costs.
 """
 
 from __future__ import annotations
@@ -53,6 +54,9 @@ async def handle(ws: ServerConnection) -> None:
     try:
         async for data in ws:
             frame = unpack(data)
+            if frame.get("t") == "sync":  # nothing is stored: no conversations to list
+                await ws.send(pack({"t": "sync", "r": frame.get("r"), "convs": []}))
+                continue
             if frame.get("t") != "send":
                 continue
             m = frame["m"]

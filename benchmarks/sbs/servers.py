@@ -110,6 +110,14 @@ def redis_url(proc: ManagedProcess) -> str:
     return f"redis://127.0.0.1:{proc.argv[2]}/0"
 
 
+def relay() -> tuple[ManagedProcess, str]:
+    """A bare relay (benchmarks/peers/relay.py) on a free port, and its URL."""
+    port = free_port()
+    proc = ManagedProcess(f"relay:{port}", [sys.executable, "-m", "benchmarks.peers.relay",
+                                            "--port", str(port)], ready="ready").start()
+    return proc, f"ws://127.0.0.1:{port}/v1/ws"
+
+
 def rdv_node(data_dir: Path, *extra: str, env: dict[str, str] | None = None
              ) -> tuple[ManagedProcess, str, str]:
     ws_port, http_port = free_port(), free_port()
@@ -174,10 +182,8 @@ def _start(name: str, workdir: Path, pairs: int, procs: list[ManagedProcess],
            cassandra: Cassandra | None, node_args: tuple[str, ...]) -> Target:
     wire = SERVERS[name][1]
     if name == "relay":
-        port = free_port()
-        procs.append(ManagedProcess("relay", [sys.executable, "-m", "benchmarks.peers.relay",
-                                              "--port", str(port)], ready="ready").start())
-        url = f"ws://127.0.0.1:{port}/v1/ws"
+        proc, url = relay()
+        procs.append(proc)
         return Target(name, wire, url, url, ["|".join(users(i)) for i in range(pairs)])
     if name.startswith("sio"):
         extra: list[str] = []

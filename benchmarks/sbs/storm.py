@@ -35,7 +35,15 @@ from benchmarks.sbs.procs import (
     percentile_ms,
 )
 from benchmarks.sbs.profile import Profiler
-from benchmarks.sbs.servers import Target, match_pairs, rdv_node, redis, redis_url, users
+from benchmarks.sbs.servers import (
+    Target,
+    match_pairs,
+    rdv_node,
+    redis,
+    redis_url,
+    relay,
+    users,
+)
 
 DEADLINE_S = 90.0
 BACKOFF_MAX_S = 8.0  # from the kill: a client not back by then counts as not back
@@ -105,7 +113,7 @@ class StormWorker(Worker):
                     if frame.get("t") == "error":
                         raise ConnectionError(str(frame))
                     if not frame.get("convs"):
-                        empty += 1
+                        empty += 1  # the relay's always are: it stores nothing
                     spans.append((t1 - t0, time.time() - t1))
                     return time.time() - kill_at
                 except Exception as exc:  # any failure is an attempt to count and retry
@@ -140,25 +148,35 @@ class StormWorker(Worker):
 
 
 def run(pool: Any, clients: int, spread: float, say: Callable[[str], None],
-        profile_dir: Path | None = None) -> dict[str, Any]:
+        profile_dir: Path | None = None, server: str = "rdv") -> dict[str, Any]:
     """Start Redis and nodes A and B, connect `clients` to B, kill B, time the way back.
-    With `profile_dir`, node A is profiled (py-spy, per-thread CPU) from the kill on."""
+    With `profile_dir`, node A is profiled (py-spy, per-thread CPU) from the kill on.
+    `server="relay"` runs the same storm between two bare relays (benchmarks/peers/relay.py:
+    no token check, no store, an empty `sync`): the ceiling of the WebSocket layer and of
+    the load generator on this machine."""
     workdir = Path(tempfile.mkdtemp(prefix="sbs-storm-"))
     procs = []
     try:
-        procs.append(redis(workdir))
-        env = child_env(**RAISED_LIMITS_ENV)
-        env["RENDEZVOUS_REDIS_PREFIX"] = f"storm{uuid.uuid4().hex[:8]}:"
-        args = ("--redis-url", redis_url(procs[0]))
-        node_a, url_a, http_a = rdv_node(workdir / "data", *args, env=env)
-        procs.append(node_a)
-        node_b, url_b, _ = rdv_node(workdir / "data", *args, env=env)
-        procs.append(node_b)
         pairs = clients // 2
-        say(f"storm: matching {pairs} pairs ...")
-        matches = asyncio.run(match_pairs(http_a, range(pairs)))
+        if server == "relay":
+            node_a, url_a = relay()
+            procs.append(node_a)
+            node_b, url_b = relay()
+            procs.append(node_b)
+            matches = ["|".join(users(i)) for i in range(pairs)]
+        else:
+            procs.append(redis(workdir))
+            env = child_env(**RAISED_LIMITS_ENV)
+            env["RENDEZVOUS_REDIS_PREFIX"] = f"storm{uuid.uuid4().hex[:8]}:"
+            args = ("--redis-url", redis_url(procs[0]))
+            node_a, url_a, http_a = rdv_node(workdir / "data", *args, env=env)
+            procs.append(node_a)
+            node_b, url_b, _ = rdv_node(workdir / "data", *args, env=env)
+            procs.append(node_b)
+            say(f"storm: matching {pairs} pairs ...")
+            matches = asyncio.run(match_pairs(http_a, range(pairs)))
         n = len(pool.conns)
-        say(f"storm: connecting {2 * pairs} clients to node B ...")
+        say(f"storm: connecting {2 * pairs} clients to {server} B ...")
         connected = pool.call([("storm_connect", url_b,
                                 [(i, matches[i]) for i in range(w, pairs, n)], f"127.0.0.{2 + w}")
                                for w in range(n)])
@@ -182,7 +200,7 @@ def run(pool: Any, clients: int, spread: float, say: Callable[[str], None],
         connects = sorted(c for p in parts for c, _ in p["spans"])
         syncs = sorted(s for p in parts for _, s in p["spans"])
         return {
-            "clients": sum(c["clients"] for c in connected), "spread_s": spread,
+            "server": server, "clients": sum(c["clients"] for c in connected), "spread_s": spread,
             "back": len(times), "not_back": sum(p["not_back"] for p in parts),
             "failed_attempts": sum(p["failed_attempts"] for p in parts),
             "empty_syncs": sum(p["empty_syncs"] for p in parts),
@@ -216,8 +234,8 @@ def _merge(counts: Iterable[dict[str, int]]) -> dict[str, int]:
 
 def describe(r: dict[str, Any]) -> str:
     top = "-" if r["max_s"] is None else f"{r['max_s']:.2f}"
-    return (f"storm: {r['clients']} clients on node B, SIGKILL, reconnect to node A after "
-            f"0-{r['spread_s']:g} s, then sync\n"
+    return (f"storm ({r.get('server', 'rdv')}): {r['clients']} clients on node B, SIGKILL, "
+            f"reconnect to node A after 0-{r['spread_s']:g} s, then sync\n"
             f"  back and synced: {r['back']}/{r['clients']} (not back: {r['not_back']}, "
             f"empty syncs: {r['empty_syncs']}, failed attempts: {r['failed_attempts']})\n"
             f"  from the kill: p50 {r['p50_s']:.2f} s, p99 {r['p99_s']:.2f} s, max {top} s\n"

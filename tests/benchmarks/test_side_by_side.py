@@ -68,3 +68,13 @@ def test_tiny_storm_brings_every_client_back(tmp_path: Path) -> None:
     assert storm["clients"] == 20
     assert storm["back"] == 20 and storm["not_back"] == 0 and storm["empty_syncs"] == 0
     assert 0 < storm["p50_s"] <= storm["p99_s"] <= storm["max_s"] < 30
+
+
+@pytest.mark.timeout(120)
+def test_tiny_relay_storm_is_the_ceiling_run(tmp_path: Path) -> None:
+    result = run(tmp_path, "--storm", "20", "--storm-spread", "0.5", "--storm-server", "relay")
+    storm = result["storm"]
+    assert storm["server"] == "relay" and storm["clients"] == 20
+    assert storm["back"] == 20 and storm["not_back"] == 0
+    assert storm["empty_syncs"] == 20  # the relay stores nothing: every sync is empty
+    assert 0 < storm["p50_s"] <= storm["max_s"] < 30

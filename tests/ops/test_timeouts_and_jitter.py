@@ -8,12 +8,12 @@ from pathlib import Path
 
 from redis.backoff import FullJitterBackoff
 
-from server.backoff import Backoff, full_jitter
+from runtime.backoff import Backoff, full_jitter
 from server.config import Config
 from server.redis_state import connect_redis
 
 REPO = Path(__file__).resolve().parents[2]
-PACKAGES = ("server", "storage", "push", "client", "loadtest", "benchmarks")
+PACKAGES = ("runtime", "server", "storage", "push", "client", "loadtest", "benchmarks")
 
 
 def wait_for_calls(path: Path) -> list[int]:

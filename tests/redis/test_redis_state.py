@@ -17,10 +17,11 @@ from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 
 from protocol.ids import MAX_NODE
+from runtime.redis_batch import TurnBatcher
+from runtime.tasks import stop_tasks
 from server.cluster_state import Claim, MemoryLimiter
 from server.config import Config
 from server.metrics import Metrics
-from server.redis_batch import TurnBatcher
 from server.redis_state import (
     RedisLimiter,
     RedisNodeIds,
@@ -28,7 +29,6 @@ from server.redis_state import (
     RedisSendGate,
     connect_redis,
 )
-from server.tasks import stop_tasks
 from tests.redis_servers import RedisServer
 
 Client = Redis | RedisCluster

@@ -1,7 +1,7 @@
 """The WebSocket client against a tiny fake server: routing, events, ids, rejections.
 
-The fake speaks just enough of PROTOCOL.md to exercise the client; the real-server suite
-checks the same client against the real node.
+The fake speaks just enough of docs/protocol.md to exercise the client; the real-server
+suite checks the same client against the real node.
 """
 
 from __future__ import annotations

@@ -1,5 +1,6 @@
-"""Issue 17, items 7 and 8: no `asyncio.wait_for` in our code (on 3.11 it can swallow a
-cancellation; `asyncio.timeout` cannot), and retry loops back off with full jitter."""
+"""No `asyncio.wait_for` in our code (on 3.11 it can swallow a cancellation; `asyncio.timeout`
+cannot: runtime/tasks.py), and retry loops back off with full jitter (docs/operations.md,
+"Start-up")."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """The per-connection frame limit counts every frame after auth, `refresh` has a limit of its
-own, and every frame carrying `r` gets exactly one answer, limited or not (issue 17, items 2
-and 3), over real sockets in both subprotocols.
+own, and every frame carrying `r` gets exactly one answer, limited or not (docs/protocol.md,
+"Rate limits"), over real sockets in both subprotocols.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """`welcome` is the first frame after auth, whatever arrives for the user while the
-connection is still being set up (issue 17, item 4; the cluster drill is in
-tests/cluster/test_welcome_first.py)."""
+connection is still being set up (docs/architecture.md, "Fan-out and backpressure"; the
+cluster drill is in tests/cluster/test_welcome_first.py)."""
 
 from __future__ import annotations
 

@@ -5,16 +5,13 @@ cluster drill is in tests/cluster/test_welcome_first.py)."""
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.typing import Subprotocol
 
-from protocol.codec import codec_for
+from protocol.codec import Frame, codec_for
 from tests.conftest import Harness
-
-Frame = dict[str, Any]
 
 
 async def raw_connect(rdv: Harness, user: str, subprotocol: str) -> ClientConnection:

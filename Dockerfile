@@ -12,6 +12,7 @@ RUN python -m venv /opt/rendezvous
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY protocol ./protocol
+COPY runtime ./runtime
 COPY server ./server
 COPY storage ./storage
 COPY push ./push

@@ -1,6 +1,6 @@
 """Python asyncio client SDK for the Rendezvous protocol (WebSocket and HTTP API).
 
-Used by the test suite, the load tester and users' backend tests; see PROTOCOL.md.
+Used by the test suite, the load tester and users' backend tests; see docs/protocol.md.
 """
 
 from __future__ import annotations

@@ -8,9 +8,7 @@ while the caller was waiting, and `HttpError` is a non-2xx answer of the HTTP AP
 
 from __future__ import annotations
 
-from typing import Any
-
-Frame = dict[str, Any]
+from protocol.codec import Frame
 
 
 class ConnectionRejected(Exception):

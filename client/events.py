@@ -12,7 +12,7 @@ import asyncio
 from collections import deque
 from collections.abc import Callable, Set
 
-from client.errors import Frame
+from protocol.codec import Frame
 
 EventType = str | Set[str] | None
 Predicate = Callable[[Frame], bool]

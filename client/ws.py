@@ -28,9 +28,9 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.protocol import State
 from websockets.typing import Subprotocol
 
-from client.errors import ClientClosed, ConnectionRejected, Frame, ServerError
+from client.errors import ClientClosed, ConnectionRejected, ServerError
 from client.events import EventBuffer, EventType, Predicate
-from protocol.codec import ID_FIELDS, MSGPACK, Codec, codec_for
+from protocol.codec import ID_FIELDS, MSGPACK, Codec, Frame, codec_for
 from protocol.errors import ProtocolError
 
 log = logging.getLogger(__name__)

@@ -20,6 +20,7 @@ SUBPROTOCOLS: Final = (MSGPACK, JSON)
 # Fields that hold message ids (64-bit) anywhere in a server frame.
 ID_FIELDS: Final = frozenset({"id", "before", "last_id", "peer_read"})
 
+# A frame as a map, decoded or about to be encoded: the one alias every package uses.
 Frame = dict[str, Any]
 
 

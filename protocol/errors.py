@@ -6,7 +6,7 @@ from enum import IntEnum, StrEnum
 
 
 class ErrorCode(StrEnum):
-    """The `code` of an `error` frame (PROTOCOL.md, section 1)."""
+    """The `code` of an `error` frame (docs/protocol.md, "Errors")."""
 
     BAD_FRAME = "bad_frame"
     BAD_REQUEST = "bad_request"

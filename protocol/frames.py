@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 from protocol.errors import ErrorCode, ProtocolError
 from protocol.ids import MAX_ID
@@ -248,16 +248,16 @@ def _typing(f: _Fields) -> Typing:
     return Typing(m=f.match_id(), on=f.boolean("on"), r=f.r)
 
 
-def _read(f: _Fields) -> Read:
-    message_id = f.message_id("id")
-    assert message_id is not None
-    return Read(m=f.match_id(), id=message_id, r=f.r)
+_Receipt = TypeVar("_Receipt", Read, Delivered)
 
 
-def _delivered(f: _Fields) -> Delivered:
-    message_id = f.message_id("id")
-    assert message_id is not None
-    return Delivered(m=f.match_id(), id=message_id, r=f.r)
+def _receipt(kind: type[_Receipt]) -> Callable[[_Fields], _Receipt]:
+    """The parser of `read` or `delivered`: one frame shape, one set of rules for both."""
+    def parse(f: _Fields) -> _Receipt:
+        message_id = f.message_id("id")
+        assert message_id is not None
+        return kind(m=f.match_id(), id=message_id, r=f.r)
+    return parse
 
 
 def _history(f: _Fields) -> History:
@@ -295,8 +295,8 @@ _PARSERS: Final[dict[str, Callable[[_Fields], ClientFrame]]] = {
     "auth": _auth,
     "send": _send,
     "typing": _typing,
-    "read": _read,
-    "delivered": _delivered,
+    "read": _receipt(Read),
+    "delivered": _receipt(Delivered),
     "history": _history,
     "sync": _sync,
     "presence": _presence,

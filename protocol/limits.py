@@ -1,4 +1,4 @@
-"""Bounds on everything a client can send or ask for (DESIGN.md, style rule 7)."""
+"""Bounds on everything a client can send or ask for (docs/protocol.md, "Limits")."""
 
 from __future__ import annotations
 

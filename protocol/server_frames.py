@@ -8,9 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from protocol.codec import Frame
 from protocol.errors import ErrorCode, ProtocolError
-
-Frame = dict[str, Any]
 
 
 def _with_r(frame: Frame, r: int | None) -> Frame:

@@ -1,7 +1,7 @@
 """What a push provider adapter does, and how it tells the dispatcher what happened.
 
 A provider's answer is a value, not an exception: the dispatcher decides from `Outcome`
-whether to retry, prune the token or alert (DESIGN.md, style rule 4).
+whether to retry, prune the token or alert (docs/push.md, "What an answer means").
 """
 
 from __future__ import annotations

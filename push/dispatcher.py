@@ -35,8 +35,8 @@ from push.gates import Claim, MemoryPushGates, PushGates
 from push.payload import match_notification, message_notification, superlike_notification
 from push.queue import MemoryPushQueue, PushJob, PushQueue
 from push.recorder import token_id
-from server.backoff import full_jitter
-from server.tasks import stop_tasks
+from runtime.backoff import full_jitter
+from runtime.tasks import stop_tasks
 from storage import Device, MatchRecord, Message, Store, StoreUnavailable
 
 log = logging.getLogger("rendezvous.push")

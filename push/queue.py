@@ -23,7 +23,7 @@ from typing import Any, Literal, Protocol
 
 import msgpack
 
-from server.tasks import wait_event
+from runtime.tasks import wait_event
 from storage import MatchRecord, Message
 
 JobKind = Literal["message", "match", "superlike"]

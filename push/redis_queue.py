@@ -21,17 +21,17 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from redis.exceptions import RedisClusterException, RedisError, ResponseError
+from redis.exceptions import ResponseError
 
 from push.gates import SENT_MARK_S, Claim
 from push.queue import PushJob, Taken, pack_job, unpack_job
-from server.backoff import Backoff
-from server.redis_batch import BatchScript, TurnBatcher
-from server.tasks import stop_tasks
+from runtime.backoff import Backoff
+from runtime.redis_batch import BatchScript, TurnBatcher
+from runtime.redis_calls import REDIS_ERRORS, Outage, text
+from runtime.tasks import stop_tasks
 
 log = logging.getLogger("rendezvous.push")
 
-REDIS_ERRORS = (RedisError, RedisClusterException, OSError)
 GROUP = "push"
 BLOCK_MS = 1000  # below the client's socket timeout (2 s) so a blocked read never times out
 MAX_DELIVERIES = 5  # an entry handed out this often (XAUTOCLAIM counts) and never finished: dropped
@@ -83,33 +83,11 @@ return {state, redis.call('PTTL', KEYS[1])}
 """
 
 
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
-class _Outage:
-    """Log a Redis outage once when it starts and once when it ends."""
-
-    def __init__(self, what: str) -> None:
-        self.what = what
-        self.down = False
-
-    def failed(self, error: BaseException) -> None:
-        if not self.down:
-            self.down = True
-            log.warning("redis unavailable for %s: %r", self.what, error)
-
-    def ok(self) -> None:
-        if self.down:
-            self.down = False
-            log.warning("redis answers again for %s", self.what)
-
-
 class RedisPushQueue:
     """`PushQueue` on a Redis Stream with a consumer group (see the module docstring).
 
     `put` and `done`, one per message each, go through `batcher` (the node's
-    `server.redis_batch.TurnBatcher`, or one of the queue's own): a turn's jobs share a
+    `runtime.redis_batch.TurnBatcher`, or one of the queue's own): a turn's jobs share a
     pipeline with the turn's other Redis commands."""
 
     def __init__(self, client: Any, *, consumer: str, prefix: str = "rdv:",
@@ -138,7 +116,7 @@ class RedisPushQueue:
         self._claim_cursor = "0-0"
         self._depth = 0
         self._backoff = Backoff(0.1, 2.0)  # reading again after a failure: full jitter
-        self._outage = _Outage("push queue")
+        self._outage = Outage("push queue", logger=log)
 
     async def start(self) -> None:
         try:
@@ -247,7 +225,7 @@ class RedisPushQueue:
         reply = await self.redis.xautoclaim(self.stream, GROUP, self.consumer,
                                             min_idle_time=int(self.claim_idle_s * 1000),
                                             start_id=self._claim_cursor, count=self.batch)
-        self._claim_cursor = _text(reply[0])
+        self._claim_cursor = text(reply[0])
         before = len(self._buffer)
         self._add(await self._without_poison(reply[1]))
         taken_over = len(self._buffer) - before
@@ -274,8 +252,8 @@ class RedisPushQueue:
             self.abandoned += 1
             self.on_abandon()
             log.error("dropping a push job that no node finished",
-                      extra={"entry": _text(entry[0]), "reads": reads})
-            await self._finish(_text(entry[0]))
+                      extra={"entry": text(entry[0]), "reads": reads})
+            await self._finish(text(entry[0]))
         return kept
 
     async def _forget_stopped_consumers(self) -> None:
@@ -283,14 +261,14 @@ class RedisPushQueue:
         been idle for ten claim periods (a living one is re-created by its next read)."""
         idle_ms = int(self.claim_idle_s * 10_000)
         for info in await self.redis.xinfo_consumers(self.stream, GROUP):
-            name = _text(info.get("name", info.get(b"name", b"")))
+            name = text(info.get("name", info.get(b"name", b"")))
             if name != self.consumer and int(info.get("pending", 0)) == 0 \
                     and int(info.get("idle", 0)) > idle_ms:
                 await self.redis.xgroup_delconsumer(self.stream, GROUP, name)
 
     def _add(self, entries: Iterable[Any]) -> None:
         for entry_id, fields in entries:
-            entry = _text(entry_id)
+            entry = text(entry_id)
             data = (fields or {}).get(b"j")
             if data is None:
                 continue  # trimmed by MAXLEN before anyone read it
@@ -311,7 +289,7 @@ class RedisPushGates:
         self.redis = client
         self.prefix = f"{prefix}push:"
         self._claim = client.register_script(CLAIM)
-        self._outage = _Outage("push gates")
+        self._outage = Outage("push gates", logger=log)
 
     async def first_in_burst(self, user: str, match_id: str, window_s: float) -> bool:
         if window_s <= 0:
@@ -349,7 +327,7 @@ class RedisPushGates:
         except REDIS_ERRORS as error:
             self._outage.failed(error)
             return Claim.NEW, 0.0
-        return Claim(_text(state)), max(0, int(left_ms)) / 1000
+        return Claim(text(state)), max(0, int(left_ms)) / 1000
 
     async def finish(self, push_id: str, final: bool) -> None:
         key = f"{self.prefix}id:{push_id}"

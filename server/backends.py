@@ -47,7 +47,7 @@ class Backends:
     auth_throttle: AuthThrottle
     flap_marks: FlapMarks
     redis: Any = None  # the shared client, closed last
-    batcher: Any = None  # the shared TurnBatcher (server/redis_batch.py) on that client
+    batcher: Any = None  # the shared TurnBatcher (runtime/redis_batch.py) on that client
 
     async def close(self) -> None:
         if self.batcher is not None:
@@ -73,7 +73,7 @@ def build_backends(config: Config, metrics: Metrics) -> Backends:
                         auth_throttle=MemoryAuthThrottle(config.auth_failures_per_ip,
                                                          config.auth_failure_window_s),
                         flap_marks=MemoryFlapMarks())
-    from server.redis_batch import TurnBatcher
+    from runtime.redis_batch import TurnBatcher
     from server.redis_broker import RedisBroker
     from server.redis_guards import RedisAuthThrottle, RedisConnectionCap, RedisFlapMarks
     from server.redis_presence import RedisPresence

@@ -8,9 +8,10 @@ process); a Redis broker implements the same protocol for a cluster.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from typing import Any, Protocol
+from typing import Protocol
 
-Frame = dict[str, Any]
+from protocol.codec import Frame
+
 Deliver = Callable[[str, Frame, "str | None"], int]
 Control = Callable[[Frame], None]
 # a `msg` event that reached this node for a user none of whose sessions here took it

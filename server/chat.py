@@ -10,9 +10,9 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
-from typing import Any
 
 from protocol import server_frames as sf
+from protocol.codec import Frame
 from protocol.errors import ErrorCode, ProtocolError
 from protocol.frames import Delivered, History, PresenceQuery, Read, Send, Sync, Typing
 from protocol.ids import MAX_ID, IdGenerator, ms_of
@@ -27,7 +27,6 @@ from server.presence import Presence
 from storage import Conversation, MatchRecord, Message, Store, StoreUnavailable
 from storage.base import CursorKind
 
-Frame = dict[str, Any]
 RETRY_UNAVAILABLE_MS = 1000
 
 

@@ -77,7 +77,7 @@ class Config:
     sqlite_synchronous: str = "FULL"
     log_level: str = "INFO"  # DEBUG, INFO, WARNING or ERROR
     log_format: str = "auto"  # json, text, or auto: text on a terminal, JSON otherwise
-    # -- push (issue 5): no provider configured -> the recorder (data_dir/pushes.jsonl) --
+    # -- push (docs/push.md): no provider configured -> the recorder (data_dir/pushes.jsonl) --
     apns_topic: str | None = None  # the app's bundle id
     apns_key_file: Path | None = None  # .p8 signing key (token auth), with key and team id
     apns_key_id: str | None = None
@@ -98,7 +98,7 @@ class Config:
     push_retry_base_s: float = 1.0  # backoff without Retry-After: doubles per attempt
     push_send_timeout_s: float = 10.0
     push_claim_idle_s: float = 60.0  # a dead node's queued pushes are taken over after this
-    # -- connect-time guards and start-up (issue 17; docs/operations.md) --
+    # -- connect-time guards and start-up (docs/operations.md) ---------------------
     max_connections_per_user: int = 10  # across the cluster; past it the oldest gets 4008
     auth_failures_per_ip: int = 30  # failed authentications per window; then HTTP 429
     auth_failure_window_s: float = 60.0

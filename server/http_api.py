@@ -1,4 +1,4 @@
-"""The HTTP API of PROTOCOL.md section 2, served by FastAPI in the node's event loop.
+"""The HTTP API of docs/protocol.md ("HTTP API"), served by FastAPI in the node's event loop.
 
 Routes are thin: parse, authenticate, call the match or chat service, shape the JSON. Every
 error leaves as `{"error": {"code", "msg"}}` with the status of its code. Message ids are

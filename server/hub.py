@@ -15,13 +15,12 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, Protocol
 
-from protocol.codec import Codec
+from protocol.codec import Codec, Frame
 from protocol.errors import CloseCode
 from server.metrics import Metrics
 
 log = logging.getLogger("rendezvous.hub")
 
-Frame = dict[str, Any]
 _CLOSE = object()  # queue sentinel: close after what was queued before it
 
 

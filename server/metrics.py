@@ -117,7 +117,7 @@ class Metrics:
                                        ["what"], registry=r)
         self.drain_sessions = Gauge("rendezvous_drain_sessions_left", "Sessions still open "
                                     "while draining", registry=r)
-        # -- operations (issue 7) ------------------------------------------------------------
+        # -- operations (docs/operations.md, "Metrics") -------------------------------------
         self.build = Info("rendezvous_build", "Version and identity of this node", registry=r)
         self.draining = Gauge("rendezvous_draining", "1 while this node drains (stopping)",
                               registry=r)

@@ -23,6 +23,7 @@ from protocol import server_frames as sf
 from protocol.errors import CloseCode
 from protocol.ids import IdGenerator
 from push.dispatcher import PushDispatcher
+from runtime.tasks import stop_tasks
 from server.auth import Authenticator
 from server.backends import Backends, build_backends
 from server.caches import Caches
@@ -36,7 +37,6 @@ from server.matching import MatchService
 from server.metrics import Metrics, package_version, timed_store
 from server.push_setup import build_push_queue, build_pushers, push_policy
 from server.startup import redis_down, wait_for_redis, with_retries
-from server.tasks import stop_tasks
 from storage import Store, StoreUnavailable
 from storage.sqlite import SqliteStore
 

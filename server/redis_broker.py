@@ -26,12 +26,13 @@ import msgpack
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 
-from server.backoff import Backoff
-from server.broker import Control, Deliver, Frame, Reach, Undelivered
+from protocol.codec import Frame
+from runtime.backoff import Backoff
+from runtime.redis_batch import TurnBatcher
+from runtime.tasks import stop_tasks, wait_event
+from server.broker import Control, Deliver, Reach, Undelivered
 from server.metrics import Metrics
-from server.redis_batch import TurnBatcher
 from server.redis_pubsub import PubSubLink, open_link
-from server.tasks import stop_tasks, wait_event
 
 log = logging.getLogger("rendezvous.broker")
 

@@ -1,6 +1,6 @@
 """The connect-time guards of `server/guards.py` for a whole cluster, in Redis.
 
-Every command goes through the node's `TurnBatcher` (server/redis_batch.py): a reconnect
+Every command goes through the node's `TurnBatcher` (runtime/redis_batch.py): a reconnect
 storm's caps, failure counts and flap marks of one loop turn are one pipeline, and nothing
 here runs per frame. Each key is touched alone, so all of it works on a Redis Cluster. A
 Redis failure never refuses a connection: each guard falls back to its in-process version,
@@ -13,10 +13,10 @@ import asyncio
 import logging
 from typing import Any
 
+from runtime.redis_batch import BatchScript, TurnBatcher
+from runtime.redis_calls import REDIS_ERRORS, Outage, text
 from server.guards import Evict, MemoryAuthThrottle, MemoryConnectionCap, MemoryFlapMarks
 from server.metrics import Metrics
-from server.redis_batch import BatchScript, TurnBatcher
-from server.redis_state import REDIS_ERRORS, Outage, text
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +79,7 @@ class RedisConnectionCap:
         self.node = node
         self._prefix = f"{prefix}conns:"
         self._args = (cap, CAP_KEEP_MS)
-        self._outage = Outage("connection_cap", metrics)
+        self._outage = Outage("connection_cap", metrics.redis_fallbacks)
         self._fallback = MemoryConnectionCap(cap, node)
 
     def member(self, session: str) -> str:
@@ -140,7 +140,7 @@ class RedisAuthThrottle:
         self._window_ms = max(1, int(window_s * 1000))
         self._local = MemoryAuthThrottle(limit, window_s)
         self.limit = limit
-        self._outage = Outage("auth_throttle", metrics)
+        self._outage = Outage("auth_throttle", metrics.redis_fallbacks)
 
     def blocked(self, ip: str) -> float:
         return self._local.blocked(ip)
@@ -171,7 +171,7 @@ class RedisFlapMarks:
     def __init__(self, batcher: TurnBatcher, *, prefix: str, metrics: Metrics) -> None:
         self._batcher = batcher
         self._prefix = f"{prefix}flap:"
-        self._outage = Outage("presence_flaps", metrics)
+        self._outage = Outage("presence_flaps", metrics.redis_fallbacks)
         self._fallback = MemoryFlapMarks()
 
     async def mark(self, user: str, ttl_s: float) -> None:

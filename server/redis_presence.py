@@ -8,7 +8,7 @@ users: each expired index entry is taken by exactly one reaper (its ZREM returns
 then drops the user's expired sessions in one script and reports the user if none is left.
 
 Connects, disconnects and status reads go through the node's `TurnBatcher`
-(server/redis_batch.py): a reconnect storm's connects of one loop turn, script and index
+(runtime/redis_batch.py): a reconnect storm's connects of one loop turn, script and index
 entry each, are one pipeline.
 
 A Redis failure never reaches the gateway: calls answer as if the user were offline and
@@ -25,10 +25,10 @@ from collections.abc import Callable, Iterable
 from itertools import islice
 from typing import Any
 
+from runtime.redis_batch import BatchScript, Command, TurnBatcher
+from runtime.redis_calls import REDIS_ERRORS, Outage, RedisClient, text
 from server.metrics import Metrics
 from server.presence import SEEN_GRANULARITY_MS, Status, coarse
-from server.redis_batch import BatchScript, Command, TurnBatcher
-from server.redis_state import REDIS_ERRORS, Outage, RedisClient, text
 
 log = logging.getLogger(__name__)
 
@@ -136,7 +136,7 @@ class RedisPresence:
         self._count_connect = metrics.presence_ops.labels("connect")
         self._count_disconnect = metrics.presence_ops.labels("disconnect")
         self._count_status = metrics.presence_ops.labels("status")
-        self._outage = Outage("presence", metrics)
+        self._outage = Outage("presence", metrics.redis_fallbacks)
         self._shard_ttl_at: dict[str, float] = {}  # index shard -> when a connect extended it
 
     # -- keys: a user's keys share the hash tag {u:<user>}; the index is sharded ---------

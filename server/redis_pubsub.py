@@ -22,8 +22,8 @@ from redis.asyncio.cluster import ClusterPubSub, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from server.redis_batch import pack_commands
-from server.tasks import stop_tasks
+from runtime.redis_batch import pack_commands
+from runtime.tasks import stop_tasks
 
 OnEvent = Callable[[str, str, Any], None]
 

@@ -2,7 +2,7 @@
 
 Every key here is touched alone (one key per command or script), so all of it works on a
 Redis Cluster as well as on one Redis. Takes, claims, confirms and releases go through the
-node's `TurnBatcher` (server/redis_batch.py): all the sends of one loop turn cost one
+node's `TurnBatcher` (runtime/redis_batch.py): all the sends of one loop turn cost one
 pipeline, not a round trip each. A Redis failure never stops the chat: limits fall back to
 this node's buckets, claims to the store's own idempotency, and each outage is logged once
 and counted in `redis_fallbacks`.
@@ -15,27 +15,22 @@ import hashlib
 import logging
 import random
 import uuid
-from typing import Any, TypeAlias
+from typing import Any
 
 from redis.asyncio import Redis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import FullJitterBackoff
-from redis.exceptions import RedisClusterException, RedisError
 
 from protocol.ids import MAX_NODE
+from runtime.redis_batch import BatchScript, Command, TurnBatcher
+from runtime.redis_calls import REDIS_ERRORS, Outage, RedisClient, text
+from runtime.tasks import stop_tasks
 from server.cluster_state import Claim, Limiter
 from server.config import Config
 from server.metrics import Metrics
-from server.redis_batch import BatchScript, Command, TurnBatcher
-from server.tasks import stop_tasks
 
 log = logging.getLogger(__name__)
-
-RedisClient: TypeAlias = Redis | RedisCluster
-
-# What a Redis call can raise when Redis is down, slow or being resharded.
-REDIS_ERRORS = (RedisError, RedisClusterException, OSError)
 
 TIMEOUT_S = 2.0  # connect and read: past it the caller falls back instead of waiting
 HEALTH_CHECK_S = 15  # PING a pooled connection idle this long before reusing it
@@ -65,32 +60,6 @@ def connect_redis(config: Config) -> Redis | RedisCluster:
     if not config.redis_url:
         raise ValueError("connect_redis needs redis_url or redis_cluster_nodes")
     return Redis.from_url(config.redis_url, retry=Retry(backoff, 1), **options)
-
-
-def text(value: Any) -> str:
-    """A reply as str (the shared client does not decode)."""
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
-class Outage:
-    """Counts every call that fell back, but logs an outage once: when it starts and ends."""
-
-    def __init__(self, what: str, metrics: Metrics) -> None:
-        self.what = what
-        self._fallbacks = metrics.redis_fallbacks.labels(what)
-        self.down = False
-
-    def failed(self, error: BaseException) -> None:
-        self._fallbacks.inc()
-        if not self.down:
-            self.down = True
-            log.warning("redis unavailable for %s, falling back until it answers: %r",
-                        self.what, error)
-
-    def ok(self) -> None:
-        if self.down:
-            self.down = False
-            log.warning("redis answers again for %s", self.what)
 
 
 # -- rate limits -------------------------------------------------------------------------
@@ -139,7 +108,7 @@ class RedisLimiter:
         self.burst = burst
         self._args = (repr(rate), burst)
         self._fallback = fallback
-        self._outage = Outage("rate_limit", metrics)
+        self._outage = Outage("rate_limit", metrics.redis_fallbacks)
 
     async def take(self, key: str) -> float:
         try:
@@ -188,7 +157,7 @@ class RedisSendClaims:
                  batcher: TurnBatcher | None = None) -> None:
         self._batcher = batcher or TurnBatcher(client)
         self._prefix = f"{prefix}claim:"
-        self._outage = Outage("claims", metrics)
+        self._outage = Outage("claims", metrics.redis_fallbacks)
 
     def key(self, match_id: str, sender: str, client_id: str) -> str:
         """A short key whatever the parts hold (length-prefixed so parts cannot run
@@ -316,7 +285,7 @@ class RedisNodeIds:
         self.lease_ms = max(1, int(lease_s * 1000))
         self.node_id: int | None = None
         self._metrics = metrics
-        self._outage = Outage("node_id", metrics)
+        self._outage = Outage("node_id", metrics.redis_fallbacks)
         self._task: asyncio.Task[None] | None = None
 
     async def acquire(self) -> int:

@@ -17,8 +17,8 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-from server.backoff import Backoff
-from server.redis_state import REDIS_ERRORS, RedisClient
+from runtime.backoff import Backoff
+from runtime.redis_calls import REDIS_ERRORS, RedisClient
 
 log = logging.getLogger("rendezvous.node")
 T = TypeVar("T")

@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from server.backoff import full_jitter
+from runtime.backoff import full_jitter
 
 RESTART_BASE_S = 0.5  # the first restart waits up to this, doubling per fast crash
 RESTART_MAX_S = 30.0

@@ -30,7 +30,7 @@ from cassandra.policies import (
 )
 from cassandra.query import dict_factory
 
-from protocol.ids import ms_of
+from protocol.ids import TIME_SHIFT, ms_of
 from storage.base import MatchRecord, Message
 
 K = TypeVar("K", bound=Hashable)
@@ -363,14 +363,14 @@ def stored_version(session: Any, keyspace: str) -> int:
 
 
 # -- keys, cursors and write timestamps: part of the stored layout ------------------------
-LOW_BITS = (1 << 22) - 1  # the node and sequence bits of a message id
+LOW_BITS = (1 << TIME_SHIFT) - 1  # the node and sequence bits of a message id
 
 
 def id_stamp(message_id: int) -> int:
     """A write timestamp (us) that never decreases as message ids grow: the id's ms, and
     its node and sequence bits scaled into the sub-ms digits. Equal stamps fall to the
     larger value, so writes of larger ids still win."""
-    return ms_of(message_id) * 1000 + ((message_id & LOW_BITS) * 1000 >> 22)
+    return ms_of(message_id) * 1000 + ((message_id & LOW_BITS) * 1000 >> TIME_SHIFT)
 
 
 def message_of(r: dict[str, Any]) -> Message:

@@ -6,6 +6,7 @@ nodes with config overrides (short timeouts, small queues) for tests that need t
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
@@ -150,23 +151,36 @@ def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisClu
     cluster.stop()
 
 
-@pytest.fixture(params=["standalone", "cluster"])
-async def redis_clients(request: pytest.FixtureRequest) -> AsyncIterator[Callable[[], Any]]:
-    """Makes Redis clients (one per simulated node) of a fresh standalone Redis, then of the
-    session's Redis Cluster: a test using it runs against both."""
-    if request.param == "standalone":
+@contextlib.asynccontextmanager
+async def redis_client_maker(kind: str, request: pytest.FixtureRequest
+                             ) -> AsyncIterator[Callable[[], Any]]:
+    """Makes node clients (`connect_redis`) of a fresh standalone Redis (`kind`
+    "standalone") or of the session's Redis Cluster ("cluster"); closes them at the end."""
+    if kind == "standalone":
         config = Config(redis_url=request.getfixturevalue("redis_server").url)
-    else:
+    elif kind == "cluster":
         config = Config(redis_cluster_nodes=request.getfixturevalue("redis_cluster").seeds)
+    else:
+        raise AssertionError(f"unknown Redis kind {kind!r}")
     made: list[Any] = []
 
     def make() -> Any:
         made.append(connect_redis(config))
         return made[-1]
 
-    yield make
-    for client in made:
-        await client.aclose()
+    try:
+        yield make
+    finally:
+        for client in made:
+            await client.aclose()
+
+
+@pytest.fixture(params=["standalone", "cluster"])
+async def redis_clients(request: pytest.FixtureRequest) -> AsyncIterator[Callable[[], Any]]:
+    """Makes Redis clients (one per simulated node) of a fresh standalone Redis, then of the
+    session's Redis Cluster: a test using it runs against both."""
+    async with redis_client_maker(request.param, request) as make:
+        yield make
 
 
 @pytest.fixture(scope="session")

@@ -1,7 +1,7 @@
 """The WebSocket client against a tiny fake server: routing, events, ids, rejections.
 
-The fake speaks just enough of PROTOCOL.md to exercise the client; the real-server suite
-checks the same client against the real node.
+The fake speaks just enough of docs/protocol.md to exercise the client; the real-server
+suite checks the same client against the real node.
 """
 
 from __future__ import annotations
@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator, Sequence
-from typing import Any
 
 import pytest
 from websockets.asyncio.server import ServerConnection, serve
@@ -19,10 +18,9 @@ from websockets.typing import Subprotocol
 
 from client import ClientClosed, ConnectionRejected, RendezvousClient, ServerError
 from client.ws import UNDECODABLE, ids_to_int
-from protocol.codec import JSON, MSGPACK, Codec, JsonCodec, codec_for
+from protocol.codec import JSON, MSGPACK, Codec, Frame, JsonCodec, codec_for
 from protocol.errors import ProtocolError
 
-Frame = dict[str, Any]
 BIG_ID = (1 << 60) + 12345  # past 2^53: JSON must carry it as a string
 MATCH = "m-1"
 

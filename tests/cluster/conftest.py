@@ -1,4 +1,4 @@
-"""Node processes joined through a real Redis: the cluster mode of issue 3."""
+"""Node processes joined through a real Redis: the cluster mode of docs/cluster.md."""
 
 from __future__ import annotations
 

@@ -1,6 +1,7 @@
-"""The connect-time guards across nodes through one real redis-server (issue 17, item 5):
-the connection cap counts a user's sockets on every node, failed authentications count
-per IP for the cluster, and a user flapping between nodes does not flap for their matches.
+"""The connect-time guards across nodes through one real redis-server (docs/operations.md,
+"Connection limits"): the connection cap counts a user's sockets on every node, failed
+authentications count per IP for the cluster, and a user flapping between nodes does not
+flap for their matches.
 Both nodes share one data dir (one SQLite file), as cluster nodes share Cassandra."""
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
-"""Issue 5, done when: with Redis configured, a node killed while pushes are queued does
-not lose them. Real node processes, a real redis-server, the real push libraries against the
-look-alike APNS and FCM servers; each push must arrive exactly once per device."""
+"""With Redis configured, a node killed while pushes are queued does not lose them. Real node
+processes, a real redis-server, the real push libraries against the look-alike APNS and FCM
+servers; each push must arrive exactly once per device."""
 
 from __future__ import annotations
 

@@ -1,6 +1,7 @@
-"""The node-kill drill of issue 17 (item 4): clients of a killed node reconnect to another
-at once, their matches' presence flying between them, and each connection's first frame is
-its `welcome` (tests/server/test_welcome_first.py pins the cause deterministically)."""
+"""The node-kill drill (docs/cluster.md, "When things fail"): clients of a killed node
+reconnect to another at once, their matches' presence flying between them, and each
+connection's first frame is its `welcome` (tests/server/test_welcome_first.py pins the cause
+deterministically)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
-"""Issue 17, items 7 and 8: no `asyncio.wait_for` in our code (on 3.11 it can swallow a
-cancellation; `asyncio.timeout` cannot), and retry loops back off with full jitter."""
+"""No `asyncio.wait_for` in our code (on 3.11 it can swallow a cancellation; `asyncio.timeout`
+cannot: runtime/tasks.py), and retry loops back off with full jitter (docs/operations.md,
+"Start-up")."""
 
 from __future__ import annotations
 
@@ -8,12 +9,12 @@ from pathlib import Path
 
 from redis.backoff import FullJitterBackoff
 
-from server.backoff import Backoff, full_jitter
+from runtime.backoff import Backoff, full_jitter
 from server.config import Config
 from server.redis_state import connect_redis
 
 REPO = Path(__file__).resolve().parents[2]
-PACKAGES = ("server", "storage", "push", "client", "loadtest", "benchmarks")
+PACKAGES = ("runtime", "server", "storage", "push", "client", "loadtest", "benchmarks")
 
 
 def wait_for_calls(path: Path) -> list[int]:

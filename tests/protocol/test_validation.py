@@ -2,7 +2,7 @@
 
 Each row names the exact `ErrorCode` and the `r` the error must echo (the frame's `r` when it
 carried a valid one). `test_every_rejection_rule_has_a_row` reads the raise sites out of the
-source, so a new rule without a row here fails the suite (DESIGN.md, style rule 5).
+source, so a new rule without a row here fails the suite (docs/protocol.md, "Errors").
 """
 
 from __future__ import annotations

@@ -452,7 +452,7 @@ async def test_without_retry_after_the_delay_backs_off(make_node: MakeNode, http
 
 async def test_the_backoff_has_full_jitter(make_node: MakeNode, http: Apis) -> None:
     """Pushes that failed together are retried spread over [0, base * 2**attempt), not
-    all at the same instant (issue 17)."""
+    all at the same instant (docs/operations.md, "Start-up")."""
     fake = FakePusher(lambda d, a: PushResult(Outcome.RETRY, "transport"))
     rdv = await make_node({"apns": fake, "fcm": fake}, push_retry_base_s=0.2,
                           push_max_attempts=2, push_coalesce_s=0)

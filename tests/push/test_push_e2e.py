@@ -1,5 +1,5 @@
-"""Issue 5, done when: a real node, configured by its push settings and key files, sends
-through the real aioapns and firebase-admin to look-alike APNS and FCM servers."""
+"""A real node, configured by its push settings and key files, sends through the real aioapns
+and firebase-admin to look-alike APNS and FCM servers."""
 
 from __future__ import annotations
 

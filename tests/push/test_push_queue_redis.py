@@ -1,4 +1,5 @@
-"""The durable push queue and gates against real Redis, standalone and cluster.
+"""The durable push queue against real Redis, standalone and cluster: what only the Redis
+Stream does. What every `PushQueue` and `PushGates` promises is in tests/contracts/.
 
 Each "node" is a queue with its own client and consumer name, as real nodes have; keys carry
 a prefix unique to the test because the cluster is shared by the session.
@@ -7,7 +8,6 @@ a prefix unique to the test because the cluster is shared by the session.
 from __future__ import annotations
 
 import asyncio
-import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -16,9 +16,8 @@ import pytest
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 
-from push.gates import Claim, MemoryPushGates
-from push.queue import MemoryPushQueue, PushJob, Taken, pack_job, unpack_job
-from push.redis_queue import RedisPushGates, RedisPushQueue
+from push.queue import PushJob, Taken, pack_job, unpack_job
+from push.redis_queue import RedisPushQueue
 from storage import MatchRecord, Message
 from tests.helpers import wait_until
 
@@ -67,74 +66,22 @@ def test_a_job_survives_packing_without_its_body() -> None:
             unpack_job(junk)
 
 
-async def test_the_memory_queue_delays_and_bounds() -> None:
-    queue = MemoryPushQueue(max_jobs=2)
-    assert await queue.put(job(message_id=1), delay_s=0.3)
-    assert await queue.put(job(message_id=2))
-    assert not await queue.put(job(message_id=3))  # full
-    started = time.monotonic()
-    first = await take(queue)
-    assert first.job.message_id == 2  # the due one first
-    second = await take(queue)
-    assert second.job.message_id == 1 and time.monotonic() - started >= 0.29
-    assert not queue.idle()
-    await queue.done(first)
-    await queue.done(second)
-    assert queue.idle()
-
-
-async def test_memory_gates_coalesce_claim_and_expire() -> None:
-    now = [100.0]
-    gates = MemoryPushGates(clock=lambda: now[0])
-    assert await gates.first_in_burst("bob", "m1", 10)
-    assert not await gates.first_in_burst("bob", "m1", 10)
-    assert await gates.first_in_burst("bob", "m2", 10)
-    assert await gates.claim("p1", 5) == (Claim.NEW, 0.0)
-    assert await gates.claim("p1", 5) == (Claim.BUSY, 5.0)
-    now[0] += 11
-    assert await gates.first_in_burst("bob", "m1", 10)
-    assert (await gates.claim("p1", 5))[0] is Claim.NEW  # the claim lapsed
-    await gates.finish("p1", final=True)
-    assert (await gates.claim("p1", 5))[0] is Claim.SENT
-
-
 # -- the Redis queue ------------------------------------------------------------------------
-async def test_jobs_go_round_and_done_ones_leave_the_stream(make_queue: MakeQueue) -> None:
+async def test_done_jobs_leave_the_stream_and_the_delayed_set(make_queue: MakeQueue) -> None:
     queue = make_queue()
     await queue.start()
     jobs = [job(message_id=i) for i in range(1, 4)]
-    for item in jobs:
+    for item in jobs[:2]:
         assert await queue.put(item)
+    assert await queue.put(jobs[2], delay_s=0.2)
     taken = [await take(queue) for _ in jobs]
     assert [t.job for t in taken] == jobs
     for item in taken:
         await queue.done(item)
     assert await queue.redis.xlen(queue.stream) == 0
+    assert await queue.redis.zcard(queue.delayed) == 0
     pending = await queue.redis.xpending(queue.stream, "push")
     assert pending["pending"] == 0
-
-
-async def test_a_delayed_job_is_not_taken_before_it_is_due(make_queue: MakeQueue) -> None:
-    queue = make_queue()
-    await queue.start()
-    started = time.monotonic()
-    assert await queue.put(job(message_id=7), delay_s=0.5)
-    assert await queue.put(job(message_id=8))
-    assert (await take(queue)).job.message_id == 8
-    late = await take(queue)
-    assert late.job.message_id == 7
-    assert time.monotonic() - started >= 0.48
-    assert await queue.redis.zcard(queue.delayed) == 0
-
-
-async def test_the_queue_is_bounded(make_queue: MakeQueue) -> None:
-    queue = make_queue(max_jobs=2)
-    await queue.start()
-    assert await queue.put(job(message_id=1))
-    assert await queue.put(job(message_id=2), delay_s=10)  # delayed jobs count too
-    assert not await queue.put(job(message_id=3))
-    await queue.done(await take(queue))
-    assert await queue.put(job(message_id=4))
 
 
 async def test_a_stopped_consumer_s_jobs_are_taken_over(make_queue: MakeQueue) -> None:
@@ -192,33 +139,6 @@ async def test_a_living_consumer_keeps_its_slow_job(make_queue: MakeQueue) -> No
         await take(other, timeout=1.8)
     assert other.reclaimed == 0
     await slow.done(held)
-
-
-# -- the Redis gates ------------------------------------------------------------------------
-async def test_redis_gates_claim_once_across_nodes(redis_clients: Callable[[], Client]) -> None:
-    prefix = f"t{uuid.uuid4().hex[:10]}:"
-    a = RedisPushGates(redis_clients(), prefix=prefix)
-    b = RedisPushGates(redis_clients(), prefix=prefix)
-    assert await a.claim("msg:m1:1:dev", 5) == (Claim.NEW, 0.0)
-    state, left = await b.claim("msg:m1:1:dev", 5)
-    assert state is Claim.BUSY and 4 < left <= 5
-    await a.finish("msg:m1:1:dev", final=False)  # a retry follows: released
-    # Windows of 1 s: a stall of the loaded machine must not lapse them between two calls.
-    assert (await b.claim("msg:m1:1:dev", 1))[0] is Claim.NEW
-    await b.refresh(["msg:m1:1:dev"], 5)
-    await asyncio.sleep(1.1)
-    assert (await a.claim("msg:m1:1:dev", 5))[0] is Claim.BUSY  # refreshed: still held
-    await b.finish("msg:m1:1:dev", final=True)
-    assert (await a.claim("msg:m1:1:dev", 5))[0] is Claim.SENT
-
-    assert await a.first_in_burst("bob", "m1", 1)
-    assert not await b.first_in_burst("bob", "m1", 1)
-    await asyncio.sleep(1.1)
-    assert await b.first_in_burst("bob", "m1", 1)
-    assert not await a.recently_delivered("bob", "m1")
-    await b.mark_delivered("bob", "m1", 5)
-    assert await a.recently_delivered("bob", "m1")
-    assert not await a.recently_delivered("bob", "m2")
 
 
 async def test_stopped_consumers_with_nothing_pending_are_forgotten(

@@ -12,8 +12,8 @@ import pytest
 from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
 
+from runtime.redis_batch import BatchFull, BatchScript, TurnBatcher, pack_commands
 from server.config import Config
-from server.redis_batch import BatchFull, BatchScript, TurnBatcher, pack_commands
 from server.redis_state import connect_redis
 from tests.redis_servers import RedisServer
 

@@ -1,5 +1,7 @@
 """`RedisBroker` against real Redis: two brokers ("node A", "node B") on one server, and the
-same core cases on a 3-master Redis Cluster with sharded pub/sub.
+same core cases on a 3-master Redis Cluster with sharded pub/sub. What every `Broker`
+promises (delivery, reach, unsubscribe, control, order) is in
+tests/contracts/test_broker_contract.py; this file holds what only Redis does.
 
 Async effects are polled with `wait_until`; "nothing arrived" is proved by a later event on
 the same path arriving first (Redis keeps order per connection), never by a bare sleep.
@@ -140,41 +142,6 @@ async def test_a_msg_no_session_took_is_handed_to_undelivered(
     await a.broker.publish(["bob"], {**msg, "from": "bob"})
     await wait_until(lambda: len(b.events) == 3, what="three events on B")
     assert b.undelivered == [("bob", msg)]
-
-
-async def test_unsubscribe_stops_delivery(standalone: tuple[Node, Node, Redis],
-                                          prefix: str) -> None:
-    a, b, probe = standalone
-    await b.broker.subscribe("bob")
-    await b.broker.subscribe("carol")
-    await b.broker.unsubscribe("bob")
-    for _ in range(500):  # UNSUBSCRIBE is not awaited to its confirmation: let Redis apply it
-        if await numsub(probe, f"{prefix}u:bob") == 0:
-            break
-    assert await numsub(probe, f"{prefix}u:bob") == 0
-    await a.broker.publish(["bob"], {"t": "msg", "n": 1})
-    await a.broker.publish(["carol"], {"t": "msg", "n": 2})
-    await wait_until(lambda: b.got("carol", {"t": "msg", "n": 2}), what="carol's event")
-    assert not b.got("bob", {"t": "msg", "n": 1})
-
-
-async def test_control_reaches_every_node_including_the_sender(
-        standalone: tuple[Node, Node, Redis]) -> None:
-    a, b, _ = standalone
-    await a.broker.publish_control({"k": "match", "id": "m-1"})
-    await wait_until(lambda: a.controls == b.controls == [{"k": "match", "id": "m-1"}],
-                     what="control on A and B")
-
-
-async def test_order_per_publisher_and_user(standalone: tuple[Node, Node, Redis]) -> None:
-    a, b, _ = standalone
-    await b.broker.subscribe("bob")
-    for n in range(250):  # one at a time...
-        await a.broker.publish(["bob"], {"t": "msg", "n": n})
-    await asyncio.gather(*(a.broker.publish(["bob"], {"t": "msg", "n": n})  # ...and batched
-                           for n in range(250, 500)))
-    await wait_until(lambda: len(b.events) == 500, what="500 events")
-    assert [frame["n"] for _, frame, _ in b.events] == list(range(500))
 
 
 async def test_publish_to_1000_users_is_one_batch(standalone: tuple[Node, Node, Redis]) -> None:

@@ -1,4 +1,6 @@
-"""Rate limits, send claims and node-id leases against real Redis, standalone and cluster.
+"""Rate limits, send claims and node-id leases against real Redis, standalone and cluster:
+what only the Redis implementations do (outage fallbacks, claim keys, the send gate's one
+batch, node ids). What every `Limiter` and `SendClaims` promises is in tests/contracts/.
 
 Each "node" gets its own client, as real nodes do; keys carry a prefix unique to the test
 because the cluster is shared by the session.
@@ -17,10 +19,11 @@ from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 
 from protocol.ids import MAX_NODE
+from runtime.redis_batch import TurnBatcher
+from runtime.tasks import stop_tasks
 from server.cluster_state import Claim, MemoryLimiter
 from server.config import Config
 from server.metrics import Metrics
-from server.redis_batch import TurnBatcher
 from server.redis_state import (
     RedisLimiter,
     RedisNodeIds,
@@ -28,7 +31,6 @@ from server.redis_state import (
     RedisSendGate,
     connect_redis,
 )
-from server.tasks import stop_tasks
 from tests.redis_servers import RedisServer
 
 Client = Redis | RedisCluster
@@ -58,12 +60,6 @@ def outage_warnings(caplog: pytest.LogCaptureFixture, what: str) -> int:
                if r.levelno == logging.WARNING and f"unavailable for {what}" in r.getMessage())
 
 
-async def warm(*clients: Client) -> None:
-    """Connect (and, on a cluster, read the slots) now: timing tests measure the calls."""
-    for client in clients:
-        await client.ping()
-
-
 def limiter(client: Client, prefix: str, metrics: Metrics | None = None, rate: float = 10.0,
             burst: int = 3, fallback: Any = None) -> RedisLimiter:
     return RedisLimiter(client, name="send", prefix=prefix, rate=rate, burst=burst,
@@ -91,32 +87,6 @@ def test_clients_fail_fast_rather_than_retry() -> None:
 
 # -- rate limits -------------------------------------------------------------------------
 
-async def test_limiter_allows_the_burst_then_asks_to_wait_a_token(redis_clients: Clients,
-                                                                   prefix: str) -> None:
-    client = redis_clients()
-    await warm(client)
-    bucket = limiter(client, prefix, rate=2.0, burst=3)
-    assert [await bucket.take("alice") for _ in range(3)] == [0.0, 0.0, 0.0]
-    wait = await bucket.take("alice")
-    assert 0.25 < wait <= 0.5  # about 1/rate
-    assert await bucket.take("bob") == 0.0  # one bucket per key
-    await asyncio.sleep(wait + 0.02)
-    assert await bucket.take("alice") == 0.0  # refilled at `rate`
-
-
-async def test_limiter_is_one_bucket_for_all_nodes(redis_clients: Clients, prefix: str) -> None:
-    ca, cb = redis_clients(), redis_clients()
-    await warm(ca, cb)
-    a, b = limiter(ca, prefix, rate=2, burst=4), limiter(cb, prefix, rate=2, burst=4)
-    assert [await a.take("alice"), await b.take("alice"), await a.take("alice"),
-            await b.take("alice")] == [0.0] * 4
-    assert await a.take("alice") > 0
-    assert await b.take("alice") > 0
-    other = RedisLimiter(redis_clients(), name="swipe", prefix=prefix, rate=10, burst=1,
-                         fallback=MemoryLimiter(10, 1), metrics=Metrics())
-    assert await other.take("alice") == 0.0  # another limit, another bucket
-
-
 async def test_limiter_falls_back_to_the_local_bucket_while_redis_is_down(
         standalone: Client, redis_server: RedisServer, prefix: str,
         caplog: pytest.LogCaptureFixture) -> None:
@@ -135,36 +105,6 @@ async def test_limiter_falls_back_to_the_local_bucket_while_redis_is_down(
 
 
 # -- send claims -------------------------------------------------------------------------
-
-async def test_claim_new_then_pending_then_done(redis_clients: Clients, prefix: str) -> None:
-    claims = RedisSendClaims(redis_clients(), prefix=prefix, metrics=Metrics())
-    assert await claims.claim("m1", "alice", "c1") == Claim("new", exclusive=True)
-    assert await claims.claim("m1", "alice", "c1") == Claim("pending")
-    assert await claims.claim("m1", "alice", "c2") == Claim("new", exclusive=True)  # another c
-    assert await claims.claim("m1", "bob", "c1") == Claim("new", exclusive=True)  # another sender
-    claims.confirm("m1", "alice", "c1", 1234567890123, 1_700_000_000_000)  # queued first
-    assert await claims.claim("m1", "alice", "c1") == Claim("done", 1234567890123,
-                                                            1_700_000_000_000)
-    await claims.release("m1", "alice", "c1")  # too late: done stays done
-    assert (await claims.claim("m1", "alice", "c1")).state == "done"
-
-
-async def test_release_lets_the_retry_claim_again(redis_clients: Clients, prefix: str) -> None:
-    claims = RedisSendClaims(redis_clients(), prefix=prefix, metrics=Metrics())
-    assert await claims.claim("m1", "alice", "c1") == Claim("new", exclusive=True)
-    await claims.release("m1", "alice", "c1")
-    assert await claims.claim("m1", "alice", "c1") == Claim("new", exclusive=True)
-
-
-async def test_concurrent_claims_from_two_nodes_give_one_new(redis_clients: Clients,
-                                                             prefix: str) -> None:
-    a = RedisSendClaims(redis_clients(), prefix=prefix, metrics=Metrics())
-    b = RedisSendClaims(redis_clients(), prefix=prefix, metrics=Metrics())
-    for c in range(20):
-        results = await asyncio.gather(*(node.claim("m", "alice", f"c{c}")
-                                         for node in (a, b, a, b, a, b)))
-        assert sorted(r.state for r in results) == ["new"] + ["pending"] * 5
-
 
 def test_claim_keys_are_short_and_keep_parts_apart() -> None:
     claims = RedisSendClaims(Redis(), prefix="rdv:", metrics=Metrics())

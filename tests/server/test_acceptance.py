@@ -1,4 +1,4 @@
-"""The acceptance flow of issue 2, by a client written only from PROTOCOL.md.
+"""The acceptance flow, by a client written only from docs/protocol.md.
 
 No project code is used on the client side: raw `websockets`, `msgpack`, `json`, `httpx` and
 PyJWT with the shared secret, as a mobile team would write it.

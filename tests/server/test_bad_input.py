@@ -22,12 +22,11 @@ from websockets.typing import Subprotocol
 
 from client import RendezvousClient
 from client.errors import ServerError
-from protocol.codec import codec_for
+from protocol.codec import Frame, codec_for
 from server.gateway import MAX_STRIKES
 from server.node import Node
 from tests.conftest import Harness, NodeFactory
 
-Frame = dict[str, Any]
 REPLY_TYPES = {"error", "pong", "ack", "history", "sync", "presence", "ok"}
 
 

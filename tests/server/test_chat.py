@@ -1,4 +1,4 @@
-"""The chat flows of PROTOCOL.md against a real node, in both subprotocols."""
+"""The chat flows of docs/protocol.md against a real node, in both subprotocols."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
-"""Closes the server starts are counted, the library's own (1009, 1007, 1002) included, and
-a close a slow reader never takes does not keep its connection alive (issue 17, items 6 and
-9), over real sockets.
+"""Closes the server starts are counted, the library's own (1009, 1007, 1002) included, and a
+close a slow reader never takes does not keep its connection alive (docs/protocol.md, "Close
+codes"; docs/architecture.md, "Fan-out and backpressure"), over real sockets.
 """
 
 from __future__ import annotations

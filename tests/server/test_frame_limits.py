@@ -1,6 +1,6 @@
 """The per-connection frame limit counts every frame after auth, `refresh` has a limit of its
-own, and every frame carrying `r` gets exactly one answer, limited or not (issue 17, items 2
-and 3), over real sockets in both subprotocols.
+own, and every frame carrying `r` gets exactly one answer, limited or not (docs/protocol.md,
+"Rate limits"), over real sockets in both subprotocols.
 """
 
 from __future__ import annotations
@@ -10,19 +10,18 @@ import statistics
 import time
 from collections import Counter
 from collections.abc import Callable
-from typing import Any
 
 import jwt
 import pytest
 
 from client import RendezvousClient
 from client.errors import ClientClosed
+from protocol.codec import Frame
 from server.config import JwtKey
 from server.gateway import MAX_STRIKES
 from tests.conftest import SECRET, Harness, NodeFactory
 from tests.server.test_auth import KEY_MAKERS, claims, pem_private, pem_public
 
-Frame = dict[str, Any]
 BURST = 6
 
 

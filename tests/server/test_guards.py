@@ -1,6 +1,7 @@
-"""Connect-time guards on a real embedded node (issue 17, item 5): the per-user connection
-cap, failed-auth throttling per client IP on the gateway and the HTTP API, and presence
-damping. The cluster-wide versions are in tests/cluster/test_cluster_guards.py."""
+"""Connect-time guards on a real embedded node (docs/operations.md, "Connection limits"): the
+per-user connection cap, failed-auth throttling per client IP on the gateway and the HTTP
+API, and presence damping. The cluster-wide versions are in
+tests/cluster/test_cluster_guards.py."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""The HTTP API of PROTOCOL.md section 2 against a real node, over real HTTP and WebSockets.
+"""The HTTP API of docs/protocol.md ("HTTP API") against a real node, over real HTTP and
+WebSockets.
 
 Every test starts its own node (SQLite in tmp_path), calls the API with `RendezvousHttp` and
 watches the effects on live sockets: match, unmatch and the silence after a block.
@@ -18,7 +19,7 @@ from client import HttpError, RendezvousClient, ServerError
 from tests.conftest import Harness, NodeFactory
 from tests.helpers import Apis, wait_until
 
-CONTRACT_PATHS = {  # PROTOCOL.md section 2, path parameters normalised to {}
+CONTRACT_PATHS = {  # docs/protocol.md, "HTTP API"; path parameters normalised to {}
     ("post", "/v1/swipes"), ("get", "/v1/matches"), ("delete", "/v1/matches/{}"),
     ("get", "/v1/matches/{}/messages"), ("post", "/v1/blocks"), ("put", "/v1/devices/{}"),
     ("delete", "/v1/devices/{}"), ("put", "/v1/me/settings"),

@@ -1,6 +1,7 @@
-"""Validly signed tokens with odd claims are refused like any bad token (issue 17, item 1):
-`unauthorized` and close 4001 on the WebSocket, 401 on the HTTP API, an answer to `refresh`,
-each with a message that names the claim, and never an internal error or a traceback.
+"""Validly signed tokens with odd claims are refused like any bad token (docs/protocol.md,
+"Tokens"): `unauthorized` and close 4001 on the WebSocket, 401 on the HTTP API, an answer to
+`refresh`, each with a message that names the claim, and never an internal error or a
+traceback.
 """
 
 from __future__ import annotations

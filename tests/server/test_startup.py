@@ -1,5 +1,6 @@
-"""Start-up waits for what it needs instead of exiting (issue 17, item 10), and the
-workers supervisor gives up on a crash loop (item 7); both with real node processes."""
+"""Start-up waits for what it needs instead of exiting (docs/operations.md, "Start-up"),
+and the workers supervisor gives up on a crash loop (the same section, "Workers"); both
+with real node processes."""
 
 from __future__ import annotations
 

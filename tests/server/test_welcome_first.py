@@ -1,20 +1,17 @@
 """`welcome` is the first frame after auth, whatever arrives for the user while the
-connection is still being set up (issue 17, item 4; the cluster drill is in
-tests/cluster/test_welcome_first.py)."""
+connection is still being set up (docs/architecture.md, "Fan-out and backpressure"; the
+cluster drill is in tests/cluster/test_welcome_first.py)."""
 
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.typing import Subprotocol
 
-from protocol.codec import codec_for
+from protocol.codec import Frame, codec_for
 from tests.conftest import Harness
-
-Frame = dict[str, Any]
 
 
 async def raw_connect(rdv: Harness, user: str, subprotocol: str) -> ClientConnection:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from server.tasks import stop_tasks, wait_event
+from runtime.tasks import stop_tasks, wait_event
 
 
 async def test_a_task_that_swallows_its_first_cancel_is_still_stopped() -> None:

@@ -34,7 +34,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import DataError, NoScriptError, RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from server.tasks import stop_tasks
+from runtime.tasks import stop_tasks
 
 _HiredisParser: Any = None  # redis-py's hiredis parser class, where it is (_read_replies)
 _NOT_ENOUGH_DATA: Any = None  # and its "need more bytes" marker

@@ -7,11 +7,13 @@ strings in JSON, as on the JSON WebSocket subprotocol.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Annotated, Any, Literal
 
+import uvicorn
 from fastapi import Depends, FastAPI, Path, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -24,6 +26,7 @@ from protocol.errors import HTTP_STATUS, ErrorCode, ProtocolError
 from server.auth import Authenticator, AuthError
 from server.chat import message_entry
 from server.cluster_state import Limiter
+from server.config import Config
 from server.connection_guard import ConnectionGuard
 from server.logs import RequestIds
 from server.matching import MatchService
@@ -288,3 +291,18 @@ def create_app(*, auth: Authenticator, matches: MatchService, store: Store, metr
         return Response(metrics.render(), media_type="text/plain; version=0.0.4")
 
     return RequestIds(BodyLimit(RequestCounter(app, metrics), max_body_bytes))
+
+
+class EmbeddedUvicorn(uvicorn.Server):
+    """uvicorn inside our loop: the node, not uvicorn, owns the signal handlers."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+def http_server(app: ASGIApp, config: Config) -> EmbeddedUvicorn:
+    """The HTTP API's server on the node's loop (`Node.start` hands it the socket)."""
+    return EmbeddedUvicorn(uvicorn.Config(
+        app, host=config.host, port=config.http_port, log_config=None, access_log=False,
+        lifespan="off", server_header=False, timeout_graceful_shutdown=5))

@@ -67,7 +67,9 @@ def presence_reply(r: int, users: list[Frame]) -> Frame:
     return {"t": "presence", "r": r, "users": users}
 
 
-def history_reply(r: int, m: str, msgs: list[Frame], more: bool) -> Frame:
+def history_reply(r: int | None, m: str, msgs: list[Frame], more: bool) -> Frame:
+    """`r` is None only for a caller without request ids (the HTTP API reads `msgs` and
+    `more` from it); on the socket a `history` request always has one."""
     return {"t": "history", "r": r, "m": m, "msgs": msgs, "more": more}
 
 

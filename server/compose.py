@@ -242,10 +242,10 @@ def compose_services(config: Config, backends: Backends, *, metrics: Metrics, hu
     auth = Authenticator(config.jwt_keys, issuer=config.jwt_issuer,
                          audience=config.jwt_audience, leeway_s=config.jwt_leeway_s,
                          max_user_chars=config.limits.max_user_id_chars)
-    chat = ChatService(store=store, broker=broker, presence=presence, hub=hub, caches=caches,
+    chat = ChatService(store=store, broker=broker, presence=presence, caches=caches,
                        ids=IdGenerator(node_id), limits=config.limits, metrics=metrics,
-                       pushes=pushes, send_limiter=backends.send_limiter,
-                       claims=backends.claims, send_gate=backends.send_gate)
+                       pushes=pushes, claims=backends.claims, send_gate=backends.send_gate,
+                       held_here=hub.has_user)
     matches = MatchService(store=store, broker=broker, caches=caches, chat=chat,
                            pushes=pushes, metrics=metrics)
     damper = PresenceDamper(marks=backends.flap_marks, presence=presence,
@@ -256,7 +256,7 @@ def compose_services(config: Config, backends: Backends, *, metrics: Metrics, hu
                             metrics=metrics, ip_header=config.client_ip_header)
     gateway = Gateway(config=config, auth=auth, hub=hub, broker=broker, presence=presence,
                       chat=chat, metrics=metrics, guard=guard)
-    app = create_app(auth=auth, matches=matches, store=store, metrics=metrics,
+    app = create_app(auth=auth, matches=matches, chat=chat, metrics=metrics,
                      swipe_limiter=backends.swipe_limiter,
                      max_body_bytes=config.max_http_body_bytes, ready=ready, guard=guard)
     return Services(caches=caches, pushes=pushes, chat=chat, matches=matches, guard=guard,

@@ -1,6 +1,7 @@
 """The HTTP API of PROTOCOL.md section 2, served by FastAPI in the node's event loop.
 
-Routes are thin: parse, authenticate, call the match or chat service, shape the JSON. Every
+Routes are thin: parse, authenticate, call the match or chat service (the same methods the
+WebSocket gateway calls, so every rule is in the service), shape the JSON. Every
 error leaves as `{"error": {"code", "msg"}}` with the status of its code. Message ids are
 strings in JSON, as on the JSON WebSocket subprotocol.
 """
@@ -24,14 +25,15 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from protocol.codec import ids_as_strings
 from protocol.errors import HTTP_STATUS, ErrorCode, ProtocolError
 from server.auth import Authenticator, AuthError
-from server.chat import message_entry
+from server.caller import http_caller
+from server.chat import ChatService
 from server.cluster_state import Limiter
 from server.config import Config
 from server.connection_guard import ConnectionGuard
 from server.logs import RequestIds
 from server.matching import MatchService
 from server.metrics import Metrics
-from storage import Store, StoreUnavailable
+from storage import StoreUnavailable
 
 log = logging.getLogger("rendezvous.http")
 UserId = Annotated[str, Field(min_length=1, max_length=64)]
@@ -182,8 +184,8 @@ MatchId = Annotated[str, Path(min_length=1, max_length=64)]
 Token = Annotated[str, Path(min_length=1, max_length=4096)]
 
 
-def create_app(*, auth: Authenticator, matches: MatchService, store: Store, metrics: Metrics,
-               swipe_limiter: Limiter, max_body_bytes: int,
+def create_app(*, auth: Authenticator, matches: MatchService, chat: ChatService,
+               metrics: Metrics, swipe_limiter: Limiter, max_body_bytes: int,
                ready: Callable[[], Awaitable[dict[str, bool]]],
                guard: ConnectionGuard | None = None) -> ASGIApp:
     app = FastAPI(title="Rendezvous HTTP API", version="1",
@@ -248,9 +250,10 @@ def create_app(*, auth: Authenticator, matches: MatchService, store: Store, metr
     async def history(match_id: MatchId, user: User,
                       before: Annotated[str | None, Query(pattern=r"^\d{1,19}$")] = None,
                       limit: Annotated[int, Query(ge=1, le=100)] = 50) -> Any:
-        await matches.chat.open_match(user, match_id, None)
-        msgs, more = await store.history(match_id, int(before) if before else None, limit)
-        return ids_as_strings({"msgs": [message_entry(m) for m in msgs], "more": more})
+        caller, answer = http_caller(user)
+        await chat.history(caller, None, match_id, int(before) if before else None, limit)
+        page = answer.get()
+        return ids_as_strings({"msgs": page["msgs"], "more": page["more"]})
 
     @app.post("/v1/blocks", status_code=204, summary="Block a user (also unmatches)")
     async def block(body: BlockBody, user: User) -> Response:

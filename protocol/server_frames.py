@@ -63,6 +63,14 @@ def presence_event(user: str, on: bool, seen: int | None) -> Frame:
     return frame
 
 
+def presence_entry(user: str, on: bool, seen: int | None) -> Frame:
+    """One user of a `presence` reply's `users`."""
+    frame: Frame = {"u": user, "on": on}
+    if seen is not None:
+        frame["seen"] = seen
+    return frame
+
+
 def presence_reply(r: int, users: list[Frame]) -> Frame:
     return {"t": "presence", "r": r, "users": users}
 

@@ -25,7 +25,6 @@ from server.caches import Caches
 from server.caller import Caller, unavailable
 from server.cluster_state import SendClaims, SendGate
 from server.metrics import Metrics
-from server.presence import Presence
 from storage import Conversation, MatchRecord, Message, Store, StoreUnavailable
 from storage.base import CursorKind
 
@@ -67,13 +66,12 @@ UNREAD_CAP = 999  # the most unread messages a sync counts per match
 
 
 class ChatService:
-    def __init__(self, *, store: Store, broker: Broker, presence: Presence, caches: Caches,
-                 ids: IdGenerator, limits: Limits, metrics: Metrics, pushes: PushDispatcher,
+    def __init__(self, *, store: Store, broker: Broker, caches: Caches, ids: IdGenerator,
+                 limits: Limits, metrics: Metrics, pushes: PushDispatcher,
                  claims: SendClaims, send_gate: SendGate, held_here: Callable[[str], bool],
                  clock: Callable[[], float] = time.time) -> None:
         self.store = store
         self.broker = broker
-        self.presence = presence
         self.caches = caches
         self.ids = ids  # this node's: ids carry the (leased) node id
         self.limits = limits
@@ -310,33 +308,3 @@ class ChatService:
         entry = {"m": conv.match_id, "peer": conv.peer, "last_id": conv.last_id,
                  "unread": unread, "peer_read": peer_read}
         return entry, page
-
-    # -- presence -------------------------------------------------------------------------
-    async def presence_query(self, caller: Caller, r: int) -> None:
-        """Online state of the caller's matches, leaving out those who hide it."""
-        try:
-            peers = [c.peer for c in await self.store.conversations(caller.user)]
-            visible = [p for p in peers if (await self.caches.settings.get(p)).show_online]
-        except StoreUnavailable:
-            raise unavailable(r) from None
-        statuses = await self.presence.status(visible)
-        users = []
-        for peer in visible:
-            status = statuses[peer]
-            entry: Frame = {"u": peer, "on": status.online}
-            if not status.online and status.seen is not None:
-                entry["seen"] = status.seen
-            users.append(entry)
-        caller.reply(sf.presence_reply(r, users))
-
-    async def announce_presence(self, user: str, online: bool, seen: int | None) -> None:
-        """Tell the user's matches that they came online or went offline, unless hidden."""
-        try:
-            if not (await self.caches.settings.get(user)).show_online:
-                return
-            peers = [c.peer for c in await self.store.conversations(user)]
-        except StoreUnavailable:
-            return  # presence is best effort; a `presence` query answers later
-        if peers:
-            await self.broker.publish(peers, sf.presence_event(user, online,
-                                                               None if online else seen))

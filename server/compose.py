@@ -37,7 +37,7 @@ from server.cluster_state import (
     StoreClaims,
 )
 from server.config import Config
-from server.connection_guard import ConnectionGuard, PresenceDamper
+from server.connection_guard import ConnectionGuard
 from server.gateway import Gateway
 from server.guards import (
     AuthThrottle,
@@ -52,6 +52,7 @@ from server.hub import Hub
 from server.matching import MatchService
 from server.metrics import Metrics, timed_store
 from server.presence import MemoryPresence, Presence
+from server.presence_service import PresenceService
 from server.push_providers import apns_pusher, fcm_pusher
 from server.redis_batch import TurnBatcher
 from server.redis_state import RedisClient
@@ -224,6 +225,7 @@ class Services:
 
     caches: Caches
     pushes: PushDispatcher
+    presence: PresenceService
     chat: ChatService
     matches: MatchService
     guard: ConnectionGuard
@@ -234,30 +236,31 @@ class Services:
 def compose_services(config: Config, backends: Backends, *, metrics: Metrics, hub: Hub,
                      node_id: int, ready: Callable[[], Awaitable[dict[str, bool]]]) -> Services:
     """The services of a node whose id is `node_id` (leased or configured)."""
-    store, broker, presence = backends.store, backends.broker, backends.presence
+    store, broker = backends.store, backends.broker
     caches = Caches(store)
-    pushes = PushDispatcher(store=store, presence=presence, pushers=backends.pushers,
+    pushes = PushDispatcher(store=store, presence=backends.presence, pushers=backends.pushers,
                             metrics=metrics, queue=backends.push_queue,
                             gates=backends.push_gates, policy=push_policy(config))
     auth = Authenticator(config.jwt_keys, issuer=config.jwt_issuer,
                          audience=config.jwt_audience, leeway_s=config.jwt_leeway_s,
                          max_user_chars=config.limits.max_user_id_chars)
-    chat = ChatService(store=store, broker=broker, presence=presence, caches=caches,
-                       ids=IdGenerator(node_id), limits=config.limits, metrics=metrics,
-                       pushes=pushes, claims=backends.claims, send_gate=backends.send_gate,
+    presence = PresenceService(registry=backends.presence, store=store, caches=caches,
+                               broker=broker, marks=backends.flap_marks,
+                               grace_s=config.presence_grace_s, ttl_s=config.presence_ttl_s)
+    chat = ChatService(store=store, broker=broker, caches=caches, ids=IdGenerator(node_id),
+                       limits=config.limits, metrics=metrics, pushes=pushes,
+                       claims=backends.claims, send_gate=backends.send_gate,
                        held_here=hub.has_user)
     matches = MatchService(store=store, broker=broker, caches=caches, chat=chat,
-                           pushes=pushes, metrics=metrics)
-    damper = PresenceDamper(marks=backends.flap_marks, presence=presence,
-                            announce=chat.announce_presence, grace_s=config.presence_grace_s)
+                           presence=presence, pushes=pushes, metrics=metrics)
     guard = ConnectionGuard(node=config.node, cap=backends.connection_cap,
                             max_per_user=config.max_connections_per_user,
-                            throttle=backends.auth_throttle, damper=damper, broker=broker,
+                            throttle=backends.auth_throttle, broker=broker,
                             metrics=metrics, ip_header=config.client_ip_header)
     gateway = Gateway(config=config, auth=auth, hub=hub, broker=broker, presence=presence,
                       chat=chat, metrics=metrics, guard=guard)
     app = create_app(auth=auth, matches=matches, chat=chat, metrics=metrics,
                      swipe_limiter=backends.swipe_limiter,
                      max_body_bytes=config.max_http_body_bytes, ready=ready, guard=guard)
-    return Services(caches=caches, pushes=pushes, chat=chat, matches=matches, guard=guard,
-                    gateway=gateway, http=http_server(app, config))
+    return Services(caches=caches, pushes=pushes, presence=presence, chat=chat,
+                    matches=matches, guard=guard, gateway=gateway, http=http_server(app, config))

@@ -51,7 +51,7 @@ from server.connection_io import Requests, write_now
 from server.hub import Hub, Session
 from server.logs import new_connection_id
 from server.metrics import Metrics
-from server.presence import Presence
+from server.presence_service import PresenceService
 from server.ratelimit import TokenBucket
 
 log = logging.getLogger("rendezvous.gateway")
@@ -101,7 +101,8 @@ def handler(kind: type[RequestT], call: Callable[[Caller, RequestT], Awaitable[N
     return kind, cast(Handler, call)
 
 
-def handler_table(chat: ChatService) -> dict[type[RequestFrame], Handler]:
+def handler_table(chat: ChatService,
+                  presence: PresenceService) -> dict[type[RequestFrame], Handler]:
     """Frame type -> the service call it makes: the frame's fields as plain arguments, the
     coroutine of the service method itself (no coroutine of our own in between)."""
     return dict([
@@ -111,7 +112,7 @@ def handler_table(chat: ChatService) -> dict[type[RequestFrame], Handler]:
         handler(Delivered, lambda c, f: chat.receipt(c, f.r, "delivered", f.m, f.id)),
         handler(History, lambda c, f: chat.history(c, f.r, f.m, f.before, f.limit)),
         handler(Sync, lambda c, f: chat.sync(c, f.r, f.since)),
-        handler(PresenceQuery, lambda c, f: chat.presence_query(c, f.r)),
+        handler(PresenceQuery, lambda c, f: presence.query(c, f.r)),
     ])
 
 
@@ -123,10 +124,10 @@ LISTEN_BACKLOG = 2048
 
 class Gateway:
     def __init__(self, *, config: Config, auth: Authenticator, hub: Hub, broker: Broker,
-                 presence: Presence, chat: ChatService, metrics: Metrics,
+                 presence: PresenceService, chat: ChatService, metrics: Metrics,
                  guard: ConnectionGuard) -> None:
         self.config = config
-        self.guard = guard  # connection cap, failed-auth throttle, presence damping
+        self.guard = guard  # connection cap, failed-auth throttle
         self.limits = config.limits
         self.auth = auth
         self.hub = hub
@@ -135,7 +136,7 @@ class Gateway:
         self.chat = chat
         self.metrics = metrics
         self.server: Server | None = None
-        self._handlers = handler_table(chat)
+        self._handlers = handler_table(chat, presence)
 
     async def start(self, sock: Any) -> None:
         """Serve on a bound, listening socket (the node creates it, with SO_REUSEPORT for
@@ -227,8 +228,7 @@ class Gateway:
             session.start(sf.welcome(session.user, session.id, self.config.node,
                                      self.config.heartbeat_s, session.exp,
                                      self.limits.for_client()))
-            if await self.presence.connect(session.user, session.id):
-                await self.guard.online(session.user)
+            await self.presence.opened(session.user, session.id)
             await self._read_loop(ws, session, Caller(session.user, session.id, session.push),
                                   expiry)
         finally:
@@ -242,9 +242,7 @@ class Gateway:
         self.guard.closed(session)
         if self.hub.remove(session):
             await self.broker.unsubscribe(session.user)
-        seen = await self.presence.disconnect(session.user, session.id)
-        if seen is not None:
-            await self.guard.offline(session.user, seen)
+        await self.presence.closed(session.user, session.id)
 
     async def _authenticate(self, ws: ServerConnection, codec: Codec) -> Claims | None:
         """Claims from the header or the first frame (within the auth timeout), or None after

@@ -18,6 +18,7 @@ from server.broker import Broker
 from server.caches import Caches
 from server.chat import ChatService
 from server.metrics import Metrics
+from server.presence_service import PresenceService
 from storage import Device, MatchRecord, Settings, Store, match_id_for
 from storage.base import Platform, SwipeAction
 
@@ -40,12 +41,13 @@ def match_summary(match: MatchRecord, user: str) -> dict[str, Any]:
 
 class MatchService:
     def __init__(self, *, store: Store, broker: Broker, caches: Caches, chat: ChatService,
-                 pushes: PushDispatcher, metrics: Metrics,
+                 presence: PresenceService, pushes: PushDispatcher, metrics: Metrics,
                  clock: Callable[[], float] = time.time) -> None:
         self.store = store
         self.broker = broker
         self.caches = caches
         self.chat = chat
+        self.presence = presence
         self.pushes = pushes
         self.metrics = metrics
         self.clock = clock
@@ -157,9 +159,5 @@ class MatchService:
         self.caches.settings.put(user, after)
         await self.broker.publish_control(settings_changed(user))
         if before.show_online != after.show_online:
-            status = (await self.chat.presence.status([user]))[user]
-            if status.online:
-                peers = [c.peer for c in await self.store.conversations(user)]
-                event = sf.presence_event(user, after.show_online, None)
-                await self.broker.publish(peers, event)
+            await self.presence.visibility_changed(user, after.show_online)
         return after

@@ -30,8 +30,6 @@ from storage import Store, StoreUnavailable
 
 log = logging.getLogger("rendezvous.node")
 
-PRESENCE_REFRESH_SLICE = 200  # sessions refreshed per step of the spread-out refresh
-
 
 def listening_socket(host: str, port: int, reuse_port: bool) -> socket.socket:
     """A bound, listening TCP socket; with `reuse_port` several processes share the port."""
@@ -102,7 +100,8 @@ class Node:
                 await self._tasks[0]
                 raise OSError(f"HTTP API could not start on port {config.http_port}")
             await asyncio.sleep(0.01)
-        self._tasks.append(loop.create_task(self._keep_presence(), name="presence"))
+        self._tasks.append(loop.create_task(services.presence.keep(self._local_sessions),
+                                            name="presence"))
         self.started = True
         self.metrics.set_build(package_version(), config.node, self.node_id)
         log.info("node started", extra={"node": config.node, "node_id": self.node_id})
@@ -141,7 +140,8 @@ class Node:
         services.http.should_exit = True
         await stop_tasks(self._tasks[1:])  # the HTTP task ends by itself, once it is drained
         await asyncio.gather(self._tasks[0], return_exceptions=True)
-        await services.guard.close()  # delayed offline announcements, before the broker goes
+        await services.presence.close()  # delayed offlines announced, before the broker goes
+        await services.guard.close()
         await services.pushes.close()
         await self.broker.close()
         await self.backends.presence.close()
@@ -173,28 +173,9 @@ class Node:
         self.metrics.drain_sessions.set(len(self.hub))
         log.info("drained", extra={"sessions": len(sessions), "sessions_left": len(self.hub)})
 
-    async def _keep_presence(self) -> None:
-        """Refresh our sessions' TTL and reap sessions whose node stopped refreshing.
-
-        The refresh is spread over half the interval in slices: done at once, 10,000 sessions
-        held the loop for about a second every interval and connects queued behind it."""
-        interval = max(0.2, self.config.presence_ttl_s / 3)
-        presence = self.backends.presence
-        while True:
-            await asyncio.sleep(interval / 2)
-            try:
-                sessions = [(s.user, s.id) for s in self.hub.sessions()]
-                slices = range(0, len(sessions), PRESENCE_REFRESH_SLICE)
-                pause = interval / 2 / max(1, len(slices))
-                for start in slices:
-                    await presence.refresh(sessions[start:start + PRESENCE_REFRESH_SLICE])
-                    await asyncio.sleep(pause)
-                if not sessions:
-                    await asyncio.sleep(pause)
-                for user, seen in await presence.reap():
-                    await self.services.chat.announce_presence(user, False, seen)
-            except Exception:
-                log.exception("presence upkeep failed")
+    def _local_sessions(self) -> list[tuple[str, str]]:
+        """(user, session id) of every session on this node, for the presence refresh."""
+        return [(s.user, s.id) for s in self.hub.sessions()]
 
     def _on_control(self, message: dict[str, Any]) -> None:
         """A control message from any node: cache invalidations, evictions, IP blocks."""

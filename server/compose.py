@@ -251,8 +251,9 @@ def compose_services(config: Config, backends: Backends, *, metrics: Metrics, hu
                        limits=config.limits, metrics=metrics, pushes=pushes,
                        claims=backends.claims, send_gate=backends.send_gate,
                        held_here=hub.has_user)
-    matches = MatchService(store=store, broker=broker, caches=caches, chat=chat,
-                           presence=presence, pushes=pushes, metrics=metrics)
+    matches = MatchService(store=store, broker=broker, caches=caches, presence=presence,
+                           pushes=pushes, metrics=metrics, swipe_limiter=backends.swipe_limiter,
+                           forget_typing=chat.forget_typing)
     guard = ConnectionGuard(node=config.node, cap=backends.connection_cap,
                             max_per_user=config.max_connections_per_user,
                             throttle=backends.auth_throttle, broker=broker,
@@ -260,7 +261,6 @@ def compose_services(config: Config, backends: Backends, *, metrics: Metrics, hu
     gateway = Gateway(config=config, auth=auth, hub=hub, broker=broker, presence=presence,
                       chat=chat, metrics=metrics, guard=guard)
     app = create_app(auth=auth, matches=matches, chat=chat, metrics=metrics,
-                     swipe_limiter=backends.swipe_limiter,
                      max_body_bytes=config.max_http_body_bytes, ready=ready, guard=guard)
     return Services(caches=caches, pushes=pushes, presence=presence, chat=chat,
                     matches=matches, guard=guard, gateway=gateway, http=http_server(app, config))

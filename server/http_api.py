@@ -27,7 +27,6 @@ from protocol.errors import HTTP_STATUS, ErrorCode, ProtocolError
 from server.auth import Authenticator, AuthError
 from server.caller import http_caller
 from server.chat import ChatService
-from server.cluster_state import Limiter
 from server.config import Config
 from server.connection_guard import ConnectionGuard
 from server.logs import RequestIds
@@ -185,7 +184,7 @@ Token = Annotated[str, Path(min_length=1, max_length=4096)]
 
 
 def create_app(*, auth: Authenticator, matches: MatchService, chat: ChatService,
-               metrics: Metrics, swipe_limiter: Limiter, max_body_bytes: int,
+               metrics: Metrics, max_body_bytes: int,
                ready: Callable[[], Awaitable[dict[str, bool]]],
                guard: ConnectionGuard | None = None) -> ASGIApp:
     app = FastAPI(title="Rendezvous HTTP API", version="1",
@@ -228,11 +227,6 @@ def create_app(*, auth: Authenticator, matches: MatchService, chat: ChatService,
 
     @app.post("/v1/swipes", summary="Like, pass or super-like a user")
     async def swipe(body: SwipeBody, user: User) -> dict[str, Any]:
-        wait = await swipe_limiter.take(user)
-        if wait:
-            metrics.rate_limited.labels("swipe").inc()
-            raise ProtocolError(ErrorCode.RATE_LIMITED, "too many swipes",
-                                retry_ms=int(wait * 1000) + 1)
         return {"match": await matches.swipe(user, body.target, body.action)}
 
     @app.get("/v1/matches", summary="The caller's open matches, newest first")

@@ -305,6 +305,5 @@ class ChatService:
             peer_read = 0
             if theirs and await self.receipts_shared(user, conv.peer):
                 peer_read = theirs.read_id
-        entry = {"m": conv.match_id, "peer": conv.peer, "last_id": conv.last_id,
-                 "unread": unread, "peer_read": peer_read}
-        return entry, page
+        return sf.sync_conversation(conv.match_id, conv.peer, conv.last_id, unread,
+                                    peer_read), page

@@ -62,11 +62,26 @@ def presence_event(user: str, on: bool, seen: int | None) -> Frame:
     return frame
 
 
+def presence_entry(user: str, on: bool, seen: int | None) -> Frame:
+    """One user of a `presence` reply's `users`."""
+    frame: Frame = {"u": user, "on": on}
+    if seen is not None:
+        frame["seen"] = seen
+    return frame
+
+
 def presence_reply(r: int, users: list[Frame]) -> Frame:
     return {"t": "presence", "r": r, "users": users}
 
 
-def history_reply(r: int, m: str, msgs: list[Frame], more: bool) -> Frame:
+def sync_conversation(m: str, peer: str, last_id: int, unread: int, peer_read: int) -> Frame:
+    """One match of a `sync` reply's `convs`."""
+    return {"m": m, "peer": peer, "last_id": last_id, "unread": unread, "peer_read": peer_read}
+
+
+def history_reply(r: int | None, m: str, msgs: list[Frame], more: bool) -> Frame:
+    """`r` is None only for a caller without request ids (the HTTP API reads `msgs` and
+    `more` from it); on the socket a `history` request always has one."""
     return {"t": "history", "r": r, "m": m, "msgs": msgs, "more": more}
 
 

@@ -1,8 +1,10 @@
-"""The chat service: what each client request does, independent of how it arrived.
+"""The chat service: what each chat request does, whichever door it came through.
 
-The gateway decodes and validates a frame, then calls one method here with the session. Every
-method checks membership first (only the two members of an open match may touch it), and a
-send is acknowledged only after the store has made it durable.
+The gateway decodes and validates a frame, then calls one method here with its `Caller`
+(server/caller.py) and the frame's fields; the HTTP API calls the same methods. Every
+method checks membership first (only the two members of an open match may touch it) and
+answers through `caller.reply`; a send is acknowledged only after the store has made it
+durable.
 """
 
 from __future__ import annotations
@@ -14,20 +16,17 @@ from collections.abc import Callable
 from protocol import server_frames as sf
 from protocol.codec import Frame
 from protocol.errors import ErrorCode, ProtocolError
-from protocol.frames import Delivered, History, PresenceQuery, Read, Send, Sync, Typing
+from protocol.frames import Media
 from protocol.ids import MAX_ID, IdGenerator, ms_of
 from protocol.limits import Limits
 from push.dispatcher import PushDispatcher
 from server.broker import Broker
 from server.caches import Caches
-from server.cluster_state import Limiter, SendClaims, SendGate, SequentialSendGate, StoreClaims
-from server.hub import Hub, Session
+from server.caller import Caller, unavailable
+from server.cluster_state import SendClaims, SendGate
 from server.metrics import Metrics
-from server.presence import Presence
 from storage import Conversation, MatchRecord, Message, Store, StoreUnavailable
 from storage.base import CursorKind
-
-RETRY_UNAVAILABLE_MS = 1000
 
 
 def message_entry(message: Message) -> Frame:
@@ -59,34 +58,26 @@ def decode_cursor(cursor: str | None, r: int) -> int:
                             r=r) from None
 
 
-def unavailable(r: int | None) -> ProtocolError:
-    return ProtocolError(ErrorCode.UNAVAILABLE, "storage is unavailable; nothing was stored",
-                         r=r, retry_ms=RETRY_UNAVAILABLE_MS)
-
-
 NEWEST_IDS_KEPT = 100_000  # matches whose newest message id a node remembers
 SYNC_MATCHES_AT_ONCE = 16  # matches one sync reads concurrently
 UNREAD_CAP = 999  # the most unread messages a sync counts per match
 
 
 class ChatService:
-    def __init__(self, *, store: Store, broker: Broker, presence: Presence, hub: Hub,
-                 caches: Caches, ids: IdGenerator, limits: Limits, metrics: Metrics,
-                 pushes: PushDispatcher, send_limiter: Limiter,
-                 claims: SendClaims | None = None, send_gate: SendGate | None = None,
+    def __init__(self, *, store: Store, broker: Broker, caches: Caches, ids: IdGenerator,
+                 limits: Limits, metrics: Metrics, pushes: PushDispatcher,
+                 claims: SendClaims, send_gate: SendGate, held_here: Callable[[str], bool],
                  clock: Callable[[], float] = time.time) -> None:
         self.store = store
         self.broker = broker
-        self.presence = presence
-        self.hub = hub
         self.caches = caches
-        self.ids = ids
+        self.ids = ids  # this node's: ids carry the (leased) node id
         self.limits = limits
         self.metrics = metrics
         self.pushes = pushes
-        self.send_limiter = send_limiter
-        self.claims = claims or StoreClaims()
-        self.send_gate = send_gate or SequentialSendGate(send_limiter, self.claims)
+        self.claims = claims
+        self.send_gate = send_gate  # the per-user send limit and the claim of `c`, together
+        self.held_here = held_here  # whether a user has a live session on this node
         self.clock = clock
         self._typing: dict[tuple[str, str], asyncio.TimerHandle] = {}
         # newest message id this node has stored or read per match: a receipt at or below it
@@ -110,50 +101,50 @@ class ChatService:
         return match
 
     # -- messages -------------------------------------------------------------------------
-    async def send(self, session: Session, f: Send) -> Frame | None:
+    async def send(self, caller: Caller, r: int, match_id: str, client_id: str,
+                   body: str | None, media: Media | None) -> None:
         """Store the message, ack it (as soon as it is durable), then fan it out."""
         started = time.perf_counter()
-        user = session.user
-        match = await self.open_match(user, f.m, f.r)
-        wait, claim = await self.send_gate.admit(user, f.m, f.c)
+        user = caller.user
+        match = await self.open_match(user, match_id, r)
+        wait, claim = await self.send_gate.admit(user, match_id, client_id)
         if wait:
             self.metrics.rate_limited_by["send"].inc()
             raise ProtocolError(ErrorCode.RATE_LIMITED, "too many messages",
-                                r=f.r, retry_ms=max(1, int(wait * 1000)))
+                                r=r, retry_ms=max(1, int(wait * 1000)))
         if claim.state == "done":
-            session.push(sf.ack(f.r, f.m, f.c, claim.id, claim.ts))
-            return None
+            caller.reply(sf.ack(r, match_id, client_id, claim.id, claim.ts))
+            return
         if claim.state == "pending":
             raise ProtocolError(ErrorCode.UNAVAILABLE, "this message is being stored; resend",
-                                r=f.r, retry_ms=250)
+                                r=r, retry_ms=250)
         now = self.now_ms()
-        message = Message(match_id=f.m, id=self.ids.next(now), sender=user, client_id=f.c,
-                          ts=now, body=f.body,
-                          media=f.media.to_wire() if f.media is not None else None)
+        message = Message(match_id=match_id, id=self.ids.next(now), sender=user,
+                          client_id=client_id, ts=now, body=body,
+                          media=media.to_wire() if media is not None else None)
         try:
             stored, created = await self.store.save_message(
                 message, claimed=claim.exclusive, members=match.users)
         except StoreUnavailable:
-            await self.claims.release(f.m, user, f.c)
-            raise unavailable(f.r) from None
-        session.push(sf.ack(f.r, f.m, f.c, stored.id, stored.ts))  # durable: ack at once
-        self._saw_message(f.m, stored.id)
+            await self.claims.release(match_id, user, client_id)
+            raise unavailable(r) from None
+        caller.reply(sf.ack(r, match_id, client_id, stored.id, stored.ts))  # durable: at once
+        self._saw_message(match_id, stored.id)
         self.metrics.send_to_ack.observe(time.perf_counter() - started)
-        self.claims.confirm(f.m, user, f.c, stored.id, stored.ts)  # queued before the publish
+        self.claims.confirm(match_id, user, client_id, stored.id, stored.ts)  # before publish
         if created:
             peer = match.peer_of(user)
-            if (f.m, user) in self._typing:
-                await self._stop_typing(f.m, user, peer)
+            if (match_id, user) in self._typing:
+                await self._stop_typing(match_id, user, peer)
             reach = await self.broker.publish((peer, user), sf.msg(
                 stored.match_id, stored.id, stored.sender, stored.ts, stored.client_id,
-                stored.body, stored.media), skip_session=session.id)
-            if self.hub.has_user(peer) or (reach and reach[0]):
+                stored.body, stored.media), skip_session=caller.session)
+            if self.held_here(peer) or (reach and reach[0]):
                 # a node holding a live session of the peer took it: no push work at all
                 # (if that session closed meanwhile, that node pushes: `undelivered`)
                 self.pushes.skip_online()
             else:
                 await self.pushes.message(peer, stored)
-        return None
 
     def undelivered(self, user: str, frame: Frame) -> None:
         """A `msg` for `user` from another node's publish, which counted this node as
@@ -167,32 +158,36 @@ class ChatService:
             return
         self.pushes.message_soon(user, message)
 
-    async def history(self, session: Session, f: History) -> Frame:
-        await self.open_match(session.user, f.m, f.r)
+    async def history(self, caller: Caller, r: int | None, match_id: str, before: int | None,
+                      limit: int) -> None:
+        """A page of the match's messages, newest first (`r` is None over HTTP)."""
+        await self.open_match(caller.user, match_id, r)
         try:
-            messages, more = await self.store.history(f.m, f.before, f.limit)
+            messages, more = await self.store.history(match_id, before, limit)
         except StoreUnavailable:
-            raise unavailable(f.r) from None
-        return sf.history_reply(f.r, f.m, [message_entry(m) for m in messages], more)
+            raise unavailable(r) from None
+        caller.reply(sf.history_reply(r, match_id, [message_entry(m) for m in messages], more))
 
     # -- typing ---------------------------------------------------------------------------
-    async def typing(self, session: Session, f: Typing) -> Frame | None:
+    async def typing(self, caller: Caller, r: int | None, match_id: str, on: bool) -> None:
         """Forward typing transitions to the peer; an `on` not refreshed in time expires."""
-        match = await self.open_match(session.user, f.m, f.r)
-        key = (f.m, session.user)
-        peer = match.peer_of(session.user)
+        user = caller.user
+        match = await self.open_match(user, match_id, r)
+        key = (match_id, user)
+        peer = match.peer_of(user)
         timer = self._typing.pop(key, None)
         if timer is not None:
             timer.cancel()
-        if f.on:
+        if on:
             loop = asyncio.get_running_loop()
             self._typing[key] = loop.call_later(self.limits.typing_ttl_s, self._typing_expired,
                                                 key, peer)
             if timer is None:
-                await self.broker.publish((peer,), sf.typing(f.m, session.user, True))
+                await self.broker.publish((peer,), sf.typing(match_id, user, True))
         elif timer is not None:
-            await self.broker.publish((peer,), sf.typing(f.m, session.user, False))
-        return sf.ok(f.r) if f.r is not None else None
+            await self.broker.publish((peer,), sf.typing(match_id, user, False))
+        if r is not None:
+            caller.reply(sf.ok(r))
 
     def _typing_expired(self, key: tuple[str, str], peer: str) -> None:
         if self._typing.pop(key, None) is not None:
@@ -212,31 +207,32 @@ class ChatService:
             self._typing.pop(key).cancel()
 
     # -- receipts -------------------------------------------------------------------------
-    async def receipt(self, session: Session, f: Read | Delivered) -> Frame | None:
-        """Advance the cursor; tell the peer (read receipts only if both allow them) and the
-        user's other devices."""
-        kind: CursorKind = "read" if isinstance(f, Read) else "delivered"
-        user = session.user
-        match = await self.open_match(user, f.m, f.r)
+    async def receipt(self, caller: Caller, r: int | None, kind: CursorKind, match_id: str,
+                      message_id: int) -> None:
+        """Advance the `read` or `delivered` cursor; tell the peer (read receipts only if
+        both allow them) and the user's other devices."""
+        user = caller.user
+        match = await self.open_match(user, match_id, r)
         try:
-            if f.id > self._newest.get(f.m, 0):
-                newest, _ = await self.store.history(f.m, None, 1)
-                if not newest or f.id > newest[0].id:
+            if message_id > self._newest.get(match_id, 0):
+                newest, _ = await self.store.history(match_id, None, 1)
+                if not newest or message_id > newest[0].id:
                     raise ProtocolError(ErrorCode.NOT_FOUND, "no message with this id in the "
-                                        "match", r=f.r)
-                self._saw_message(f.m, newest[0].id)
-            moved = await self.store.advance_cursor(f.m, user, kind, f.id)
+                                        "match", r=r)
+                self._saw_message(match_id, newest[0].id)
+            moved = await self.store.advance_cursor(match_id, user, kind, message_id)
             peer = match.peer_of(user)
             share = kind == "delivered" or await self.receipts_shared(user, peer)
         except StoreUnavailable:
-            raise unavailable(f.r) from None
+            raise unavailable(r) from None
         if moved:
-            event = sf.receipt(kind, f.m, user, f.id)
+            event = sf.receipt(kind, match_id, user, message_id)
             await self.broker.publish((peer, user) if share else (user,), event,
-                                      skip_session=session.id)
+                                      skip_session=caller.session)
             if kind == "delivered":
-                self.pushes.delivered(user, f.m)
-        return sf.ok(f.r) if f.r is not None else None
+                self.pushes.delivered(user, match_id)
+        if r is not None:
+            caller.reply(sf.ok(r))
 
     def _saw_message(self, match_id: str, message_id: int) -> None:
         if message_id > self._newest.get(match_id, 0):
@@ -251,15 +247,15 @@ class ChatService:
         return sa.read_receipts and sb.read_receipts
 
     # -- sync -----------------------------------------------------------------------------
-    async def sync(self, session: Session, f: Sync) -> Frame:
+    async def sync(self, caller: Caller, r: int, since: str | None) -> None:
         """Every message of the user's open matches after the cursor, oldest first, at most
         `sync_max_msgs` a call; `more` says to call again with the new cursor.
 
         The matches are read concurrently, at most `SYNC_MATCHES_AT_ONCE` at a time (each
         is two or three store reads); docs/storage.md has what a sync costs."""
-        after = decode_cursor(f.since, f.r)
+        after = decode_cursor(since, r)
         cap = self.limits.sync_max_msgs
-        user = session.user
+        user = caller.user
         try:
             convs = await self.store.conversations(user)
             since_ms = ms_of(after) if after else 0
@@ -268,13 +264,13 @@ class ChatService:
             done = await asyncio.gather(*(self._sync_match(user, c, after, cap, gate)
                                           for c in changed))
         except StoreUnavailable:
-            raise unavailable(f.r) from None
+            raise unavailable(r) from None
         merged = sorted((m for _, page in done for m in page), key=lambda m: m.id)
         more = len(merged) > cap
         msgs = merged[:cap]
         cursor = msgs[-1].id if more else max([after, *(c.last_id for c in convs)])
-        return sf.sync_reply(f.r, [entry for entry, _ in done],
-                             [message_entry(m) for m in msgs], encode_cursor(cursor), more)
+        caller.reply(sf.sync_reply(r, [entry for entry, _ in done],
+                                   [message_entry(m) for m in msgs], encode_cursor(cursor), more))
 
     async def _sync_match(self, user: str, conv: Conversation, after: int, cap: int,
                           gate: asyncio.Semaphore) -> tuple[Frame, list[Message]]:
@@ -307,36 +303,5 @@ class ChatService:
             peer_read = 0
             if theirs and await self.receipts_shared(user, conv.peer):
                 peer_read = theirs.read_id
-        entry = {"m": conv.match_id, "peer": conv.peer, "last_id": conv.last_id,
-                 "unread": unread, "peer_read": peer_read}
-        return entry, page
-
-    # -- presence -------------------------------------------------------------------------
-    async def presence_query(self, session: Session, f: PresenceQuery) -> Frame:
-        """Online state of the caller's matches, leaving out those who hide it."""
-        try:
-            peers = [c.peer for c in await self.store.conversations(session.user)]
-            visible = [p for p in peers if (await self.caches.settings.get(p)).show_online]
-        except StoreUnavailable:
-            raise unavailable(f.r) from None
-        statuses = await self.presence.status(visible)
-        users = []
-        for peer in visible:
-            status = statuses[peer]
-            entry: Frame = {"u": peer, "on": status.online}
-            if not status.online and status.seen is not None:
-                entry["seen"] = status.seen
-            users.append(entry)
-        return sf.presence_reply(f.r, users)
-
-    async def announce_presence(self, user: str, online: bool, seen: int | None) -> None:
-        """Tell the user's matches that they came online or went offline, unless hidden."""
-        try:
-            if not (await self.caches.settings.get(user)).show_online:
-                return
-            peers = [c.peer for c in await self.store.conversations(user)]
-        except StoreUnavailable:
-            return  # presence is best effort; a `presence` query answers later
-        if peers:
-            await self.broker.publish(peers, sf.presence_event(user, online,
-                                                               None if online else seen))
+        return sf.sync_conversation(conv.match_id, conv.peer, conv.last_id, unread,
+                                    peer_read), page

@@ -163,7 +163,7 @@ def tune_interpreter() -> None:
 
 async def migrate(config: Config) -> None:
     """Open the store once: starting it creates or upgrades the schema, then report."""
-    from server.node import build_store
+    from server.compose import build_store
 
     store = build_store(config)
     where = (f"Cassandra {','.join(config.cassandra_contact_points)} keyspace "

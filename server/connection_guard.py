@@ -1,5 +1,6 @@
 """What the gateway and the HTTP API ask when a client connects, fails to authenticate or
-leaves: the per-user connection cap, the failed-auth throttle and presence damping.
+leaves: the per-user connection cap and the failed-auth throttle (presence, damped, is
+server/presence_service.py's).
 
 Everything here runs at connect, auth-failure or disconnect time, never per frame
 (docs/operations.md, "Connection limits"). The cluster-wide parts travel as small control
@@ -10,21 +11,18 @@ node saw pass the limit.
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any, Protocol
 
 from protocol.errors import CloseCode
-from server.guards import AuthThrottle, ConnectionCap, FlapMarks
+from server.guards import AuthThrottle, ConnectionCap
 from server.metrics import Metrics
-from server.presence import Presence
 
 log = logging.getLogger("rendezvous.guard")
 
 EVICT = "evict"  # control kinds (see `on_control`)
 AUTH_BLOCK = "auth_block"
-Announce = Callable[[str, bool, "int | None"], Awaitable[None]]
 GetHeader = Callable[[str], "str | None"]
 
 
@@ -41,90 +39,16 @@ class Publisher(Protocol):
     async def publish_control(self, message: dict[str, Any]) -> None: ...
 
 
-class PresenceDamper:
-    """A user who reconnects within `grace_s` never goes offline and online again for their
-    matches: the offline announcement waits `grace_s`, and a flap mark (`FlapMarks`)
-    decides which of the reconnect and the delayed announcement speaks, so with several
-    nodes too neither or exactly one of the pair is announced."""
-
-    def __init__(self, *, marks: FlapMarks, presence: Presence, announce: Announce,
-                 grace_s: float) -> None:
-        self.marks = marks
-        self.presence = presence
-        self.announce = announce
-        self.grace_s = grace_s
-        # key -> (timer, user, seen) of each offline announcement still waiting
-        self._timers: dict[int, tuple[asyncio.TimerHandle, str, int | None]] = {}
-        self._keys = itertools.count()
-        self._tasks: set[asyncio.Task[None]] = set()
-
-    async def online(self, user: str) -> None:
-        """`user` has their first live session again (presence said so)."""
-        if self.grace_s > 0 and await self.marks.take(user):
-            return  # back within the grace: the offline was never announced
-        await self.announce(user, True, None)
-
-    async def offline(self, user: str, seen: int | None) -> None:
-        """`user` closed their last live session; tell their matches after the grace."""
-        if self.grace_s <= 0:
-            await self.announce(user, False, seen)
-            return
-        # The mark outlives the timer: it is the timer's to take, or a reconnect's.
-        await self.marks.mark(user, self.grace_s * 2 + 1)
-        key = next(self._keys)
-        handle = asyncio.get_running_loop().call_later(self.grace_s, self._due, key)
-        self._timers[key] = (handle, user, seen)
-
-    def _due(self, key: int) -> None:
-        entry = self._timers.pop(key, None)
-        if entry is not None:
-            self._spawn(self._settle(entry[1], entry[2]))
-
-    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.get_running_loop().create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _settle(self, user: str, seen: int | None) -> None:
-        try:
-            if not await self.marks.take(user):
-                return  # a reconnect took the mark: no flap
-            status = (await self.presence.status([user])).get(user)
-            if status is not None and status.online:
-                return  # back on another node before our mark was written
-            await self.announce(user, False, seen)
-        except Exception:
-            log.exception("a delayed offline announcement failed")
-
-    def pending(self) -> int:
-        return len(self._timers) + len(self._tasks)
-
-    async def close(self) -> None:
-        """Announce what is still pending, waiting at most the grace (a drain's clients
-        reconnect elsewhere meanwhile, and are then not announced at all)."""
-        loop = asyncio.get_running_loop()
-        last = max((h.when() for h, _, _ in self._timers.values()), default=0.0)
-        if last > loop.time():
-            await asyncio.sleep(min(self.grace_s, last - loop.time()))
-        timers, self._timers = self._timers, {}
-        for handle, user, seen in timers.values():
-            handle.cancel()
-            self._spawn(self._settle(user, seen))
-        while self._tasks:
-            await asyncio.gather(*list(self._tasks), return_exceptions=True)
-
-
 class ConnectionGuard:
-    """The connection cap and the auth throttle of one node, and its presence damper."""
+    """The connection cap and the auth throttle of one node."""
 
     def __init__(self, *, node: str, cap: ConnectionCap, max_per_user: int,
-                 throttle: AuthThrottle, damper: PresenceDamper, broker: Publisher,
+                 throttle: AuthThrottle, broker: Publisher,
                  metrics: Metrics, ip_header: str | None = None) -> None:
         self.node = node
         self.cap = cap
         self.max_per_user = max_per_user
         self.throttle = throttle
-        self.damper = damper
         self.broker = broker
         self.metrics = metrics
         self.ip_header = ip_header
@@ -200,13 +124,6 @@ class ConnectionGuard:
             if isinstance(ms, int) and 0 < ms <= 86_400_000:
                 self.throttle.block(message["ip"], ms / 1000)
 
-    # -- presence -----------------------------------------------------------------------------
-    async def online(self, user: str) -> None:
-        await self.damper.online(user)
-
-    async def offline(self, user: str, seen: int | None) -> None:
-        await self.damper.offline(user, seen)
-
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
@@ -218,6 +135,5 @@ class ConnectionGuard:
             log.warning("a guard control message was not sent: %r", task.exception())
 
     async def close(self) -> None:
-        await self.damper.close()
         if self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)

@@ -2,8 +2,9 @@
 
 It negotiates the subprotocol, authenticates (header or first frame), registers the session
 with the hub, broker and presence, then reads frames, validates them and runs each request
-as a task so that a slow store call does not stall the socket. Replies and events all go
-through the session's bounded queue.
+as a task so that a slow store call does not stall the socket. Each request goes to one
+service method (the handler table below) with the session's `Caller`; replies and events
+all go through the session: straight to the socket, or its bounded queue.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from http import HTTPStatus
-from typing import Any
+from typing import Any, TypeVar, cast
 
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
@@ -42,6 +43,7 @@ from protocol.frames import (
 )
 from server.auth import Authenticator, AuthError, Claims
 from server.broker import Broker
+from server.caller import Caller, Reply
 from server.chat import ChatService
 from server.config import Config
 from server.connection_guard import ConnectionGuard
@@ -49,7 +51,7 @@ from server.connection_io import Requests, write_now
 from server.hub import Hub, Session
 from server.logs import new_connection_id
 from server.metrics import Metrics
-from server.presence import Presence
+from server.presence_service import PresenceService
 from server.ratelimit import TokenBucket
 
 log = logging.getLogger("rendezvous.gateway")
@@ -86,6 +88,34 @@ def bearer(headers: Headers) -> str | None:
     return None
 
 
+# The frames that become a service call, each run as a task of its own.
+RequestFrame = Send | Typing | Read | Delivered | History | Sync | PresenceQuery
+RequestT = TypeVar("RequestT", Send, Typing, Read, Delivered, History, Sync, PresenceQuery)
+Handler = Callable[[Caller, RequestFrame], Awaitable[None]]
+
+
+def handler(kind: type[RequestT], call: Callable[[Caller, RequestT], Awaitable[None]]
+            ) -> tuple[type[RequestFrame], Handler]:
+    """One entry of the handler table. mypy checks here that `call` takes a `kind`; the
+    table looks handlers up by `type(frame)`, so each is only ever given its own kind."""
+    return kind, cast(Handler, call)
+
+
+def handler_table(chat: ChatService,
+                  presence: PresenceService) -> dict[type[RequestFrame], Handler]:
+    """Frame type -> the service call it makes: the frame's fields as plain arguments, the
+    coroutine of the service method itself (no coroutine of our own in between)."""
+    return dict([
+        handler(Send, lambda c, f: chat.send(c, f.r, f.m, f.c, f.body, f.media)),
+        handler(Typing, lambda c, f: chat.typing(c, f.r, f.m, f.on)),
+        handler(Read, lambda c, f: chat.receipt(c, f.r, "read", f.m, f.id)),
+        handler(Delivered, lambda c, f: chat.receipt(c, f.r, "delivered", f.m, f.id)),
+        handler(History, lambda c, f: chat.history(c, f.r, f.m, f.before, f.limit)),
+        handler(Sync, lambda c, f: chat.sync(c, f.r, f.since)),
+        handler(PresenceQuery, lambda c, f: presence.query(c, f.r)),
+    ])
+
+
 # Connections the kernel queues before the loop accepts them. asyncio listens again with its
 # default of 100 when it starts serving a socket; a reconnect storm overflowed that and turned
 # connects into 1 s and 3 s SYN retries (capped by net.core.somaxconn).
@@ -94,10 +124,10 @@ LISTEN_BACKLOG = 2048
 
 class Gateway:
     def __init__(self, *, config: Config, auth: Authenticator, hub: Hub, broker: Broker,
-                 presence: Presence, chat: ChatService, metrics: Metrics,
+                 presence: PresenceService, chat: ChatService, metrics: Metrics,
                  guard: ConnectionGuard) -> None:
         self.config = config
-        self.guard = guard  # connection cap, failed-auth throttle, presence damping
+        self.guard = guard  # connection cap, failed-auth throttle
         self.limits = config.limits
         self.auth = auth
         self.hub = hub
@@ -106,11 +136,7 @@ class Gateway:
         self.chat = chat
         self.metrics = metrics
         self.server: Server | None = None
-        self._handlers: dict[type[Any], Callable[[Session, Any], Awaitable[Any]]] = {
-            Send: chat.send, History: chat.history, Sync: chat.sync,
-            PresenceQuery: chat.presence_query, Typing: chat.typing,
-            Read: chat.receipt, Delivered: chat.receipt,
-        }
+        self._handlers = handler_table(chat, presence)
 
     async def start(self, sock: Any) -> None:
         """Serve on a bound, listening socket (the node creates it, with SO_REUSEPORT for
@@ -202,9 +228,9 @@ class Gateway:
             session.start(sf.welcome(session.user, session.id, self.config.node,
                                      self.config.heartbeat_s, session.exp,
                                      self.limits.for_client()))
-            if await self.presence.connect(session.user, session.id):
-                await self.guard.online(session.user)
-            await self._read_loop(ws, session, expiry)
+            await self.presence.opened(session.user, session.id)
+            await self._read_loop(ws, session, Caller(session.user, session.id, session.push),
+                                  expiry)
         finally:
             expiry[0].cancel()
             self.metrics.connections.dec()
@@ -216,9 +242,7 @@ class Gateway:
         self.guard.closed(session)
         if self.hub.remove(session):
             await self.broker.unsubscribe(session.user)
-        seen = await self.presence.disconnect(session.user, session.id)
-        if seen is not None:
-            await self.guard.offline(session.user, seen)
+        await self.presence.closed(session.user, session.id)
 
     async def _authenticate(self, ws: ServerConnection, codec: Codec) -> Claims | None:
         """Claims from the header or the first frame (within the auth timeout), or None after
@@ -277,7 +301,7 @@ class Gateway:
         return [loop.call_later(delay, session.close_when_answered, CloseCode.TOKEN_EXPIRED,
                                 "token expired")]
 
-    async def _read_loop(self, ws: ServerConnection, session: Session,
+    async def _read_loop(self, ws: ServerConnection, session: Session, caller: Caller,
                          expiry: list[asyncio.TimerHandle]) -> None:
         requests = Requests(self.config.inflight_per_connection)
         clock = time.monotonic
@@ -311,18 +335,18 @@ class Gateway:
                     wait = refreshes.take(clock())
                     if wait:
                         self.metrics.rate_limited_by["refresh"].inc()
-                        self._reply_error(session, ProtocolError(
+                        self._reply_error(session.push, ProtocolError(
                             ErrorCode.RATE_LIMITED, "too many refreshes", r=frame.r,
                             retry_ms=max(1, int(wait * 1000))))
                     else:
                         self._refresh(session, frame, expiry)
                 elif isinstance(frame, Auth):
-                    self._reply_error(session, ProtocolError(
+                    self._reply_error(session.push, ProtocolError(
                         ErrorCode.BAD_REQUEST, "already authenticated", r=frame.r))
                 else:
                     if requests.full():
                         await requests.wait_for_slot()
-                    requests.start(self._run(session, frame, requests))
+                    requests.start(self._run(caller, frame, requests))
         except ConnectionClosed:
             pass
         finally:
@@ -337,12 +361,12 @@ class Gateway:
             frame = parse_client_frame(raw, self.limits)
         except ProtocolError as exc:
             self.metrics.frames_in_by["invalid"].inc()
-            self._reply_error(session, exc)
+            self._reply_error(session.push, exc)
             return None
         except Exception:  # a validation bug: answer it, and keep the connection
             log.exception("frame validation failed")
             self.metrics.frames_in_by["invalid"].inc()
-            self._reply_error(session, ProtocolError(
+            self._reply_error(session.push, ProtocolError(
                 ErrorCode.INTERNAL, "internal error",
                 r=request_id(raw) if isinstance(raw, dict) else None))
             return None
@@ -363,24 +387,23 @@ class Gateway:
         r = request_id(raw) if isinstance(raw, dict) else None
         closing = strikes >= MAX_STRIKES
         if r is not None or closing or not (isinstance(raw, dict) and raw.get("t") == "typing"):
-            self._reply_error(session, ProtocolError(
+            self._reply_error(session.push, ProtocolError(
                 ErrorCode.RATE_LIMITED, "too many frames", r=r,
                 retry_ms=max(1, int(wait * 1000))))
         return closing
 
-    async def _run(self, session: Session, frame: ClientFrame, requests: Requests) -> None:
+    async def _run(self, caller: Caller, frame: RequestFrame, requests: Requests) -> None:
+        """One request: its service answers through `caller.reply`, or raises."""
         try:
-            reply = await self._handlers[type(frame)](session, frame)
-            if reply is not None:
-                session.push(reply)
+            await self._handlers[type(frame)](caller, frame)
         except ProtocolError as exc:
             if exc.r is None:  # the answer must carry the request's r to be one
-                exc.r = getattr(frame, "r", None)
-            self._reply_error(session, exc)
+                exc.r = frame.r
+            self._reply_error(caller.reply, exc)
         except Exception:
             log.exception("request failed", extra={"type": type(frame).__name__})
-            self._reply_error(session, ProtocolError(
-                ErrorCode.INTERNAL, "internal error", r=getattr(frame, "r", None)))
+            self._reply_error(caller.reply, ProtocolError(
+                ErrorCode.INTERNAL, "internal error", r=frame.r))
         finally:
             requests.finished(asyncio.current_task())
 
@@ -390,11 +413,11 @@ class Gateway:
             claims = self.auth.verify(frame.token, now=time.time())
         except AuthError as exc:
             self.metrics.auth_failures.labels(exc.reason).inc()
-            self._reply_error(session, ProtocolError(ErrorCode.UNAUTHORIZED, exc.msg,
+            self._reply_error(session.push, ProtocolError(ErrorCode.UNAUTHORIZED, exc.msg,
                                                      r=frame.r))
             return
         if claims.user != session.user:
-            self._reply_error(session, ProtocolError(
+            self._reply_error(session.push, ProtocolError(
                 ErrorCode.UNAUTHORIZED, "the new token is for another user", r=frame.r))
             return
         session.exp = claims.exp
@@ -402,6 +425,6 @@ class Gateway:
         expiry[0] = self._expire_at(session)[0]
         session.push(sf.ok(frame.r, exp=claims.exp))
 
-    def _reply_error(self, session: Session, exc: ProtocolError) -> None:
+    def _reply_error(self, reply: Reply, exc: ProtocolError) -> None:
         self.metrics.errors_by[str(exc.code)].inc()
-        session.push(sf.error_from(exc))
+        reply(sf.error_from(exc))

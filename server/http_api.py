@@ -1,17 +1,20 @@
 """The HTTP API of docs/protocol.md ("HTTP API"), served by FastAPI in the node's event loop.
 
-Routes are thin: parse, authenticate, call the match or chat service, shape the JSON. Every
+Routes are thin: parse, authenticate, call the match or chat service (the same methods the
+WebSocket gateway calls, so every rule is in the service), shape the JSON. Every
 error leaves as `{"error": {"code", "msg"}}` with the status of its code. Message ids are
 strings in JSON, as on the JSON WebSocket subprotocol.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Annotated, Any, Literal
 
+import uvicorn
 from fastapi import Depends, FastAPI, Path, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -22,13 +25,14 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from protocol.codec import ids_as_strings
 from protocol.errors import HTTP_STATUS, ErrorCode, ProtocolError
 from server.auth import Authenticator, AuthError
-from server.chat import message_entry
-from server.cluster_state import Limiter
+from server.caller import http_caller
+from server.chat import ChatService
+from server.config import Config
 from server.connection_guard import ConnectionGuard
 from server.logs import RequestIds
 from server.matching import MatchService
 from server.metrics import Metrics
-from storage import Store, StoreUnavailable
+from storage import StoreUnavailable
 
 log = logging.getLogger("rendezvous.http")
 UserId = Annotated[str, Field(min_length=1, max_length=64)]
@@ -179,8 +183,8 @@ MatchId = Annotated[str, Path(min_length=1, max_length=64)]
 Token = Annotated[str, Path(min_length=1, max_length=4096)]
 
 
-def create_app(*, auth: Authenticator, matches: MatchService, store: Store, metrics: Metrics,
-               swipe_limiter: Limiter, max_body_bytes: int,
+def create_app(*, auth: Authenticator, matches: MatchService, chat: ChatService,
+               metrics: Metrics, max_body_bytes: int,
                ready: Callable[[], Awaitable[dict[str, bool]]],
                guard: ConnectionGuard | None = None) -> ASGIApp:
     app = FastAPI(title="Rendezvous HTTP API", version="1",
@@ -223,11 +227,6 @@ def create_app(*, auth: Authenticator, matches: MatchService, store: Store, metr
 
     @app.post("/v1/swipes", summary="Like, pass or super-like a user")
     async def swipe(body: SwipeBody, user: User) -> dict[str, Any]:
-        wait = await swipe_limiter.take(user)
-        if wait:
-            metrics.rate_limited.labels("swipe").inc()
-            raise ProtocolError(ErrorCode.RATE_LIMITED, "too many swipes",
-                                retry_ms=int(wait * 1000) + 1)
         return {"match": await matches.swipe(user, body.target, body.action)}
 
     @app.get("/v1/matches", summary="The caller's open matches, newest first")
@@ -245,9 +244,10 @@ def create_app(*, auth: Authenticator, matches: MatchService, store: Store, metr
     async def history(match_id: MatchId, user: User,
                       before: Annotated[str | None, Query(pattern=r"^\d{1,19}$")] = None,
                       limit: Annotated[int, Query(ge=1, le=100)] = 50) -> Any:
-        await matches.chat.open_match(user, match_id, None)
-        msgs, more = await store.history(match_id, int(before) if before else None, limit)
-        return ids_as_strings({"msgs": [message_entry(m) for m in msgs], "more": more})
+        caller, answer = http_caller(user)
+        await chat.history(caller, None, match_id, int(before) if before else None, limit)
+        page = answer.get()
+        return ids_as_strings({"msgs": page["msgs"], "more": page["more"]})
 
     @app.post("/v1/blocks", status_code=204, summary="Block a user (also unmatches)")
     async def block(body: BlockBody, user: User) -> Response:
@@ -288,3 +288,18 @@ def create_app(*, auth: Authenticator, matches: MatchService, store: Store, metr
         return Response(metrics.render(), media_type="text/plain; version=0.0.4")
 
     return RequestIds(BodyLimit(RequestCounter(app, metrics), max_body_bytes))
+
+
+class EmbeddedUvicorn(uvicorn.Server):
+    """uvicorn inside our loop: the node, not uvicorn, owns the signal handlers."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+def http_server(app: ASGIApp, config: Config) -> EmbeddedUvicorn:
+    """The HTTP API's server on the node's loop (`Node.start` hands it the socket)."""
+    return EmbeddedUvicorn(uvicorn.Config(
+        app, host=config.host, port=config.http_port, log_config=None, access_log=False,
+        lifespan="off", server_header=False, timeout_graceful_shutdown=5))

@@ -1,5 +1,6 @@
 """Swipes, matches, unmatch, blocks, devices and settings: the HTTP side of the product.
 
+Every rule of these is here, whoever calls (the HTTP API today): the swipe rate limit too.
 A mutual like creates exactly one match: both likes are stored before either side looks for
 the other's, so at least one of two racing swipes sees the other, and the match is an
 insert-if-absent on a key derived from the pair, so only one creation wins.
@@ -16,8 +17,9 @@ from protocol.errors import ErrorCode, ProtocolError
 from push.dispatcher import PushDispatcher
 from server.broker import Broker
 from server.caches import Caches
-from server.chat import ChatService
+from server.cluster_state import Limiter
 from server.metrics import Metrics
+from server.presence_service import PresenceService
 from storage import Device, MatchRecord, Settings, Store, match_id_for
 from storage.base import Platform, SwipeAction
 
@@ -39,13 +41,16 @@ def match_summary(match: MatchRecord, user: str) -> dict[str, Any]:
 
 
 class MatchService:
-    def __init__(self, *, store: Store, broker: Broker, caches: Caches, chat: ChatService,
-                 pushes: PushDispatcher, metrics: Metrics,
+    def __init__(self, *, store: Store, broker: Broker, caches: Caches,
+                 presence: PresenceService, pushes: PushDispatcher, metrics: Metrics,
+                 swipe_limiter: Limiter, forget_typing: Callable[[str], None],
                  clock: Callable[[], float] = time.time) -> None:
         self.store = store
         self.broker = broker
         self.caches = caches
-        self.chat = chat
+        self.presence = presence
+        self.swipe_limiter = swipe_limiter  # per user, across the cluster where it is Redis
+        self.forget_typing = forget_typing  # drops a closed match's typing state (chat's)
         self.pushes = pushes
         self.metrics = metrics
         self.clock = clock
@@ -55,6 +60,11 @@ class MatchService:
 
     async def swipe(self, user: str, target: str, action: SwipeAction) -> dict[str, Any] | None:
         """Record a swipe; the match (as seen by `user`) if it made or found a mutual like."""
+        wait = await self.swipe_limiter.take(user)
+        if wait:
+            self.metrics.rate_limited_by["swipe"].inc()
+            raise ProtocolError(ErrorCode.RATE_LIMITED, "too many swipes",
+                                retry_ms=int(wait * 1000) + 1)
         if target == user:
             raise ProtocolError(ErrorCode.BAD_REQUEST, "you cannot swipe on yourself")
         await self.store.record_swipe(user, target, action, self.now_ms())
@@ -136,7 +146,7 @@ class MatchService:
         closed = await self.store.close_match(match.id, by_user, self.now_ms())
         self.caches.matches.put(match.id, closed)
         await self.broker.publish_control(match_changed(match.id))
-        self.chat.forget_typing(match.id)
+        self.forget_typing(match.id)
         await self.broker.publish(match.users, sf.unmatch(match.id))
 
     async def put_device(self, user: str, token: str, platform: Platform, app: str | None,
@@ -157,9 +167,5 @@ class MatchService:
         self.caches.settings.put(user, after)
         await self.broker.publish_control(settings_changed(user))
         if before.show_online != after.show_online:
-            status = (await self.chat.presence.status([user]))[user]
-            if status.online:
-                peers = [c.peer for c in await self.store.conversations(user)]
-                event = sf.presence_event(user, after.show_online, None)
-                await self.broker.publish(peers, event)
+            await self.presence.visibility_changed(user, after.show_online)
         return after

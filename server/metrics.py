@@ -10,8 +10,8 @@ import functools
 import importlib.metadata
 import inspect
 import time
-from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar, cast
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, ParamSpec, TypeVar
 
 from prometheus_client import (
     CollectorRegistry,
@@ -26,6 +26,7 @@ from server.loop_metrics import HistogramChild, LoopCounter, LoopHistogram
 from storage import Store
 
 T = TypeVar("T")
+P = ParamSpec("P")
 
 
 class Children(dict[str, Any]):
@@ -164,10 +165,12 @@ STORE_OPS = tuple(name for name, member in vars(Store).items()
                   if inspect.iscoroutinefunction(member))
 
 
-def _timed(call: Callable[..., Awaitable[T]], latency: HistogramChild,
-           errors: Counter) -> Callable[..., Awaitable[T]]:
+def _timed(call: Callable[P, Awaitable[T]], latency: HistogramChild,
+           errors: Counter) -> Callable[P, Coroutine[Any, Any, T]]:
+    """`call`, timed into `latency` and counted into `errors` when it raises; the same
+    signature, so the wrapper type-checks as the method it stands for."""
     @functools.wraps(call)
-    async def timed(*args: Any, **kwargs: Any) -> T:
+    async def timed(*args: P.args, **kwargs: P.kwargs) -> T:
         started = time.perf_counter()
         try:
             return await call(*args, **kwargs)
@@ -182,21 +185,46 @@ def _timed(call: Callable[..., Awaitable[T]], latency: HistogramChild,
 class TimedStore:
     """A `Store` whose every call is timed in `rendezvous_store_op_seconds{op}` and, when it
     raises, counted in `rendezvous_store_errors_total{op}`: one wrapper instead of timing
-    code at every call site, so no store call can be missed. Other attributes pass through
-    to the wrapped store."""
+    code at every call site, so no store call can be missed. Each operation is one
+    attribute below, with the wrapped method's signature (tests check that every one of
+    `STORE_OPS` is here); other attributes pass through to the wrapped store."""
 
     def __init__(self, store: Store, metrics: Metrics) -> None:
         self.inner = store
-        for op in STORE_OPS:
-            setattr(self, op, _timed(getattr(store, op), metrics.store_ops.labels(op),
-                                     metrics.store_errors.labels(op)))
 
-    def __getattr__(self, name: str) -> Any:  # only for what __init__ did not set
+        def timed(op: str, call: Callable[P, Awaitable[T]]) -> Callable[P, Coroutine[Any, Any, T]]:
+            return _timed(call, metrics.store_ops.labels(op), metrics.store_errors.labels(op))
+
+        self.start = timed("start", store.start)
+        self.close = timed("close", store.close)
+        self.ping = timed("ping", store.ping)
+        self.save_message = timed("save_message", store.save_message)
+        self.history = timed("history", store.history)
+        self.messages_after = timed("messages_after", store.messages_after)
+        self.count_unread = timed("count_unread", store.count_unread)
+        self.conversations = timed("conversations", store.conversations)
+        self.cursors = timed("cursors", store.cursors)
+        self.advance_cursor = timed("advance_cursor", store.advance_cursor)
+        self.record_swipe = timed("record_swipe", store.record_swipe)
+        self.get_swipe = timed("get_swipe", store.get_swipe)
+        self.create_match = timed("create_match", store.create_match)
+        self.get_match = timed("get_match", store.get_match)
+        self.matches_for_user = timed("matches_for_user", store.matches_for_user)
+        self.close_match = timed("close_match", store.close_match)
+        self.add_block = timed("add_block", store.add_block)
+        self.is_blocked = timed("is_blocked", store.is_blocked)
+        self.put_device = timed("put_device", store.put_device)
+        self.delete_device = timed("delete_device", store.delete_device)
+        self.devices = timed("devices", store.devices)
+        self.get_settings = timed("get_settings", store.get_settings)
+        self.put_settings = timed("put_settings", store.put_settings)
+
+    def __getattr__(self, name: str) -> Any:  # only what is not a store operation
         return getattr(self.inner, name)
 
 
 def timed_store(store: Store, metrics: Metrics) -> Store:
     """`store` with every call timed and its errors counted (see `TimedStore`)."""
     if isinstance(store, TimedStore):
-        return cast(Store, store)
-    return cast(Store, TimedStore(store, metrics))
+        return store
+    return TimedStore(store, metrics)

@@ -23,7 +23,7 @@ async def test_the_cap_counts_sockets_on_every_node(two_nodes: TwoNodes) -> None
         assert "max_connections_per_user (4)" in (old.close_reason or "")
     assert not on_a[2].closed and not any(c.closed for c in on_b)
     await wait_until(lambda: len(a.node.hub) + len(b.node.hub) == 4)
-    assert a.node.guard.evicted == 2 and b.node.guard.evicted == 0
+    assert a.node.services.guard.evicted == 2 and b.node.services.guard.evicted == 0
 
 
 async def test_failed_auths_count_for_the_whole_cluster(two_nodes: TwoNodes) -> None:
@@ -33,7 +33,7 @@ async def test_failed_auths_count_for_the_whole_cluster(two_nodes: TwoNodes) -> 
     assert [(await bad_http.raw("GET", "/v1/matches")).status_code
             for _ in range(2)] == [401, 401]
     # the fourth failure (on B) blocked the IP: B tells A, which refuses it too
-    await wait_until(lambda: a.node.guard.throttle.blocked("127.0.0.1") > 0)
+    await wait_until(lambda: a.node.services.guard.throttle.blocked("127.0.0.1") > 0)
     assert await bad_upgrade(a.ws_url) == 429
     assert (await a.http("ann").raw("GET", "/v1/matches")).status_code == 429
     assert await bad_upgrade(b.ws_url, b.token("ann")) == 429

@@ -14,7 +14,7 @@ from tests.redis_servers import RedisServer
 
 
 def pushed(node: Node, user: str) -> list[dict[str, Any]]:
-    pusher = node.pushes.pushers["apns"]
+    pusher = node.services.pushes.pushers["apns"]
     assert isinstance(pusher, RecorderPusher)
     return [r for r in pusher.sent if r["user"] == user and r["kind"] == "message"]
 
@@ -62,10 +62,10 @@ async def test_a_node_that_took_a_msg_with_no_session_left_pushes_it(
     # as B's broker would hand it over: bob's last session here closed as it arrived
     frame = {"t": "msg", "m": match_id, "id": 7 << 22, "from": "ann",
              "ts": 1_700_000_000_000, "c": "c-1", "body": "hello"}
-    b.node.chat.undelivered("bob", frame)
+    b.node.services.chat.undelivered("bob", frame)
     # a durable job: the worker of either node may send it
     [record] = await wait_until(lambda: pushed(a.node, "bob") + pushed(b.node, "bob"),
                                 timeout=5)
     assert record["m"] == match_id
-    b.node.chat.undelivered("bob", {"t": "msg", "m": match_id})  # malformed: ignored
+    b.node.services.chat.undelivered("bob", {"t": "msg", "m": match_id})  # malformed: ignored
     assert await stays(lambda: len(pushed(a.node, "bob") + pushed(b.node, "bob")) == 1)

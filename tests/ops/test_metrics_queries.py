@@ -21,8 +21,9 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from client import ConnectionRejected, ServerError
-from server.metrics import STORE_OPS
+from server.metrics import STORE_OPS, Metrics, TimedStore
 from server.node import Node
+from storage.sqlite import SqliteStore
 from tests.conftest import Harness, NodeFactory
 from tests.helpers import wait_until
 from tests.redis_servers import RedisServer
@@ -184,9 +185,14 @@ async def test_metrics_move_under_load(loaded: Any) -> None:
         assert total(during, "rendezvous_broker_subscription_healthy") == 1
 
 
-def test_every_store_operation_is_timed() -> None:
+def test_every_store_operation_is_timed(tmp_path: Path) -> None:
     # the wrapper times what the Store protocol declares: a new operation is timed too
     assert {"save_message", "history", "get_match", "put_device", "ping"} <= set(STORE_OPS)
+    inner = SqliteStore(tmp_path / "unopened.db")
+    timed = vars(TimedStore(inner, Metrics()))
+    for op in STORE_OPS:  # each one a wrapper of the operation of the same name
+        assert op in timed, op
+        assert timed[op].__wrapped__ == getattr(inner, op), op
 
 
 async def test_dashboard_and_alerts_use_only_exported_names(node: Node) -> None:

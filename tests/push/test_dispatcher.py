@@ -34,7 +34,7 @@ MakeNode = Callable[..., Awaitable[Harness]]
 
 
 def recorder(rdv: Harness) -> RecorderPusher:
-    pusher = rdv.node.pushes.pushers["apns"]
+    pusher = rdv.node.services.pushes.pushers["apns"]
     assert isinstance(pusher, RecorderPusher)
     return pusher
 
@@ -53,7 +53,7 @@ async def register_both(http: Apis, rdv: Harness, user: str) -> None:
 async def offline(rdv: Harness, user: str) -> None:
     """Wait until the node no longer counts `user` online (a socket close is async)."""
     async def gone() -> bool:
-        return not (await rdv.node.presence.status([user]))[user].online
+        return not (await rdv.node.backends.presence.status([user]))[user].online
     await wait_until(gone)
 
 
@@ -439,7 +439,7 @@ async def test_without_retry_after_the_delay_backs_off(make_node: MakeNode, http
     fake = FakePusher(lambda d, a: PushResult(Outcome.RETRY, "transport"))
     rdv = await make_node({"apns": fake, "fcm": fake}, push_retry_base_s=0.1,
                           push_max_attempts=3)
-    rdv.node.pushes._rng = lambda: 0.999  # the top of the jitter range: the plain doubling
+    rdv.node.services.pushes._rng = lambda: 0.999  # the top of the jitter range: the plain doubling
     match_id = await http.pair(rdv, "ann", "bob")
     await http(rdv, "bob").put_device("tok", "apns")
     ann = await rdv.connect("ann")
@@ -467,7 +467,7 @@ async def test_the_backoff_has_full_jitter(make_node: MakeNode, http: Apis) -> N
             (fake.times(f"tok-{user}") for user in users)]
     assert all(0 <= gap < 0.2 + 0.15 for gap in gaps), gaps
     assert max(gaps) - min(gaps) > 0.05, gaps  # spread out, not one fixed delay
-    dispatcher = rdv.node.pushes
+    dispatcher = rdv.node.services.pushes
     delays = [dispatcher._backoff(3, None) for _ in range(200)]
     assert all(0 <= d < 0.2 * 2 ** 3 for d in delays)
     assert len({round(d, 3) for d in delays}) > 150
@@ -511,7 +511,7 @@ async def test_over_the_provider_cap_pushes_are_shed_with_a_metric(make_node: Ma
                           push_max_waiting=0, push_coalesce_s=0)
     match_id = await http.pair(rdv, "ann", "bob")
     await http(rdv, "bob").put_device("tok-1", "apns")
-    await wait_until(lambda: not rdv.node.pushes.queue.depth())
+    await wait_until(lambda: not rdv.node.services.pushes.queue.depth())
     ann = await rdv.connect("ann")
     await ann.send(match_id, "takes the only slot")
     await wait_until(lambda: len(fake.messages()) == 1)
@@ -533,7 +533,7 @@ async def test_a_full_queue_sheds_with_a_metric(make_node: MakeNode, http: Apis)
                           push_coalesce_s=0)
     match_id = await http.pair(rdv, "ann", "bob")
     await http(rdv, "bob").put_device("tok-1", "apns")
-    await wait_until(rdv.node.pushes.queue.idle)
+    await wait_until(rdv.node.services.pushes.queue.idle)
     line = 'rendezvous_push_shed_total{provider="queue"}'
     before = await metric(rdv, http, line)  # the pair's second match job may have been shed
     ann = await rdv.connect("ann")

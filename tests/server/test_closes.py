@@ -132,8 +132,8 @@ async def test_a_slow_reader_that_never_takes_its_close_is_dropped(
         took = time.monotonic() - closing_at
         assert took < close_timeout + 2, took
         assert transport.get_write_buffer_size() == 0
-        assert node.gateway.server is not None
-        assert all(c.transport is not transport for c in node.gateway.server.connections)
+        assert node.services.gateway.server is not None
+        assert all(c.transport is not transport for c in node.services.gateway.server.connections)
         assert await metric(rdv, "rendezvous_close_timeouts_total") == before + 1
         assert await metric(rdv, closes(4009)) >= 1
         received = 0

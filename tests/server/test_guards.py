@@ -140,10 +140,10 @@ async def test_a_stopping_node_announces_pending_offlines(node_factory: NodeFact
 
     async def record(user: str, online: bool, seen: int | None) -> None:
         announced.append((user, online))
-    node.guard.damper.announce = record
+    node.services.presence.damper.announce = record
     ann = await rdv.connect("ann")
     await ann.close()
-    await wait_until(lambda: node.guard.damper.pending() == 1)
+    await wait_until(lambda: node.services.presence.damper.pending() == 1)
     await rdv.close()
     await node.stop()
     assert announced == [("ann", True), ("ann", False)]

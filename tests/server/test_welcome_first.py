@@ -39,7 +39,7 @@ async def test_events_during_the_broker_subscription_come_after_welcome(
     m = await rdv.pair("alice", "bob")
     await rdv.pair("carol", "bob")
     alice = await rdv.connect("alice")
-    broker = rdv.node.gateway.broker
+    broker = rdv.node.services.gateway.broker
     subscribe = broker.subscribe
     subscribed, release = asyncio.Event(), asyncio.Event()
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from push.apns import apns_id
+from push.apns import ApnsPusher, apns_id
 from push.fcm import FcmPusher
 from push.recorder import token_id
 from storage import Device
@@ -238,3 +238,11 @@ async def test_the_android_devices_of_a_user_go_in_one_fcm_batch(
     assert 3 in calls  # the message push: one call for the three devices
     assert {r.headers.get(":path", "") for r in fcm.requests} == {
         f"/v1/projects/{fcm.project_id}/messages:send"}
+
+
+async def test_the_apns_pool_is_sized_by_config(start: Start, http: Apis,
+                                                apns: TimedApns) -> None:
+    rdv = await start(apns_max_connections=3)
+    pusher = rdv.node.pushes.pushers["apns"]
+    assert isinstance(pusher, ApnsPusher)
+    assert pusher._client is not None and pusher._client.pool.max_connections == 3

@@ -560,6 +560,7 @@ async def test_a_full_queue_sheds_with_a_metric(make_node: MakeNode, http: Apis)
      "apns_server"),
     ({"fcm_url": "http://127.0.0.1:9/"}, "fcm_url"),
     ({"push_workers": 0}, "push_workers"),
+    ({"apns_max_connections": 0}, "apns_max_connections"),
     ({"push_coalesce_s": -1.0}, "push_coalesce_s"),
     ({"push_claim_idle_s": 0.0}, "push_claim_idle_s"),
 ])

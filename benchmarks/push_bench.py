@@ -259,9 +259,9 @@ async def drill(count: int, kill_after: float, workers: int = 64) -> None:
                 if before >= kill_after * count:
                     break
                 await asyncio.sleep(0.02)
-            killed_at = time.time()
             kill_s = time.perf_counter() - started
             await doomed.stop(signal.SIGKILL)
+            killed_at = time.time()  # reaped: nothing it sent can be accepted after this
             deadline = time.perf_counter() + 60
             seen: dict[tuple[str, str], list[list[Any]]] = {}
             while time.perf_counter() < deadline:
@@ -285,9 +285,13 @@ async def drill(count: int, kill_after: float, workers: int = 64) -> None:
             duplicates = {k: v for k, v in seen.items() if len(v) > 1}
             # A second copy is allowed only for a push the provider had accepted before the
             # kill (the dead node could not mark it sent), with the same collapse id.
-            bad = [k for k, v in duplicates.items()
-                   if v[0][4] > killed_at or any(r[2] != expected.get(k) for r in v)
-                   or len(v) > 2]
+            # the first copy from the dead node, the second from the survivor, after the kill
+            late = [k for k, v in duplicates.items()
+                    if v[0][4] > killed_at or v[1][4] <= killed_at]
+            other_collapse = [k for k, v in duplicates.items()
+                              if any(r[2] != expected.get(k) for r in v)]
+            more = [k for k, v in duplicates.items() if len(v) > 2]
+            bad = {*late, *other_collapse, *more}
             not_accepted = [r for r in rows if r[3] != 200]
     finally:
         for node in nodes:
@@ -300,8 +304,12 @@ async def drill(count: int, kill_after: float, workers: int = 64) -> None:
           f"({before / kill_s:,.0f}/s for the pair); all accepted after {done_s:.2f} s")
     print(f"drill: missing {len(missing)}, unexpected {len(unexpected)}, duplicates "
           f"{len(duplicates)} (all first accepted before the kill, same collapse id: "
-          f"{'yes' if not bad else f'NO, {len(bad)} not'}), answers other than 200: "
-          f"{len(not_accepted)}", flush=True)
+          f"{'yes' if not bad else 'NO'}), answers other than 200: {len(not_accepted)}",
+          flush=True)
+    if bad:
+        print(f"drill: FAILED: {len(late)} not first accepted before the kill and again after, "
+              f"{len(other_collapse)} with another collapse id, {len(more)} sent 3+ times",
+              flush=True)
 
 
 def run(coro: Any) -> None:

@@ -11,7 +11,7 @@ import email.utils
 import time
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from storage import Device
 
@@ -76,3 +76,10 @@ class Pusher(Protocol):
     async def send(self, device: Device, notification: Notification) -> PushResult:
         """Hand one notification to the provider for one device. Never raises for a
         provider's answer; a transport failure is `Outcome.RETRY`."""
+
+
+@runtime_checkable
+class BatchPusher(Pusher, Protocol):
+    async def send_many(self, devices: list[Device],
+                        notification: Notification) -> list[PushResult]:
+        """`send` for several devices of one user at once, a result each, in order."""

@@ -25,12 +25,13 @@ import logging
 import random
 import re
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from push.badge import BADGE_CONVERSATIONS, unread_badge
-from push.base import Notification, Outcome, Pusher, PushResult
+from push.base import BatchPusher, Notification, Outcome, Pusher, PushResult
 from push.gates import Claim, MemoryPushGates, PushGates
 from push.payload import match_notification, message_notification, superlike_notification
 from push.queue import MemoryPushQueue, PushJob, PushQueue
@@ -90,28 +91,65 @@ async def _until(condition: Callable[[], bool], deadline: float) -> None:
         await asyncio.sleep(0.02)
 
 
+class _Delivery(NamedTuple):
+    """One device's notification within a job."""
+
+    device: Device
+    device_id: str  # token_id(device.token), computed once
+    notification: Notification
+
+
 class ProviderSlots:
-    """At most `max_in_flight` sends to one provider and `max_waiting` waiting for a slot."""
+    """At most `max_in_flight` sends to one provider and `max_waiting` waiting for a slot.
+
+    A batch (the FCM devices of one job) takes one slot per message, all at once, so two
+    batches can never each hold part of what they need; waiters are served in order."""
 
     def __init__(self, max_in_flight: int, max_waiting: int) -> None:
-        self._free = asyncio.Semaphore(max_in_flight)
+        self.max_in_flight = max(1, max_in_flight)
         self.max_waiting = max_waiting
+        self.in_flight = 0
         self.waiting = 0
+        self._waiters: deque[tuple[int, asyncio.Future[None]]] = deque()
 
     def full(self) -> bool:
-        return self._free.locked() and self.waiting >= self.max_waiting
+        return self.in_flight >= self.max_in_flight and self.waiting >= self.max_waiting
 
     @contextlib.asynccontextmanager
-    async def slot(self) -> AsyncIterator[None]:
-        self.waiting += 1
-        try:
-            await self._free.acquire()
-        finally:
-            self.waiting -= 1
+    async def slot(self, n: int = 1) -> AsyncIterator[None]:
+        n = min(max(1, n), self.max_in_flight)
+        if self._waiters or self.in_flight + n > self.max_in_flight:
+            await self._wait(n)
+        else:
+            self.in_flight += n
         try:
             yield
         finally:
-            self._free.release()
+            self.in_flight -= n
+            self._wake()
+
+    async def _wait(self, n: int) -> None:
+        granted: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        entry = (n, granted)
+        self._waiters.append(entry)
+        self.waiting += n
+        try:
+            await granted
+        except asyncio.CancelledError:
+            if granted.done() and not granted.cancelled():  # granted as it was cancelled
+                self.in_flight -= n
+            else:
+                self._waiters.remove(entry)
+            self._wake()
+            raise
+        finally:
+            self.waiting -= n
+
+    def _wake(self) -> None:
+        while self._waiters and self.in_flight + self._waiters[0][0] <= self.max_in_flight:
+            n, granted = self._waiters.popleft()
+            self.in_flight += n
+            granted.set_result(None)
 
 
 class PushDispatcher:
@@ -242,9 +280,25 @@ class PushDispatcher:
                 message = await self._stored_message(job)
         badge = await unread_badge(self.store, job.user,
                                    conversations=self.policy.badge_conversations)
-        await asyncio.gather(*(self._deliver(job, device,
-                                             self._render(job, device, message, previews, badge))
-                               for device in devices))
+        # Every device of the user at once: one batch per provider that takes batches
+        # (FCM's send_each_async), one send each otherwise (APNS).
+        batches: dict[int, tuple[Pusher, list[_Delivery]]] = {}
+        for device in devices:
+            pusher = self.pushers.get(device.platform)
+            if pusher is None:
+                self._skip("no_provider")
+                continue
+            device_id = token_id(device.token)  # once per device: it is a SHA-256
+            delivery = _Delivery(device, device_id,
+                                 self._render(job, device_id, message, previews, badge))
+            batches.setdefault(id(pusher), (pusher, []))[1].append(delivery)
+        sends: list[Awaitable[None]] = []
+        for pusher, group in batches.values():
+            if len(group) > 1 and isinstance(pusher, BatchPusher):
+                sends.append(self._deliver_many(job, pusher, group))
+            else:
+                sends += [self._deliver_many(job, pusher, [one]) for one in group]
+        await asyncio.gather(*sends)
         return None
 
     def _skip(self, reason: str) -> None:
@@ -257,42 +311,58 @@ class PushDispatcher:
         return found[0] if found and found[0].id == job.message_id else job.message()
 
     @staticmethod
-    def _render(job: PushJob, device: Device, message: Message, previews: bool,
+    def _render(job: PushJob, device_id: str, message: Message, previews: bool,
                 badge: int) -> Notification:
-        device_id = token_id(device.token)
         if job.kind == "message":
             return message_notification(message, device_id, previews, badge)
         if job.kind == "superlike":
             return superlike_notification(job.match(), device_id, badge)
         return match_notification(job.match(), device_id, badge)
 
-    async def _deliver(self, job: PushJob, device: Device, notification: Notification) -> None:
-        pusher = self.pushers.get(device.platform)
-        if pusher is None:
-            return self._skip("no_provider")
+    async def _deliver_many(self, job: PushJob, pusher: Pusher,
+                            group: list[_Delivery]) -> None:
+        """Claim each push id, send the claimed ones (one batch, or one send), act on each
+        answer. A push already sent is skipped; one another worker holds is looked at again
+        once its claim may have lapsed."""
         provider = pusher.provider
-        device_id = token_id(device.token)
-        push_id = notification.push_id
-        claim, left_s = await self.gates.claim(push_id, self.policy.claim_s)
-        if claim is Claim.SENT:
-            return self._skip("duplicate")
-        if claim is Claim.BUSY:  # another worker holds it; look again once it may be free
-            await self._enqueue(job.retry((device_id,), job.attempt), left_s + 0.1, provider)
-            return None
+        claims = await asyncio.gather(*(self._claim(job, provider, d) for d in group))
+        claimed = [d for d, ok in zip(group, claims, strict=True) if ok]
+        if not claimed:
+            return
         slots = self._slots[provider]
         if slots.full():
-            self.metrics.push_shed.labels(provider).inc()
-            await self.gates.finish(push_id, final=False)
-            return None
-        self._in_flight.add(push_id)
+            self.metrics.push_shed.labels(provider).inc(len(claimed))
+            await asyncio.gather(*(self.gates.finish(d.notification.push_id, final=False)
+                                   for d in claimed))
+            return
+        push_ids = [d.notification.push_id for d in claimed]
+        self._in_flight.update(push_ids)
         try:
-            result = await self._send(pusher, slots, device, notification)
+            results = await self._send(pusher, slots, claimed)
         finally:
-            self._in_flight.discard(push_id)
+            self._in_flight.difference_update(push_ids)
+        await asyncio.gather(*(self._settle(job, provider, d, result)
+                               for d, result in zip(claimed, results, strict=True)))
+
+    async def _claim(self, job: PushJob, provider: str, delivery: _Delivery) -> bool:
+        claim, left_s = await self.gates.claim(delivery.notification.push_id,
+                                               self.policy.claim_s)
+        if claim is Claim.SENT:
+            self._skip("duplicate")
+            return False
+        if claim is Claim.BUSY:  # another worker holds it; look again once it may be free
+            await self._enqueue(job.retry((delivery.device_id,), job.attempt), left_s + 0.1,
+                                provider)
+            return False
+        return True
+
+    async def _settle(self, job: PushJob, provider: str, delivery: _Delivery,
+                      result: PushResult) -> None:
+        device, device_id, notification = delivery
         self.metrics.pushes.labels(provider, result.outcome.value).inc()
         if result.outcome is not Outcome.SENT:
             self.metrics.push_failures.labels(provider, reason_label(result.reason)).inc()
-        await self.gates.finish(push_id, final=result.outcome is not Outcome.RETRY)
+        await self.gates.finish(notification.push_id, final=result.outcome is not Outcome.RETRY)
         if result.outcome is Outcome.RETRY:
             if job.attempt + 1 < self.policy.max_attempts:
                 await self._enqueue(job.retry((device_id,)),
@@ -309,20 +379,27 @@ class PushDispatcher:
             log.warning("push rejected by the provider",
                         extra={"provider": provider, "device": device_id,
                                "reason": result.reason, "kind": notification.kind})
-        return None
 
-    async def _send(self, pusher: Pusher, slots: ProviderSlots, device: Device,
-                    notification: Notification) -> PushResult:
-        async with slots.slot():
+    async def _send(self, pusher: Pusher, slots: ProviderSlots,
+                    group: list[_Delivery]) -> list[PushResult]:
+        """One send, or one batch (`send_many`) for several devices; a result each."""
+        async with slots.slot(len(group)):
             started = time.perf_counter()
             try:
                 async with asyncio.timeout(self.policy.send_timeout_s + 1):
-                    return await pusher.send(device, notification)
+                    if len(group) == 1:
+                        return [await pusher.send(group[0].device, group[0].notification)]
+                    assert isinstance(pusher, BatchPusher)
+                    results = await pusher.send_many([d.device for d in group],
+                                                     group[0].notification)
+                    if len(results) != len(group):
+                        raise RuntimeError("send_many answered for another number of devices")
+                    return results
             except TimeoutError:
-                return PushResult(Outcome.RETRY, "timeout")
+                return [PushResult(Outcome.RETRY, "timeout")] * len(group)
             except Exception:  # an adapter must not raise; if it does, retry later
                 log.exception("push adapter raised", extra={"provider": pusher.provider})
-                return PushResult(Outcome.RETRY, "adapter error")
+                return [PushResult(Outcome.RETRY, "adapter error")] * len(group)
             finally:
                 self.metrics.push_send_seconds.labels(pusher.provider).observe(
                     time.perf_counter() - started)

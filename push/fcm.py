@@ -1,10 +1,21 @@
 """Firebase Cloud Messaging (HTTP v1) through firebase-admin: render, send, classify.
 
-firebase-admin has no endpoint setting and fetches OAuth tokens synchronously inside its
-httpx flow; this adapter points the messaging service of its own App at `fcm_url`, refreshes
-the access token in a worker thread so the event loop never waits on Google's token
-endpoint, leaves retries to the dispatcher (which honours Retry-After, the library does not),
-and turns every answer into an `Outcome` (docs/push.md has the table).
+Sends go through the library's public async API, `messaging.send_each_async` (one HTTP/2
+request per message over its httpx client, all of a call at once, at most 500 per call).
+Around it, with public APIs only:
+
+- the OAuth access token is fetched in a worker thread before a send needs it (the library
+  would fetch it synchronously, on the event loop): the App's credential is a google-auth
+  service account credential of ours that never does a token request on the event loop;
+- after a 401 the library asks that credential for a new token; it notes the refusal
+  instead, and the adapter fetches a new token in a thread and sends the refused messages
+  once more;
+- every answer becomes an `Outcome` (docs/push.md has the table).
+
+Sending uses no private part of the library. Two private attributes are read outside the
+send path, each checked: the send URL, set only when `fcm_url` points the adapter at a
+relay or a test server (firebase-admin has no endpoint setting), and the httpx client,
+closed on this loop at `close()` (`delete_app` would close it from another loop).
 """
 
 from __future__ import annotations
@@ -12,24 +23,23 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from collections.abc import AsyncGenerator, Generator
 from pathlib import Path
 from typing import Any
 
 import firebase_admin
-import httpx
 import requests
-from firebase_admin import credentials, exceptions, messaging
-from firebase_admin._http_client import HttpxAsyncClient
-from firebase_admin._retry import HttpxRetry
+from firebase_admin import exceptions, messaging
+from google.auth.credentials import TokenState
 from google.auth.exceptions import GoogleAuthError, RefreshError, TransportError
 from google.auth.transport import requests as google_auth_requests
+from google.oauth2 import service_account
 
 from push.base import Notification, Outcome, PushResult, retry_after_seconds
 from storage import Device
 
 DEFAULT_TTL_S = 24 * 3600
 MAX_BATCH = 500  # send_each_async's limit
+FCM_SCOPES = ("https://www.googleapis.com/auth/firebase.messaging",)
 # The text of FCM's 400 INVALID_ARGUMENT for a string that is not a registration token
 # ("The registration token is not a valid FCM registration token"): the token is dead.
 _NOT_A_TOKEN = "registration token is not a valid fcm registration token"
@@ -146,45 +156,36 @@ def render_fcm(token: str, notification: Notification, ttl_s: int) -> messaging.
     return message
 
 
-class ThreadedCredentialAuth(httpx.Auth):
-    """firebase-admin's auth flow refreshes the OAuth token with a blocking `requests` call
-    on the event loop, when the token is stale and again after each 401 (twice). This flow
-    does the same refreshes in a worker thread, one at a time, and retries a 401 once."""
+def _on_event_loop() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
 
-    def __init__(self, credential: Any, session: requests.Session) -> None:
-        self.credential = credential
-        self.session = session
-        self.lock = asyncio.Lock()
-        self.refreshes = 0
 
-    async def _refresh(self, stale_token: str | None) -> None:
-        async with self.lock:
-            if self.credential.valid and self.credential.token != stale_token:
-                return  # another request refreshed it meanwhile
-            await asyncio.to_thread(self.credential.refresh,
-                                    google_auth_requests.Request(self.session))
-            self.refreshes += 1
+class LoopSafeCredentials(service_account.Credentials):
+    """A service account credential that never fetches a token on the event loop.
 
-    async def async_auth_flow(
-            self, request: httpx.Request) -> AsyncGenerator[httpx.Request, httpx.Response]:
-        original = request.headers.copy()
-        for attempt in range(2):
-            if not self.credential.valid:
-                await self._refresh(None)
-            request.headers = original.copy()
-            used = self.credential.token
-            # Applies the bearer (and google-auth's extra headers); refreshes nothing now.
-            self.credential.before_request(google_auth_requests.Request(self.session),
-                                           request.method, str(request.url), request.headers)
-            response = yield request
-            if response.status_code != 401 or attempt == 1:
-                return
-            await self._refresh(used)
+    firebase-admin's httpx auth flow refreshes a stale token, and fetches a new one after
+    each 401 (twice), with a blocking `requests` call in the middle of the event loop. Here
+    a refresh asked for on the loop does no I/O: the current token is used as it is (the
+    adapter keeps it fresh from a thread, well before it expires), and after a 401 the
+    refused token is noted, for the adapter to replace it in a thread and send again."""
 
-    def sync_auth_flow(self, request: httpx.Request) -> Generator[httpx.Request,
-                                                                   httpx.Response, None]:
-        raise RuntimeError("FcmPusher sends with an async client only")
-        yield request  # pragma: no cover (makes this a generator)
+    refused: str | None = None  # the access token a 401 refused, until it is replaced
+
+    def refresh(self, request: Any) -> None:
+        if _on_event_loop():
+            if self.token is not None:
+                self.refused = self.token
+            return
+        super().refresh(request)  # type: ignore[no-untyped-call]
+        self.refused = None
+
+    def needs_token(self) -> bool:
+        return (self.token is None or self.refused == self.token
+                or self.token_state is not TokenState.FRESH)
 
 
 class FcmPusher:
@@ -203,9 +204,10 @@ class FcmPusher:
         self.ttl_s = ttl_s
         self.app_name = app_name or f"rendezvous-fcm-{uuid.uuid4().hex[:12]}"
         self._app: firebase_admin.App | None = None
-        self._service: Any = None  # firebase_admin.messaging._MessagingService
+        self.credential: LoopSafeCredentials | None = None
         self._auth_session: requests.Session | None = None  # token endpoint connections
-        self.auth: ThreadedCredentialAuth | None = None
+        self._refreshing: asyncio.Task[None] | None = None
+        self.refreshes = 0  # access tokens fetched
 
     async def start(self) -> None:
         if self._app is not None:
@@ -213,38 +215,33 @@ class FcmPusher:
         account = self._service_account
         if isinstance(account, str):
             account = json.loads(await asyncio.to_thread(Path(account).read_text))
-        certificate = credentials.Certificate(account)
+        credential = LoopSafeCredentials.from_service_account_info(  # type: ignore[no-untyped-call]
+            account, scopes=FCM_SCOPES)
+        project_id = self.project_id or account.get("project_id")
         options: dict[str, Any] = {"httpTimeout": self.timeout_s}
-        if self.project_id:
-            options["projectId"] = self.project_id
-        app = firebase_admin.initialize_app(certificate, options, name=self.app_name)
-        service = messaging._get_messaging_service(app)
-        if self.fcm_url:
-            url = self.fcm_url
-            service._fcm_url = url.format(service._project_id) if "{" in url else url
-        # Retries belong to the dispatcher (backoff, Retry-After, a durable queue); the
-        # library's own 4 retries with backoff would hold a send slot for seconds. The
-        # client is made without the library's credential flow: ours refreshes in a thread.
-        default_client = service._async_client
-        client = HttpxAsyncClient(credential=None, timeout=self.timeout_s,
-                                  retry_config=HttpxRetry(max_retries=0))
-        session = requests.Session()
-        self.auth = ThreadedCredentialAuth(service._credential, session)
-        client.async_client.auth = self.auth
-        service._async_client = client
-        await default_client.aclose()
-        self._app, self._service, self._auth_session = app, service, session
+        if project_id:
+            options["projectId"] = project_id
+        app = firebase_admin.initialize_app(credential, options, name=self.app_name)
+        try:
+            if self.fcm_url:
+                _point_at(app, self.fcm_url)
+        except Exception:
+            await asyncio.to_thread(firebase_admin.delete_app, app)
+            raise
+        self._app, self.credential = app, credential
+        self._auth_session = requests.Session()
 
     async def close(self) -> None:
-        app, service = self._app, self._service
-        self._app = self._service = self.auth = None
-        if service is not None:
-            await service._async_client.aclose()  # on this loop, where it was used
+        app, self._app = self._app, None
+        if self._refreshing is not None:
+            await asyncio.gather(self._refreshing, return_exceptions=True)
+            self._refreshing = None
         session, self._auth_session = self._auth_session, None
         if session is not None:
             session.close()
         if app is not None:
-            # delete_app closes the service with asyncio.run(): not inside a running loop.
+            await _close_client(app)
+            # delete_app closes the services with asyncio.run(): not in a running loop.
             await asyncio.to_thread(firebase_admin.delete_app, app)
 
     async def send(self, device: Device, notification: Notification) -> PushResult:
@@ -252,7 +249,7 @@ class FcmPusher:
 
     async def send_many(self, devices: list[Device],
                         notification: Notification) -> list[PushResult]:
-        """One `send_each_async` batch for several devices (at most 500), a result each."""
+        """One `send_each_async` call for several devices (at most 500), a result each."""
         if not devices:
             return []
         if len(devices) > MAX_BATCH:
@@ -268,12 +265,85 @@ class FcmPusher:
             return [PushResult(Outcome.REJECTED, f"invalid message: {exc}")] * len(devices)
         try:
             async with asyncio.timeout(self.timeout_s):
-                batch = await self._send_batch(messages)
+                return await self._send_messages(messages)
         except TimeoutError:
             return [PushResult(Outcome.RETRY, "timeout")] * len(devices)
-        except Exception as exc:  # the whole batch failed: token endpoint, transport
-            return [classify_fcm(exc)] * len(devices)
-        return [classify_fcm(response.exception) for response in batch.responses]
 
-    async def _send_batch(self, messages: list[messaging.Message]) -> messaging.BatchResponse:
-        return await messaging.send_each_async(messages, app=self._app)
+    async def _send_messages(self, messages: list[messaging.Message]) -> list[PushResult]:
+        failed = await self._ensure_token()
+        if failed is not None:
+            return [failed] * len(messages)
+        results = await self._send_batch(messages)
+        refused = [i for i, (_, error) in enumerate(results) if _refused(error)]
+        if refused and self.credential is not None and self.credential.refused is not None:
+            # The access token was refused (revoked, or expired early): a new one, from a
+            # thread, and the refused messages once more; a second 401 is final.
+            failed = await self._ensure_token()
+            again = ([(failed, None)] * len(refused) if failed is not None
+                     else await self._send_batch([messages[i] for i in refused]))
+            for i, answer in zip(refused, again, strict=True):
+                results[i] = answer
+        return [result for result, _ in results]
+
+    async def _send_batch(self, messages: list[messaging.Message]
+                          ) -> list[tuple[PushResult, BaseException | None]]:
+        try:
+            batch = await messaging.send_each_async(messages, app=self._app)
+        except Exception as exc:  # the whole call failed: token, transport, encoding
+            return [(classify_fcm(exc), exc)] * len(messages)
+        return [(classify_fcm(r.exception), r.exception) for r in batch.responses]
+
+    async def _ensure_token(self) -> PushResult | None:
+        """A fresh access token before a send, fetched in a worker thread (one fetch at a
+        time, shared by the sends that wait for it); the failure if it cannot be had."""
+        credential = self.credential
+        if credential is None:
+            return PushResult(Outcome.RETRY, "fcm pusher not started")
+        if not credential.needs_token():
+            return None
+        if self._refreshing is None or self._refreshing.done():
+            self._refreshing = asyncio.get_running_loop().create_task(
+                self._refresh(credential), name="fcm-token-refresh")
+        try:
+            await asyncio.shield(self._refreshing)
+        except Exception as exc:
+            if credential.token is not None and credential.token_state is not \
+                    TokenState.INVALID and credential.refused != credential.token:
+                return None  # a stale token still works until it expires: try again later
+            return classify_fcm(exc)
+        return None
+
+    async def _refresh(self, credential: LoopSafeCredentials) -> None:
+        request = google_auth_requests.Request(self._auth_session)
+        await asyncio.to_thread(credential.refresh, request)
+        self.refreshes += 1
+
+
+def _refused(error: BaseException | None) -> bool:
+    """A 401 for our access token (not THIRD_PARTY_AUTH_ERROR: the app's APNs key)."""
+    return (isinstance(error, exceptions.UnauthenticatedError)
+            and not isinstance(error, messaging.ThirdPartyAuthError))
+
+
+def _point_at(app: firebase_admin.App, url: str) -> None:
+    """Send to `url` instead of Google's endpoint. firebase-admin has no setting for it:
+    this sets the URL its messaging service keeps (the one private attribute the adapter
+    uses, and only with `fcm_url`); a library without it stops the start, naming it."""
+    service = messaging._get_messaging_service(app)
+    if not isinstance(getattr(service, "_fcm_url", None), str):
+        raise RuntimeError(f"fcm_url: firebase-admin {firebase_admin.__version__} keeps its "
+                           "send URL elsewhere; the setting cannot be applied")
+    project_id = getattr(service, "_project_id", "")
+    service._fcm_url = url.format(project_id) if "{" in url else url
+
+
+async def _close_client(app: firebase_admin.App) -> None:
+    """Close the messaging service's httpx client on this loop, where its connections live.
+    `delete_app` closes it with `asyncio.run` in a thread (it cannot run in a running loop),
+    whose loop may not touch this loop's transports. There is no public way to the client:
+    the attribute is read if it is there (after this, `delete_app`'s close is a no-op)."""
+    service = messaging._get_messaging_service(app)
+    client = getattr(service, "_async_client", None)
+    close = getattr(client, "aclose", None)
+    if close is not None:
+        await close()

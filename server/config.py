@@ -86,6 +86,7 @@ class Config:
     apns_sandbox: bool = False
     apns_server: str | None = None  # host:port instead of Apple's (a relay, tests)
     apns_ca_file: Path | None = None  # CA bundle to trust for apns_server
+    apns_max_connections: int = 10  # HTTP/2 connections to APNS (up to 1000 sends each)
     fcm_service_account_file: Path | None = None  # the service account JSON of the project
     fcm_url: str | None = None  # instead of Google's FCM v1 endpoint (a relay, tests)
     push_workers: int = 4
@@ -210,7 +211,7 @@ class Config:
         if self.fcm_url and not self.fcm_url.startswith(("http://", "https://")):
             raise ConfigError(f"fcm_url must be an http(s) URL, got {self.fcm_url!r}")
         for name in ("push_workers", "push_max_in_flight", "push_queue_max",
-                     "push_max_attempts"):
+                     "push_max_attempts", "apns_max_connections"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1")
         for name in ("push_max_waiting", "push_coalesce_s", "push_delivered_window_s",

@@ -28,7 +28,8 @@ def read_setting_file(name: str, path: Path) -> str:
 def apns_pusher(config: Config) -> Pusher:
     options: dict[str, Any] = {"topic": config.apns_topic, "sandbox": config.apns_sandbox,
                                "server": config.apns_server,
-                               "timeout_s": config.push_send_timeout_s}
+                               "timeout_s": config.push_send_timeout_s,
+                               "max_connections": config.apns_max_connections}
     if config.apns_ca_file is not None:
         read_setting_file("apns_ca_file", config.apns_ca_file)  # fail now, not at the send
         options["ca_file"] = str(config.apns_ca_file)

@@ -77,7 +77,7 @@ def push_env(tmp_path: Path, apns: ApnsLookalike, fcm: FcmLookalike,
            "RENDEZVOUS_FCM_SERVICE_ACCOUNT_FILE": str(account_file),
            "RENDEZVOUS_FCM_URL": fcm.fcm_url, "RENDEZVOUS_PUSH_CLAIM_IDLE_S": "1.5",
            "RENDEZVOUS_PUSH_SEND_TIMEOUT_S": "30", "RENDEZVOUS_PUSH_WORKERS": "2",
-           "RENDEZVOUS_PUSH_COALESCE_S": "0"}
+           "RENDEZVOUS_PUSH_COALESCE_S": "0", **fcm.client_env()}
     if hole is not None:
         env["RENDEZVOUS_APNS_SERVER"] = f"127.0.0.1:{hole.port}"
         env["RENDEZVOUS_FCM_URL"] = f"http://127.0.0.1:{hole.port}/v1/projects/{{0}}/" \
@@ -151,7 +151,8 @@ async def test_retries_waiting_on_a_killed_node_are_sent_by_another(
     apns, fcm, _ = providers
     for user in RECEIVERS:  # every first try fails with a long Retry-After
         apns.script(IOS + user, 503, "ServiceUnavailable", retry_after=5, times=2)
-        fcm.script(ANDROID + user, 503, "UNAVAILABLE", retry_after=5, times=2)
+        # (a 429: firebase-admin retries a 503 itself, at once)
+        fcm.script(ANDROID + user, 429, "QUOTA_EXCEEDED", retry_after=5, times=2)
     first = await start_node("--redis-url", redis_server.url, "--node-name", "first",
                              **push_env(tmp_path, apns, fcm))
     await make_pushes(first, users)

@@ -10,9 +10,12 @@ from tests.push_servers.fcm import FcmLookalike
 
 
 @pytest.fixture
-async def fcm() -> AsyncIterator[FcmLookalike]:
-    """A started FCM v1 + OAuth look-alike (threads: the token fetch is synchronous)."""
+async def fcm(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[FcmLookalike]:
+    """A started FCM v1 (HTTP/2 over TLS) + OAuth (HTTP, threads) look-alike, its CA
+    trusted by the httpx clients made from now on (firebase-admin's: `SSL_CERT_FILE`)."""
     server = FcmLookalike()
     await server.start()
+    for name, value in server.client_env().items():
+        monkeypatch.setenv(name, value)
     yield server
     await server.stop()

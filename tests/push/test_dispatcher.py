@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from push.base import Notification, Outcome, PushResult
-from push.dispatcher import reason_label
+from push.dispatcher import ProviderSlots, reason_label
 from push.recorder import RecorderPusher, token_id
 from server.node import Node
 from storage import Device
@@ -560,6 +560,7 @@ async def test_a_full_queue_sheds_with_a_metric(make_node: MakeNode, http: Apis)
      "apns_server"),
     ({"fcm_url": "http://127.0.0.1:9/"}, "fcm_url"),
     ({"push_workers": 0}, "push_workers"),
+    ({"apns_max_connections": 0}, "apns_max_connections"),
     ({"push_coalesce_s": -1.0}, "push_coalesce_s"),
     ({"push_claim_idle_s": 0.0}, "push_claim_idle_s"),
 ])
@@ -584,3 +585,49 @@ def test_a_missing_key_file_stops_the_node_naming_the_setting(tmp_path: Path,
         settings["apns_topic"] = "com.example.app"
     with pytest.raises(ConfigError, match=f"{setting}: cannot read"):
         Node(config_for(tmp_path / "data", **settings))
+
+
+async def test_provider_slots_take_a_batch_whole_and_serve_in_order() -> None:
+    """A batch takes a slot per message at once (two batches can never each hold half of
+    what they need); a later small send does not overtake a waiting batch."""
+    slots = ProviderSlots(max_in_flight=3, max_waiting=10)
+    release = {name: asyncio.Event() for name in "abc"}
+    entered: list[str] = []
+    peak = 0
+
+    async def use(name: str, n: int) -> None:
+        nonlocal peak
+        async with slots.slot(n):
+            entered.append(name)
+            peak = max(peak, slots.in_flight)
+            await release[name].wait()
+
+    a = asyncio.create_task(use("a", 2))
+    await asyncio.sleep(0)
+    b = asyncio.create_task(use("b", 2))
+    c = asyncio.create_task(use("c", 1))
+    await asyncio.sleep(0.01)
+    assert entered == ["a"] and slots.waiting == 3  # c waits behind b, though one is free
+    release["a"].set()
+    await asyncio.sleep(0.01)
+    assert entered == ["a", "b", "c"] and slots.in_flight == 3 and peak == 3
+    release["b"].set()
+    release["c"].set()
+    await asyncio.gather(a, b, c)
+    assert slots.in_flight == 0 and slots.waiting == 0
+
+
+async def test_provider_slots_clip_a_batch_to_the_cap_and_forget_a_cancelled_waiter() -> None:
+    slots = ProviderSlots(max_in_flight=2, max_waiting=10)
+    async with slots.slot(500):  # more than the cap: the whole cap, not a deadlock
+        assert slots.in_flight == 2 and slots.full() is False
+        waiter = asyncio.create_task(slots.slot(1).__aenter__())
+        await asyncio.sleep(0.01)
+        assert slots.waiting == 1
+        waiter.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiter
+        assert slots.waiting == 0
+    assert slots.in_flight == 0
+    async with slots.slot():
+        assert slots.in_flight == 1

@@ -6,7 +6,9 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import json
+import ssl
 import time
+from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -161,8 +163,6 @@ async def test_access_token_is_reused(fcm: FcmLookalike, pusher: FcmPusher) -> N
 @pytest.mark.parametrize(("status", "code", "outcome"), [
     (404, "UNREGISTERED", Outcome.DEAD_TOKEN),
     (403, "SENDER_ID_MISMATCH", Outcome.CONFIG_ERROR),
-    (503, "UNAVAILABLE", Outcome.RETRY),
-    (500, "INTERNAL", Outcome.RETRY),
     (400, "INVALID_ARGUMENT", Outcome.REJECTED),
 ])
 async def test_error_answers(fcm: FcmLookalike, pusher: FcmPusher, status: int, code: str,
@@ -171,44 +171,115 @@ async def test_error_answers(fcm: FcmLookalike, pusher: FcmPusher, status: int, 
     result = await pusher.send(DEVICE, note())
     assert result.outcome is outcome
     assert result.retry_after_s is None
-    # one request: the library's own retries are off, the dispatcher retries
-    assert len(fcm.requests) == 1
+    assert len(fcm.requests) == 1  # the library retries 500 and 503 only
     assert (await pusher.send(DEVICE, note())).outcome is Outcome.SENT
 
 
-async def test_401_gets_one_fresh_token_then_is_a_config_error(fcm: FcmLookalike,
-                                                               pusher: FcmPusher) -> None:
-    """Any 401 makes the auth flow fetch a new OAuth token (in a thread) and try once
-    more; THIRD_PARTY_AUTH_ERROR (the app's APNs credentials in Firebase) fails again."""
-    fcm.script(TOKEN, 401, "THIRD_PARTY_AUTH_ERROR", times=2)
+async def test_sends_go_over_http2(fcm: FcmLookalike, pusher: FcmPusher) -> None:
+    """firebase-admin's httpx client negotiates h2 with the look-alike, as with Google."""
+    devices = [Device("u", f"token-{i}", "fcm") for i in range(20)]
+    results = await pusher.send_many(devices, note())
+    assert {r.outcome for r in results} == {Outcome.SENT}
+    assert fcm.protocols == {"h2"}
+    assert len(fcm.requests) == 20 and fcm.token_requests == 1
+
+
+async def test_a_batch_with_dead_tokens(fcm: FcmLookalike, pusher: FcmPusher) -> None:
+    """Per message outcomes of one send_each_async call: an UNREGISTERED and a malformed
+    token are dead, their neighbours in the batch are sent."""
+    devices = [Device("u", f"token-{i}", "fcm") for i in range(5)]
+    fcm.script("token-1", 404, "UNREGISTERED")
+    fcm.script("token-3", 400, "INVALID_ARGUMENT", message=INVALID_TOKEN_MESSAGE)
+    results = await pusher.send_many(devices, note())
+    assert [r.outcome for r in results] == [Outcome.SENT, Outcome.DEAD_TOKEN, Outcome.SENT,
+                                            Outcome.DEAD_TOKEN, Outcome.SENT]
+    assert results[1].reason == "UnregisteredError (NOT_FOUND)"
+    assert sorted(r.token for r in fcm.requests) == [f"token-{i}" for i in range(5)]
+
+
+async def test_quota_exceeded_in_a_batch_carries_retry_after(fcm: FcmLookalike,
+                                                             pusher: FcmPusher) -> None:
+    """A 429 is not retried by the library (it ignores Retry-After): the message is a RETRY
+    after the header's seconds, for the dispatcher to queue; the others are sent."""
+    devices = [Device("u", f"token-{i}", "fcm") for i in range(3)]
+    fcm.script("token-1", 429, "QUOTA_EXCEEDED", retry_after=33)
+    results = await pusher.send_many(devices, note())
+    assert [r.outcome for r in results] == [Outcome.SENT, Outcome.RETRY, Outcome.SENT]
+    assert results[1].retry_after_s == 33.0
+    assert results[1].reason.startswith("QuotaExceededError")
+    assert len(fcm.requests) == 3
+
+
+async def test_a_500_mid_batch_is_retried_by_the_library(fcm: FcmLookalike,
+                                                         pusher: FcmPusher) -> None:
+    """firebase-admin retries a 500 or 503 itself (at once, then after 1, 2 and 4 s): one
+    failure in the middle of a batch costs that message a second request, nothing else."""
+    devices = [Device("u", f"token-{i}", "fcm") for i in range(5)]
+    fcm.script("token-2", 500, "INTERNAL")
+    results = await pusher.send_many(devices, note())
+    assert {r.outcome for r in results} == {Outcome.SENT}
+    assert Counter(r.token for r in fcm.requests) == Counter(
+        {"token-0": 1, "token-1": 1, "token-2": 2, "token-3": 1, "token-4": 1})
+
+
+@pytest.mark.slow
+async def test_a_5xx_that_persists_is_a_retry_with_its_retry_after(
+        fcm: FcmLookalike, pusher: FcmPusher) -> None:
+    """Past the library's four retries (7 s) the answer is the dispatcher's: RETRY, with the
+    last answer's Retry-After; the other messages of the batch were sent meanwhile."""
+    devices = [Device("u", f"token-{i}", "fcm") for i in range(3)]
+    fcm.script("token-0", 503, "UNAVAILABLE", retry_after=4, times=5)
+    fcm.script("token-2", 500, "INTERNAL", times=5)
+    results = await pusher.send_many(devices, note())
+    assert results == [PushResult(Outcome.RETRY, "UnavailableError (UNAVAILABLE)", 4.0),
+                       PushResult(Outcome.SENT),
+                       PushResult(Outcome.RETRY, "InternalError (INTERNAL)", None)]
+    assert Counter(r.token for r in fcm.requests) == Counter(
+        {"token-0": 5, "token-1": 1, "token-2": 5})
+
+
+async def test_401_third_party_auth_error_is_a_config_error(fcm: FcmLookalike,
+                                                            pusher: FcmPusher) -> None:
+    """THIRD_PARTY_AUTH_ERROR (the app's APNs credentials in Firebase) is a 401 too: the
+    library asks for a new token twice, which the credential notes without blocking the
+    loop; the answer is a configuration error."""
+    fcm.script(TOKEN, 401, "THIRD_PARTY_AUTH_ERROR", times=3)
     result = await pusher.send(DEVICE, note())
     assert result.outcome is Outcome.CONFIG_ERROR
     assert result.reason.startswith("ThirdPartyAuthError")
-    assert len(fcm.requests) == 2 and fcm.token_requests == 2
-    assert fcm.requests[0].headers["authorization"] != fcm.requests[1].headers["authorization"]
+    assert len(fcm.requests) == 3 and fcm.token_requests == 1
 
 
 async def test_a_revoked_access_token_is_replaced(fcm: FcmLookalike,
                                                   pusher: FcmPusher) -> None:
+    """A 401 for the bearer: a new token, fetched in a worker thread, and the refused
+    message sent once more with it."""
     assert (await pusher.send(DEVICE, note())).outcome is Outcome.SENT
     fcm.revoke_tokens()
-    assert (await pusher.send(DEVICE, note())).outcome is Outcome.SENT
-    assert fcm.unauthorised == 1 and fcm.token_requests == 2
+    devices = [DEVICE, Device("cy", "other-token", "fcm")]
+    assert [r.outcome for r in await pusher.send_many(devices, note())] == [Outcome.SENT] * 2
+    # each refused message: the first try and the library's two with the same bearer
+    assert fcm.unauthorised == 6 and fcm.token_requests == 2
+    assert pusher.refreshes == 2
+    assert len({r.headers["authorization"] for r in fcm.requests}) == 2
 
 
-async def test_quota_exceeded_carries_retry_after(fcm: FcmLookalike,
-                                                  pusher: FcmPusher) -> None:
-    fcm.script(TOKEN, 429, "QUOTA_EXCEEDED", retry_after=33)
+async def test_a_refused_fresh_token_is_a_config_error(fcm: FcmLookalike,
+                                                       pusher: FcmPusher) -> None:
+    """The token endpoint issues tokens the send endpoint refuses (a project mix-up): one
+    new token, then UNAUTHENTICATED is final, a configuration error."""
+    original = fcm.issue_token
+
+    def useless(form: dict[str, str]) -> tuple[int, dict[str, Any]]:
+        status, answer = original(form)
+        fcm.revoke_tokens()
+        return status, answer
+
+    fcm.issue_token = useless  # type: ignore[method-assign]
     result = await pusher.send(DEVICE, note())
-    assert result.outcome is Outcome.RETRY
-    assert result.retry_after_s == 33.0
-    assert result.reason.startswith("QuotaExceededError")
-
-
-async def test_unavailable_with_retry_after(fcm: FcmLookalike, pusher: FcmPusher) -> None:
-    fcm.script(TOKEN, 503, "UNAVAILABLE", retry_after=4)
-    assert await pusher.send(DEVICE, note()) == PushResult(
-        Outcome.RETRY, "UnavailableError (UNAVAILABLE)", 4.0)
+    assert result.outcome is Outcome.CONFIG_ERROR
+    assert result.reason.startswith("UnauthenticatedError")
+    assert fcm.token_requests == 2
 
 
 async def test_malformed_token_is_dead(fcm: FcmLookalike, pusher: FcmPusher) -> None:
@@ -291,8 +362,9 @@ async def test_unknown_bearer_is_refused(fcm: FcmLookalike) -> None:
 
 def _post_with_bearer(fcm: FcmLookalike, bearer: str) -> httpx.Response:
     body: dict[str, Any] = {"message": {"token": TOKEN}}
-    return httpx.post(fcm.fcm_url.format(fcm.project_id), json=body,
-                      headers={"Authorization": f"Bearer {bearer}"})
+    with httpx.Client(http2=True, verify=ssl.create_default_context(cafile=fcm.ca_file)) as client:
+        return client.post(fcm.fcm_url.format(fcm.project_id), json=body,
+                           headers={"Authorization": f"Bearer {bearer}"})
 
 
 async def test_two_pushers_in_one_process(fcm: FcmLookalike) -> None:

@@ -12,8 +12,10 @@ from typing import Any
 
 import pytest
 
-from push.apns import apns_id
+from push.apns import ApnsPusher, apns_id
+from push.fcm import FcmPusher
 from push.recorder import token_id
+from storage import Device
 from tests.conftest import Harness, NodeFactory
 from tests.helpers import Apis, stays, wait_until
 from tests.push_servers.apns import ApnsLookalike
@@ -202,3 +204,45 @@ async def test_a_user_who_is_online_gets_no_push(start: Start, http: Apis, apns:
     assert (await bob.next_event("msg", timeout=3))["body"] == "you are here"
     assert await stays(lambda: not to(apns, IOS + "bob") and not to(fcm, ANDROID + "bob"),
                        within=0.8)
+
+
+async def test_the_android_devices_of_a_user_go_in_one_fcm_batch(
+        start: Start, http: Apis, apns: TimedApns, fcm: FcmLookalike) -> None:
+    """All of a user's FCM devices are one send_each_async call; a dead token among them
+    is pruned, the others are sent."""
+    rdv = await start()
+    pusher = rdv.node.pushes.pushers["fcm"]
+    assert isinstance(pusher, FcmPusher)
+    calls: list[int] = []
+    send_many = pusher.send_many
+
+    async def counted(devices: list[Device], notification: Any) -> list[Any]:
+        calls.append(len(devices))
+        return await send_many(devices, notification)
+
+    pusher.send_many = counted  # type: ignore[method-assign]
+    match_id = await http.pair(rdv, "ann", "bob")
+    tokens = [f"{ANDROID}-{i}" for i in range(3)]
+    for token in tokens:
+        await http(rdv, "bob").put_device(token, "fcm")
+    fcm.script(tokens[1], 404, "UNREGISTERED")
+    ann = await rdv.connect("ann")
+    await ann.send(match_id, "hi")
+    await wait_until(lambda: all(to(fcm, t) for t in tokens), timeout=10)
+
+    async def pruned() -> bool:
+        return sorted(d.token for d in await rdv.node.store.devices("bob")) == \
+            [tokens[0], tokens[2]]
+
+    await wait_until(pruned, timeout=10)
+    assert 3 in calls  # the message push: one call for the three devices
+    assert {r.headers.get(":path", "") for r in fcm.requests} == {
+        f"/v1/projects/{fcm.project_id}/messages:send"}
+
+
+async def test_the_apns_pool_is_sized_by_config(start: Start, http: Apis,
+                                                apns: TimedApns) -> None:
+    rdv = await start(apns_max_connections=3)
+    pusher = rdv.node.pushes.pushers["apns"]
+    assert isinstance(pusher, ApnsPusher)
+    assert pusher._client is not None and pusher._client.pool.max_connections == 3

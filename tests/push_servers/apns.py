@@ -34,6 +34,8 @@ class ApnsRequest:
     token: str
     headers: dict[str, str]
     payload: dict[str, Any]
+    at: float = 0.0  # time.time() when it was answered
+    status: int = 200  # what the look-alike answered
 
 
 @dataclass
@@ -68,6 +70,7 @@ class ApnsLookalike:
         self._server: asyncio.Server | None = None
         self._scripts: dict[str, deque[_Answer]] = {}
         self._connections: set[_ApnsServerProtocol] = set()
+        self._verified: dict[str, float] = {}  # provider tokens that passed: their iat
 
     @property
     def client_cert_pem(self) -> str:
@@ -125,13 +128,20 @@ class ApnsLookalike:
             payload = json.loads(stream.body) if stream.body else {}
         except ValueError:
             payload = {}
-        self.requests.append(ApnsRequest(token, dict(headers), payload))
+        request = ApnsRequest(token, dict(headers), payload, time.time())
+        self.requests.append(request)
+        request.status, reason, retry_after = self._answer_for(token, headers, stream.body,
+                                                               payload)
+        return request.status, reason, retry_after
+
+    def _answer_for(self, token: str, headers: dict[str, str], body: bytearray,
+                    payload: dict[str, Any]) -> tuple[int, str, int | None]:
         topic = headers.get("apns-topic")
         if not topic:
             return 400, "MissingTopic", None
         if topic != self.topic:
             return 400, "TopicDisallowed", None
-        if len(stream.body) > 4096:
+        if len(body) > 4096:
             return 413, "PayloadTooLarge", None
         if not payload:
             return 400, "PayloadEmpty", None
@@ -151,6 +161,9 @@ class ApnsLookalike:
         scheme, _, token = authorization.partition(" ")
         if scheme.lower() != "bearer" or not token:
             return "InvalidProviderToken"
+        issued = self._verified.get(token)  # Apple too checks a provider token once
+        if issued is not None:
+            return "ExpiredProviderToken" if issued < time.time() - 3600 else ""
         try:
             header = jwt.get_unverified_header(token)
             claims = jwt.decode(token, self._public_pem, algorithms=["ES256"],
@@ -161,6 +174,8 @@ class ApnsLookalike:
             return "InvalidProviderToken"
         if claims["iat"] < time.time() - 3600:
             return "ExpiredProviderToken"
+        if len(self._verified) < 100:
+            self._verified[token] = float(claims["iat"])
         return ""
 
 
@@ -175,8 +190,7 @@ class _ApnsServerProtocol(asyncio.Protocol):
         self.client_cert = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = transport  # type: ignore[assignment]  # uvloop's is no subclass
         ssl_object = transport.get_extra_info("ssl_object")
         self.client_cert = bool(ssl_object.getpeercert()) if ssl_object is not None else False
         self.owner._connections.add(self)

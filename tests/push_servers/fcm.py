@@ -1,11 +1,15 @@
 """An FCM v1 look-alike plus the OAuth2 token endpoint of a Google service account.
 
-firebase-admin fetches its access token synchronously (google-auth over `requests`) from
-inside its httpx flow, so this server runs in its own threads, never on the test's event
-loop. The token endpoint verifies the RS256 assertion signed with the service account key it
-handed out and issues opaque bearer tokens; the send endpoint answers 401 to any other
-bearer. Errors have the real v1 shape: `{"error": {code, message, status, details:
-[{"@type": ".../google.firebase.fcm.v1.FcmError", "errorCode": ...}]}}`.
+The send endpoint speaks what firebase-admin sends to Google: HTTP/2 over TLS (its httpx
+client is made with `http2=True`, and ALPN picks h2), served by the h2 library on an asyncio
+loop, like the APNS look-alike. The client trusts the look-alike's throw-away CA through
+`SSL_CERT_FILE` (`ca_file`), the standard setting httpx reads when it makes its SSL context.
+The token endpoint is plain HTTP/1.1 from a thread: google-auth fetches tokens synchronously
+over `requests` (the adapter does it in a worker thread, but a test may not). It verifies the
+RS256 assertion signed with the service account key it handed out and issues opaque bearer
+tokens; the send endpoint answers 401 to any other bearer. Errors have the real v1 shape:
+`{"error": {code, message, status, details: [{"@type": ".../google.firebase.fcm.v1.FcmError",
+"errorCode": ...}]}}`.
 """
 
 from __future__ import annotations
@@ -17,13 +21,17 @@ import threading
 import time
 import urllib.parse
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import jwt
+from h2.config import H2Configuration
+from h2.connection import H2Connection
+from h2.events import ConnectionTerminated, DataReceived, RequestReceived, StreamEnded, StreamReset
+from h2.exceptions import ProtocolError
 
-from tests.push_servers.tls import public_key_pem, rsa_private_key_pem
+from tests.push_servers.tls import TestPki, make_pki, public_key_pem, rsa_private_key_pem
 
 FCM_ERROR_TYPE = "type.googleapis.com/google.firebase.fcm.v1.FcmError"
 # errorCode -> (canonical gRPC status, the message the real service sends)
@@ -47,6 +55,8 @@ class FcmRequest:
     token: str
     message: dict[str, Any]
     headers: dict[str, str]
+    at: float = 0.0  # time.time() when it was answered
+    status: int = 200  # what the look-alike answered
 
 
 @dataclass
@@ -59,7 +69,8 @@ class _Answer:
 
 
 class FcmLookalike:
-    """Start, point an `FcmPusher` at it with `pusher_kwargs()`, read `requests`."""
+    """Start, point an `FcmPusher` at it with `pusher_kwargs()` (and trust `ca_file` through
+    `SSL_CERT_FILE`: `client_env()`), read `requests`."""
 
     def __init__(self, project_id: str = "rdv-test") -> None:
         self.project_id = project_id
@@ -70,34 +81,51 @@ class FcmLookalike:
         self.requests: list[FcmRequest] = []  # every authorised send request, in order
         self.token_requests = 0  # calls to the token endpoint, whatever their answer
         self.unauthorised = 0  # send requests answered 401
+        self.protocols: set[str] = set()  # ALPN protocols the send endpoint negotiated
         self.token_endpoint_status = 200
         self.port = 0
         self.fcm_url = ""
         self.token_uri = ""
+        self.ca_file = ""
         self._issued: set[str] = set()
         self._scripts: dict[str, deque[_Answer]] = {}
-        self._lock = threading.Lock()  # handlers run in server threads
+        self._lock = threading.Lock()  # the token endpoint answers from server threads
+        self._pki: TestPki | None = None
+        self._server: asyncio.Server | None = None
+        self._connections: set[_FcmServerProtocol] = set()
         self._httpd: _Server | None = None
         self._thread: threading.Thread | None = None
 
     async def start(self) -> None:
+        self._pki = await asyncio.to_thread(make_pki)
+        context = self._pki.server_context(alpn=["h2"])
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(lambda: _FcmServerProtocol(self),
+                                                "127.0.0.1", 0, ssl=context, backlog=512)
+        self.port = self._server.sockets[0].getsockname()[1]
+        self.fcm_url = f"https://127.0.0.1:{self.port}" + "/v1/projects/{0}/messages:send"
+        self.ca_file = self._pki.ca_file
+
         owner = self
 
-        class Handler(_Handler):
+        class Handler(_TokenHandler):
             server_owner = owner
 
         httpd = _Server(("127.0.0.1", 0), Handler)
         httpd.daemon_threads = True
         self._httpd = httpd
-        self.port = httpd.server_address[1]
-        base = f"http://127.0.0.1:{self.port}"
-        self.fcm_url = base + "/v1/projects/{0}/messages:send"
-        self.token_uri = base + "/token"
-        self._thread = threading.Thread(target=httpd.serve_forever, name="fcm-lookalike",
+        self.token_uri = f"http://127.0.0.1:{httpd.server_address[1]}/token"
+        self._thread = threading.Thread(target=httpd.serve_forever, name="fcm-token-endpoint",
                                         kwargs={"poll_interval": 0.05}, daemon=True)
         self._thread.start()
 
     async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            for connection in list(self._connections):
+                connection.close()
+            await self._server.wait_closed()
+            self._server = None
         httpd, self._httpd = self._httpd, None
         if httpd is not None:
             await asyncio.to_thread(httpd.shutdown)
@@ -105,6 +133,9 @@ class FcmLookalike:
         if self._thread is not None:
             await asyncio.to_thread(self._thread.join, 5)
             self._thread = None
+        if self._pki is not None:
+            await asyncio.to_thread(self._pki.cleanup)
+            self._pki = None
 
     def script(self, token: str, status: int, error_code: str, *,
                retry_after: int | None = None, times: int = 1,
@@ -131,7 +162,12 @@ class FcmLookalike:
         return {"service_account": self.service_account(), "project_id": self.project_id,
                 "fcm_url": self.fcm_url}
 
-    # -- answering (server threads) --------------------------------------------------------
+    def client_env(self) -> dict[str, str]:
+        """What a client process needs to trust the send endpoint's certificate: httpx
+        (firebase-admin's transport) reads `SSL_CERT_FILE` when it makes its SSL context."""
+        return {"SSL_CERT_FILE": self.ca_file}
+
+    # -- answering -------------------------------------------------------------------------
 
     def issue_token(self, form: dict[str, str]) -> tuple[int, dict[str, Any]]:
         with self._lock:
@@ -156,9 +192,10 @@ class FcmLookalike:
             self._issued.add(token)
         return 200, {"access_token": token, "expires_in": 3599, "token_type": "Bearer"}
 
-    def send(self, path: str, headers: dict[str, str],
+    def send(self, method: str, path: str, headers: dict[str, str],
              body: bytes) -> tuple[int, dict[str, Any], dict[str, str]]:
-        if path != f"/v1/projects/{self.project_id}/messages:send":
+        """Status, JSON answer and extra headers for one complete send request."""
+        if method != "POST" or path != f"/v1/projects/{self.project_id}/messages:send":
             return 404, _error(404, "NOT_FOUND", "Requested entity was not found.", None), {}
         scheme, _, bearer = headers.get("authorization", "").partition(" ")
         with self._lock:
@@ -174,8 +211,9 @@ class FcmLookalike:
         except (ValueError, KeyError, TypeError):
             return 400, _error(400, "INVALID_ARGUMENT", "Request contains an invalid "
                                "argument.", "INVALID_ARGUMENT"), {}
+        request = FcmRequest(token, message, headers, time.time())
         with self._lock:
-            self.requests.append(FcmRequest(token, message, headers))
+            self.requests.append(request)
             scripted = self._scripts.get(token)
             answer = scripted[0] if scripted else None
             if scripted and answer is not None:
@@ -185,8 +223,9 @@ class FcmLookalike:
         if answer is None:
             name = f"projects/{self.project_id}/messages/0:{time.time_ns()}"
             return 200, {"name": name}, {}
+        request.status = answer.status
         status_name, default_message = ERROR_CODES[answer.error_code]
-        extra = {"Retry-After": str(answer.retry_after)} if answer.retry_after is not None else {}
+        extra = {"retry-after": str(answer.retry_after)} if answer.retry_after is not None else {}
         return answer.status, _error(answer.status, status_name,
                                      answer.message or default_message, answer.error_code), extra
 
@@ -198,50 +237,108 @@ def _error(code: int, status: str, message: str, error_code: str | None) -> dict
     return {"error": error}
 
 
+@dataclass
+class _Stream:
+    headers: dict[str, str]
+    body: bytearray = field(default_factory=bytearray)
+
+
+class _FcmServerProtocol(asyncio.Protocol):
+    """One client connection of the send endpoint: an h2 server fed from the transport."""
+
+    def __init__(self, owner: FcmLookalike) -> None:
+        self.owner = owner
+        self.conn = H2Connection(H2Configuration(client_side=False, header_encoding="utf-8"))
+        self.transport: asyncio.Transport | None = None
+        self.streams: dict[int, _Stream] = {}
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]  # uvloop's is no subclass
+        ssl_object = transport.get_extra_info("ssl_object")
+        protocol = ssl_object.selected_alpn_protocol() if ssl_object is not None else None
+        self.owner.protocols.add(protocol or "none")
+        self.owner._connections.add(self)
+        self.conn.initiate_connection()
+        self._flush()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.owner._connections.discard(self)
+
+    def close(self) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.conn.close_connection()
+            self._flush()
+            self.transport.close()
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            events = self.conn.receive_data(data)
+        except ProtocolError:
+            self._flush()
+            if self.transport is not None:
+                self.transport.close()
+            return
+        for event in events:
+            if isinstance(event, RequestReceived):
+                self.streams[event.stream_id] = _Stream(
+                    {str(k).lower(): str(v) for k, v in event.headers or []})
+            elif isinstance(event, DataReceived):
+                stream = self.streams.get(event.stream_id)
+                if stream is not None and event.data:
+                    stream.body.extend(event.data)
+                self.conn.acknowledge_received_data(event.flow_controlled_length,
+                                                    event.stream_id)
+            elif isinstance(event, StreamEnded):
+                stream = self.streams.pop(event.stream_id, None)
+                if stream is not None:
+                    self._respond(event.stream_id, stream)
+            elif isinstance(event, StreamReset):
+                self.streams.pop(event.stream_id, None)
+            elif isinstance(event, ConnectionTerminated) and self.transport is not None:
+                self.transport.close()
+        self._flush()
+
+    def _respond(self, stream_id: int, stream: _Stream) -> None:
+        headers = stream.headers
+        status, answer, extra = self.owner.send(headers.get(":method", ""),
+                                                headers.get(":path", ""), headers,
+                                                bytes(stream.body))
+        body = json.dumps(answer).encode()
+        self.conn.send_headers(stream_id, [(":status", str(status)),
+                                           ("content-type", "application/json; charset=UTF-8"),
+                                           ("content-length", str(len(body))),
+                                           *extra.items()])
+        self.conn.send_data(stream_id, body, end_stream=True)
+
+    def _flush(self) -> None:
+        data = self.conn.data_to_send()
+        if data and self.transport is not None and not self.transport.is_closing():
+            self.transport.write(data)
+
+
 class _Server(ThreadingHTTPServer):
-    request_queue_size = 256  # socketserver's 5 drops connection bursts (benchmark)
+    request_queue_size = 64
 
 
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"  # keep-alive: httpx and requests reuse connections
+class _TokenHandler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive: requests reuses its connections
     disable_nagle_algorithm = True  # headers and body go out without a delayed-ACK wait
     server_owner: FcmLookalike
 
     def do_POST(self) -> None:
         length = int(self.headers.get("content-length") or 0)
         body = self.rfile.read(length) if length else b""
-        headers = {k.lower(): v for k, v in self.headers.items()}
-        extra: dict[str, str] = {}
         if self.path == "/token":
             form = dict(urllib.parse.parse_qsl(body.decode()))
             status, answer = self.server_owner.issue_token(form)
         else:
-            status, answer, extra = self.server_owner.send(self.path, headers, body)
+            status, answer = 404, {"error": "not_found"}
         data = json.dumps(answer).encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/json; charset=UTF-8")
         self.send_header("Content-Length", str(len(data)))
-        for name, value in extra.items():
-            self.send_header(name, value)
         self.end_headers()
         self.wfile.write(data)
 
     def log_message(self, format: str, *args: Any) -> None:
         return None  # quiet: test output stays readable
-
-
-async def _serve_until_stdin_closes() -> None:
-    """`python -m tests.push_servers.fcm`: a look-alike in its own process (the benchmark
-    uses it so the server's threads do not share a GIL with the client under test).
-    Prints `pusher_kwargs()` as one JSON line, serves until stdin closes."""
-    import sys
-
-    server = FcmLookalike()
-    await server.start()
-    print(json.dumps(server.pusher_kwargs()), flush=True)
-    await asyncio.to_thread(sys.stdin.read)
-    await server.stop()
-
-
-if __name__ == "__main__":
-    asyncio.run(_serve_until_stdin_closes())

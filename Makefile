@@ -10,7 +10,7 @@ PYTEST_ARGS ?=
 
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install system-deps cassandra cassandra-stop serve test lint bench side-by-side clean
+.PHONY: install system-deps js-sdk cassandra cassandra-stop serve test lint bench side-by-side clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,21 @@ system-deps:
 	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; fi
 	@$(PYTHON) scripts/cassandra fetch
 
+## The TypeScript SDK in clients/js: the npm packages pinned in package-lock.json (npm ci),
+## then the tsc build. Needs Node.js 20+ and npm, which CI installs; tests/client/test_js_sdk.py
+## fails (never skips) without them.
+JS_DIR   := clients/js
+JS_STAMP := $(JS_DIR)/node_modules/.installed-stamp
+
+$(JS_STAMP): $(JS_DIR)/package.json $(JS_DIR)/package-lock.json
+	@command -v node >/dev/null && command -v npm >/dev/null || \
+	  { echo "the JS SDK ($(JS_DIR)) needs Node.js 20+ and npm on PATH"; exit 1; }
+	cd $(JS_DIR) && npm ci --no-audit --no-fund
+	touch $@
+
+js-sdk: $(JS_STAMP)
+	cd $(JS_DIR) && npm run build
+
 ## A local Cassandra on 127.0.0.1:9042 for cluster mode (data in rendezvous-data/cassandra)
 cassandra:
 	$(PYTHON) scripts/cassandra start --dir rendezvous-data/cassandra --port 9042
@@ -43,8 +58,8 @@ cassandra-stop:
 serve: $(STAMP)
 	$(BIN)/rendezvous serve $(ARGS)
 
-## The whole test suite (real Redis included), lint first
-test: $(STAMP) system-deps
+## The whole test suite (real Redis included, the JS SDK's Node tests too), lint first
+test: $(STAMP) system-deps js-sdk
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
@@ -70,3 +85,4 @@ load: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(JS_DIR)/node_modules $(JS_DIR)/dist $(JS_DIR)/build-test

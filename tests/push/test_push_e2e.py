@@ -211,7 +211,7 @@ async def test_the_android_devices_of_a_user_go_in_one_fcm_batch(
     """All of a user's FCM devices are one send_each_async call; a dead token among them
     is pruned, the others are sent."""
     rdv = await start()
-    pusher = rdv.node.pushes.pushers["fcm"]
+    pusher = rdv.node.services.pushes.pushers["fcm"]
     assert isinstance(pusher, FcmPusher)
     calls: list[int] = []
     send_many = pusher.send_many
@@ -243,6 +243,6 @@ async def test_the_android_devices_of_a_user_go_in_one_fcm_batch(
 async def test_the_apns_pool_is_sized_by_config(start: Start, http: Apis,
                                                 apns: TimedApns) -> None:
     rdv = await start(apns_max_connections=3)
-    pusher = rdv.node.pushes.pushers["apns"]
+    pusher = rdv.node.services.pushes.pushers["apns"]
     assert isinstance(pusher, ApnsPusher)
     assert pusher._client is not None and pusher._client.pool.max_connections == 3

@@ -18,9 +18,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from server.auth import mint
 from server.config import SECRET_ENV, Config, ConfigError, hs256_secret
 from server.config_load import load
+from server.edge.auth import mint
 from server.logs import setup_logging
 from storage import StoreUnavailable
 

@@ -24,11 +24,8 @@ from push.queue import MemoryPushQueue, PushQueue
 from push.recorder import RecorderPusher
 from runtime.redis_batch import TurnBatcher
 from runtime.redis_calls import RedisClient
-from server.auth import Authenticator
-from server.broker import Broker, MemoryBroker
-from server.caches import Caches
-from server.chat import ChatService
-from server.cluster_state import (
+from server.backends.broker import Broker, MemoryBroker
+from server.backends.cluster_state import (
     FixedNodeId,
     Limiter,
     MemoryLimiter,
@@ -38,10 +35,7 @@ from server.cluster_state import (
     SequentialSendGate,
     StoreClaims,
 )
-from server.config import Config
-from server.connection_guard import ConnectionGuard
-from server.gateway import Gateway
-from server.guards import (
+from server.backends.guards import (
     AuthThrottle,
     ConnectionCap,
     FlapMarks,
@@ -49,13 +43,19 @@ from server.guards import (
     MemoryConnectionCap,
     MemoryFlapMarks,
 )
-from server.http_api import EmbeddedUvicorn, create_app, http_server
-from server.hub import Hub
-from server.matching import MatchService
+from server.backends.presence import MemoryPresence, Presence
+from server.config import Config
+from server.edge.auth import Authenticator
+from server.edge.connection_guard import ConnectionGuard
+from server.edge.gateway import Gateway
+from server.edge.http_api import EmbeddedUvicorn, create_app, http_server
+from server.edge.hub import Hub
 from server.metrics import Metrics, timed_store
-from server.presence import MemoryPresence, Presence
-from server.presence_service import PresenceService
 from server.push_providers import apns_pusher, fcm_pusher
+from server.services.caches import Caches
+from server.services.chat import ChatService
+from server.services.matching import MatchService
+from server.services.presence import PresenceService
 from storage import Store
 from storage.sqlite import SqliteStore
 
@@ -113,10 +113,10 @@ def compose_backends(config: Config, metrics: Metrics, *, store: Store | None = 
             push_queue=MemoryPushQueue(max_jobs=config.push_queue_max),
             push_gates=MemoryPushGates(), pushers=pushers)
     from push.redis_queue import RedisPushGates, RedisPushQueue
-    from server.redis_broker import RedisBroker
-    from server.redis_guards import RedisAuthThrottle, RedisConnectionCap, RedisFlapMarks
-    from server.redis_presence import RedisPresence
-    from server.redis_state import (
+    from server.backends.redis_broker import RedisBroker
+    from server.backends.redis_guards import RedisAuthThrottle, RedisConnectionCap, RedisFlapMarks
+    from server.backends.redis_presence import RedisPresence
+    from server.backends.redis_state import (
         RedisLimiter,
         RedisNodeIds,
         RedisSendClaims,

@@ -22,8 +22,8 @@ from push.base import Pusher
 from runtime.tasks import stop_tasks
 from server.compose import Backends, Services, compose_backends, compose_services
 from server.config import Config
-from server.gateway import LISTEN_BACKLOG
-from server.hub import Hub
+from server.edge.gateway import LISTEN_BACKLOG
+from server.edge.hub import Hub
 from server.metrics import Metrics, package_version
 from server.startup import redis_down, wait_for_redis, with_retries
 from storage import Store, StoreUnavailable

@@ -15,9 +15,9 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from client import RendezvousClient, RendezvousHttp, mint_token
+from server.backends.redis_state import connect_redis
 from server.config import Config, JwtKey
 from server.node import Node
-from server.redis_state import connect_redis
 from tests.cassandra_node import CassandraNode
 from tests.redis_servers import RedisCluster, RedisServer
 

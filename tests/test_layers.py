@@ -29,17 +29,17 @@ def others(*allowed: str) -> tuple[str, ...]:
     return tuple(package for package in OURS if package not in allowed)
 
 
-SERVICES = ("server.chat", "server.matching", "server.presence_service", "server.caller")
-TRANSPORT = ("server.gateway", "server.hub", "server.connection_io", "server.ws_frames",
-             "server.http_api", "websockets", "fastapi", "starlette", "uvicorn")
+TRANSPORT = ("server.edge", "websockets", "fastapi", "starlette", "uvicorn")
 
 RULES = (
     Rule("protocol", others("protocol"), "the wire contract is pure: no I/O, nothing of ours"),
     Rule("runtime", others("runtime"), "the shared helpers are a leaf that everyone imports"),
     Rule("storage", ("server",), "the store knows nothing of the node above it"),
     Rule("push", ("server",), "push is used by the node, and uses only what is below it"),
-    *(Rule(service, TRANSPORT, "a service answers a Caller; the gateway and the HTTP API both "
-           "call it, so it knows neither") for service in SERVICES),
+    Rule("server.services", TRANSPORT, "a service answers a Caller; the gateway and the HTTP "
+         "API both call it, so it knows neither"),
+    Rule("server.backends", (*TRANSPORT, "server.services", "server.compose", "server.node"),
+         "the shared state is below the services: they call it, never the other way"),
 )
 
 

@@ -1,4 +1,4 @@
-"""The `Broker` contract (server/broker.py): an event published on node A reaches the users
+"""The `Broker` contract (server/backends/broker.py): an event published on node A reaches the users
 node B subscribed, in order, with its reach; a control message reaches every node.
 
 With Redis, A and B are two brokers with a client each; in memory there is one process, so
@@ -16,9 +16,9 @@ from typing import Any
 
 import pytest
 
-from server.broker import Broker, MemoryBroker
+from server.backends.broker import Broker, MemoryBroker
+from server.backends.redis_broker import RedisBroker
 from server.metrics import Metrics
-from server.redis_broker import RedisBroker
 from tests.contracts.conftest import Backing
 from tests.helpers import wait_until
 

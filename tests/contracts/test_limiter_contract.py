@@ -1,5 +1,5 @@
-"""The `Limiter` contract (server/cluster_state.py): a token bucket per key, as every node of
-the deployment sees it. Outage fallbacks are in tests/redis/test_redis_state.py."""
+"""The `Limiter` contract (server/backends/cluster_state.py): a token bucket per key, as every
+node of the deployment sees it. Outage fallbacks are in tests/redis/test_redis_state.py."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ from collections.abc import Awaitable, Callable
 
 import pytest
 
-from server.cluster_state import Limiter, MemoryLimiter
+from server.backends.cluster_state import Limiter, MemoryLimiter
+from server.backends.redis_state import RedisLimiter
 from server.metrics import Metrics
-from server.redis_state import RedisLimiter
 from tests.contracts.conftest import Backing
 
 MakeLimiter = Callable[..., Awaitable[Limiter]]

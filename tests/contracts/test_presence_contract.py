@@ -1,4 +1,4 @@
-"""The `Presence` contract (server/presence.py): sessions with a TTL that their node
+"""The `Presence` contract (server/backends/presence.py): sessions with a TTL that their node
 refreshes, one user however many sessions and nodes, a node that stops refreshing loses its
 users, and reapers report each of them once.
 
@@ -16,9 +16,9 @@ from collections.abc import Awaitable, Callable
 
 import pytest
 
+from server.backends.presence import MemoryPresence, Presence, Status, coarse
+from server.backends.redis_presence import RedisPresence
 from server.metrics import Metrics
-from server.presence import MemoryPresence, Presence, Status, coarse
-from server.redis_presence import RedisPresence
 from tests.contracts.conftest import Backing
 
 Nodes = Callable[..., Awaitable[Presence]]

@@ -1,5 +1,5 @@
-"""The `SendClaims` contract (server/cluster_state.py): what a send may do with its client id
-(`c`) before the store sees it.
+"""The `SendClaims` contract (server/backends/cluster_state.py): what a send may do with its
+client id (`c`) before the store sees it.
 
 Claims shared by every node (Redis) answer new (exclusive), pending and done; the embedded
 default (`StoreClaims`) has one writer and leaves every resend to the store's own
@@ -14,9 +14,9 @@ from collections.abc import Awaitable, Callable
 
 import pytest
 
-from server.cluster_state import Claim, SendClaims, StoreClaims
+from server.backends.cluster_state import Claim, SendClaims, StoreClaims
+from server.backends.redis_state import RedisSendClaims
 from server.metrics import Metrics
-from server.redis_state import RedisSendClaims
 from tests.contracts.conftest import Backing
 
 MakeClaims = Callable[[], Awaitable[SendClaims]]

@@ -10,8 +10,8 @@ from pathlib import Path
 from redis.backoff import FullJitterBackoff
 
 from runtime.backoff import Backoff, full_jitter
+from server.backends.redis_state import connect_redis
 from server.config import Config
-from server.redis_state import connect_redis
 
 REPO = Path(__file__).resolve().parents[2]
 PACKAGES = ("runtime", "server", "storage", "push", "client", "loadtest", "benchmarks")

@@ -13,8 +13,8 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
 
 from runtime.redis_batch import BatchFull, BatchScript, TurnBatcher, pack_commands
+from server.backends.redis_state import connect_redis
 from server.config import Config
-from server.redis_state import connect_redis
 from tests.redis_servers import RedisServer
 
 INCR_BY = BatchScript("return redis.call('INCRBY', KEYS[1], ARGV[1])")

@@ -20,8 +20,8 @@ import pytest
 from redis.asyncio import Redis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 
+from server.backends.redis_broker import RedisBroker
 from server.metrics import Metrics
-from server.redis_broker import RedisBroker
 from tests.redis_servers import RedisCluster as ClusterProcesses
 from tests.redis_servers import RedisServer
 

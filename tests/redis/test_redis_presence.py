@@ -22,11 +22,11 @@ from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 from redis.crc import key_slot
 
+from server.backends.presence import MemoryPresence, Status, coarse
+from server.backends.redis_presence import RedisPresence
+from server.backends.redis_state import connect_redis
 from server.config import Config
 from server.metrics import Metrics
-from server.presence import MemoryPresence, Status, coarse
-from server.redis_presence import RedisPresence
-from server.redis_state import connect_redis
 from tests.redis_servers import RedisServer
 
 Client = Redis | RedisCluster

@@ -21,16 +21,16 @@ from redis.asyncio.cluster import RedisCluster
 from protocol.ids import MAX_NODE
 from runtime.redis_batch import TurnBatcher
 from runtime.tasks import stop_tasks
-from server.cluster_state import Claim, MemoryLimiter
-from server.config import Config
-from server.metrics import Metrics
-from server.redis_state import (
+from server.backends.cluster_state import Claim, MemoryLimiter
+from server.backends.redis_state import (
     RedisLimiter,
     RedisNodeIds,
     RedisSendClaims,
     RedisSendGate,
     connect_redis,
 )
+from server.config import Config
+from server.metrics import Metrics
 from tests.redis_servers import RedisServer
 
 Client = Redis | RedisCluster

@@ -23,7 +23,7 @@ from websockets.typing import Subprotocol
 from client import RendezvousClient
 from client.errors import ServerError
 from protocol.codec import Frame, codec_for
-from server.gateway import MAX_STRIKES
+from server.edge.gateway import MAX_STRIKES
 from server.node import Node
 from tests.conftest import Harness, NodeFactory
 

@@ -15,7 +15,7 @@ from websockets.typing import Subprotocol
 
 from client import ServerError
 from protocol.limits import Limits
-from server.gateway import LISTEN_BACKLOG
+from server.edge.gateway import LISTEN_BACKLOG
 from tests.conftest import Harness, NodeFactory
 
 

@@ -16,7 +16,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.typing import Subprotocol
 
 from protocol.codec import codec_for
-from server.gateway import LIBRARY_CLOSES
+from server.edge.gateway import LIBRARY_CLOSES
 from server.node import Node
 from tests.conftest import Harness, NodeFactory
 from tests.helpers import wait_until

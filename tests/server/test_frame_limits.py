@@ -18,7 +18,7 @@ from client import RendezvousClient
 from client.errors import ClientClosed
 from protocol.codec import Frame
 from server.config import JwtKey
-from server.gateway import MAX_STRIKES
+from server.edge.gateway import MAX_STRIKES
 from tests.conftest import SECRET, Harness, NodeFactory
 from tests.server.test_auth import KEY_MAKERS, claims, pem_private, pem_public
 

@@ -13,7 +13,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
 from client import ConnectionRejected, RendezvousClient
-from server.guards import MemoryAuthThrottle, MemoryConnectionCap, MemoryFlapMarks
+from server.backends.guards import MemoryAuthThrottle, MemoryConnectionCap, MemoryFlapMarks
 from tests.conftest import Harness, NodeFactory
 from tests.helpers import wait_until
 

@@ -7,7 +7,7 @@ import asyncio
 
 from protocol.codec import codec_for
 from protocol.errors import CloseCode
-from server.hub import Session
+from server.edge.hub import Session
 from server.metrics import Metrics
 
 

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from websockets.frames import Frame, Opcode
 
-from server.ws_frames import FIN_BINARY, FIN_TEXT, header
+from server.edge.ws_frames import FIN_BINARY, FIN_TEXT, header
 
 
 @pytest.mark.parametrize("length", [0, 1, 125, 126, 127, 65535, 65536, 70000])
@@ -24,7 +24,7 @@ def test_direct_writes_only_when_nothing_is_in_the_way() -> None:
 
     from websockets.protocol import SERVER, Protocol
 
-    from server.ws_frames import can_write_direct
+    from server.edge.ws_frames import can_write_direct
 
     protocol = Protocol(SERVER)
     ws: Any = SimpleNamespace(protocol=protocol)

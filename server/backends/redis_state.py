@@ -26,7 +26,7 @@ from protocol.ids import MAX_NODE
 from runtime.redis_batch import BatchScript, Command, TurnBatcher
 from runtime.redis_calls import REDIS_ERRORS, Outage, RedisClient, text
 from runtime.tasks import stop_tasks
-from server.cluster_state import Claim, Limiter
+from server.backends.cluster_state import Claim, Limiter
 from server.config import Config
 from server.metrics import Metrics
 

@@ -75,7 +75,7 @@ class Caches:
             store.get_settings, ttl_s=ttl_s, max_entries=max_entries)
 
     def on_control(self, message: dict[str, Any]) -> None:
-        """Apply a control message from any node (see `server.matching`)."""
+        """Apply a control message from any node (see `server.services.matching`)."""
         kind = message.get("k")
         if kind == "match" and isinstance(message.get("id"), str):
             self.matches.invalidate(message["id"])

@@ -1,7 +1,7 @@
 """The chat service: what each chat request does, whichever door it came through.
 
 The gateway decodes and validates a frame, then calls one method here with its `Caller`
-(server/caller.py) and the frame's fields; the HTTP API calls the same methods. Every
+(server/services/caller.py) and the frame's fields; the HTTP API calls the same methods. Every
 method checks membership first (only the two members of an open match may touch it) and
 answers through `caller.reply`; a send is acknowledged only after the store has made it
 durable.
@@ -20,11 +20,11 @@ from protocol.frames import Media
 from protocol.ids import MAX_ID, IdGenerator, ms_of
 from protocol.limits import Limits
 from push.dispatcher import PushDispatcher
-from server.broker import Broker
-from server.caches import Caches
-from server.caller import Caller, unavailable
-from server.cluster_state import SendClaims, SendGate
+from server.backends.broker import Broker
+from server.backends.cluster_state import SendClaims, SendGate
 from server.metrics import Metrics
+from server.services.caches import Caches
+from server.services.caller import Caller, unavailable
 from storage import Conversation, MatchRecord, Message, Store, StoreUnavailable
 from storage.base import CursorKind
 

@@ -1,4 +1,4 @@
-"""The connect-time guards of `server/guards.py` for a whole cluster, in Redis.
+"""The connect-time guards of `server/backends/guards.py` for a whole cluster, in Redis.
 
 Every command goes through the node's `TurnBatcher` (runtime/redis_batch.py): a reconnect
 storm's caps, failure counts and flap marks of one loop turn are one pipeline, and nothing
@@ -15,7 +15,7 @@ from typing import Any
 
 from runtime.redis_batch import BatchScript, TurnBatcher
 from runtime.redis_calls import REDIS_ERRORS, Outage, text
-from server.guards import Evict, MemoryAuthThrottle, MemoryConnectionCap, MemoryFlapMarks
+from server.backends.guards import Evict, MemoryAuthThrottle, MemoryConnectionCap, MemoryFlapMarks
 from server.metrics import Metrics
 
 log = logging.getLogger(__name__)

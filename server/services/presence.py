@@ -1,6 +1,6 @@
 """Presence, owned in one place: who of a user's matches is online, and who hears of it.
 
-The registry (`server/presence.py`: in process, or Redis for a cluster) holds sessions with
+The registry (`server/backends/presence.py`: in process, or Redis for a cluster) holds sessions with
 a TTL; this service decides what it means (docs/architecture.md, "Presence"): a user's first
 live session announces `presence on` to their open matches and their last one's end
 `on:false` with a coarse last seen, both damped so that a quick reconnect announces
@@ -18,11 +18,11 @@ from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 from protocol import server_frames as sf
-from server.broker import Broker
-from server.caches import Caches
-from server.caller import Caller, unavailable
-from server.guards import FlapMarks
-from server.presence import Presence
+from server.backends.broker import Broker
+from server.backends.guards import FlapMarks
+from server.backends.presence import Presence
+from server.services.caches import Caches
+from server.services.caller import Caller, unavailable
 from storage import Store, StoreUnavailable
 
 log = logging.getLogger("rendezvous.presence")

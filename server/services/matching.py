@@ -15,11 +15,11 @@ from typing import Any
 from protocol import server_frames as sf
 from protocol.errors import ErrorCode, ProtocolError
 from push.dispatcher import PushDispatcher
-from server.broker import Broker
-from server.caches import Caches
-from server.cluster_state import Limiter
+from server.backends.broker import Broker
+from server.backends.cluster_state import Limiter
 from server.metrics import Metrics
-from server.presence_service import PresenceService
+from server.services.caches import Caches
+from server.services.presence import PresenceService
 from storage import Device, MatchRecord, Settings, Store, match_id_for
 from storage.base import Platform, SwipeAction
 

@@ -30,9 +30,9 @@ from protocol.codec import Frame
 from runtime.backoff import Backoff
 from runtime.redis_batch import TurnBatcher
 from runtime.tasks import stop_tasks, wait_event
-from server.broker import Control, Deliver, Reach, Undelivered
+from server.backends.broker import Control, Deliver, Reach, Undelivered
+from server.backends.redis_pubsub import PubSubLink, open_link
 from server.metrics import Metrics
-from server.redis_pubsub import PubSubLink, open_link
 
 log = logging.getLogger("rendezvous.broker")
 
@@ -43,7 +43,7 @@ PUBLISH_CHUNK = 1000  # messages per batcher call when one event goes to many us
 
 
 class RedisBroker:
-    """The cluster `Broker` (see `server.broker`) on the node's shared Redis client.
+    """The cluster `Broker` (see `server.backends.broker`) on the node's shared Redis client.
 
     `sharded=True` needs a `RedisCluster`. The client must not decode responses: payloads
     are msgpack bytes. Publishes go through `batcher` (the node's shared one, or one of its

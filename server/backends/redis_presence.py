@@ -27,8 +27,8 @@ from typing import Any
 
 from runtime.redis_batch import BatchScript, Command, TurnBatcher
 from runtime.redis_calls import REDIS_ERRORS, Outage, RedisClient, text
+from server.backends.presence import SEEN_GRANULARITY_MS, Status, coarse
 from server.metrics import Metrics
-from server.presence import SEEN_GRANULARITY_MS, Status, coarse
 
 log = logging.getLogger(__name__)
 

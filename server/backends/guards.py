@@ -2,7 +2,7 @@
 and the marks that damp presence flapping.
 
 Each is a small protocol with an in-process implementation here (the embedded default, and
-the Redis versions' fallback); the cluster-wide ones are in `server/redis_guards.py`. They
+the Redis versions' fallback); the cluster-wide ones are in `server/backends/redis_guards.py`. They
 act when a socket opens or closes, or an authentication fails, never per frame
 (docs/operations.md, "Connection limits").
 """

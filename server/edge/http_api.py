@@ -24,14 +24,14 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from protocol.codec import ids_as_strings
 from protocol.errors import HTTP_STATUS, ErrorCode, ProtocolError
-from server.auth import Authenticator, AuthError
-from server.caller import http_caller
-from server.chat import ChatService
 from server.config import Config
-from server.connection_guard import ConnectionGuard
+from server.edge.auth import Authenticator, AuthError
+from server.edge.connection_guard import ConnectionGuard
 from server.logs import RequestIds
-from server.matching import MatchService
 from server.metrics import Metrics
+from server.services.caller import http_caller
+from server.services.chat import ChatService
+from server.services.matching import MatchService
 from storage import StoreUnavailable
 
 log = logging.getLogger("rendezvous.http")

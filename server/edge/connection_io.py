@@ -12,8 +12,8 @@ from typing import Any
 from websockets.asyncio.server import ServerConnection
 from websockets.protocol import State
 
-from server.hub import WriteNow
-from server.ws_frames import can_write_direct, write_direct
+from server.edge.hub import WriteNow
+from server.edge.ws_frames import can_write_direct, write_direct
 
 log = logging.getLogger("rendezvous.gateway")
 

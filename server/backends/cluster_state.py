@@ -1,7 +1,7 @@
 """Small pieces of state that must agree across nodes: rate limits, send claims, node ids.
 
 Each is a protocol with an in-process implementation for the embedded default; the Redis
-implementations live in `server/redis_state.py`. A Redis failure never stops the chat: the
+implementations live in `server/backends/redis_state.py`. A Redis failure never stops the chat: the
 Redis versions fall back to the local behaviour and say so in a metric.
 """
 
@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
-from server.ratelimit import RateLimiter
+from server.backends.ratelimit import RateLimiter
 
 
 class Limiter(Protocol):

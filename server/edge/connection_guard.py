@@ -1,6 +1,6 @@
 """What the gateway and the HTTP API ask when a client connects, fails to authenticate or
 leaves: the per-user connection cap and the failed-auth throttle (presence, damped, is
-server/presence_service.py's).
+server/services/presence.py's).
 
 Everything here runs at connect, auth-failure or disconnect time, never per frame
 (docs/operations.md, "Connection limits"). The cluster-wide parts travel as small control
@@ -16,7 +16,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any, Protocol
 
 from protocol.errors import CloseCode
-from server.guards import AuthThrottle, ConnectionCap
+from server.backends.guards import AuthThrottle, ConnectionCap
 from server.metrics import Metrics
 
 log = logging.getLogger("rendezvous.guard")

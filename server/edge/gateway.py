@@ -41,18 +41,18 @@ from protocol.frames import (
     parse_client_frame,
     request_id,
 )
-from server.auth import Authenticator, AuthError, Claims
-from server.broker import Broker
-from server.caller import Caller, Reply
-from server.chat import ChatService
+from server.backends.broker import Broker
+from server.backends.ratelimit import TokenBucket
 from server.config import Config
-from server.connection_guard import ConnectionGuard
-from server.connection_io import Requests, write_now
-from server.hub import Hub, Session
+from server.edge.auth import Authenticator, AuthError, Claims
+from server.edge.connection_guard import ConnectionGuard
+from server.edge.connection_io import Requests, write_now
+from server.edge.hub import Hub, Session
 from server.logs import new_connection_id
 from server.metrics import Metrics
-from server.presence_service import PresenceService
-from server.ratelimit import TokenBucket
+from server.services.caller import Caller, Reply
+from server.services.chat import ChatService
+from server.services.presence import PresenceService
 
 log = logging.getLogger("rendezvous.gateway")
 # a connection that ends waits at most this long for the requests it read to answer

@@ -1,0 +1,1 @@
+"""The edge: WebSocket sessions, frames on the socket, the HTTP API, authentication."""

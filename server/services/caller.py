@@ -11,11 +11,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
+from protocol.codec import Frame
 from protocol.errors import ErrorCode, ProtocolError
 
-Frame = dict[str, Any]
 Reply = Callable[[Frame], object]
 RETRY_UNAVAILABLE_MS = 1000
 

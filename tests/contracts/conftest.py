@@ -2,7 +2,8 @@
 ("memory", the embedded default), one real redis-server and the session's real 3-master Redis
 Cluster ("redis", "redis-cluster").
 
-A contract suite per interface (Broker, Presence, Limiter, SendClaims, PushQueue, PushGates)
+A contract suite per interface (Broker, Presence, Limiter, SendClaims, SendGate, the guards
+ConnectionCap, AuthThrottle and FlapMarks, PushQueue, PushGates)
 knows only the interface; what holds for one implementation alone (outages, Lua scripts,
 cluster slots, take-overs) is in that implementation's own tests (tests/redis/,
 tests/push/test_push_queue_redis.py). To add an implementation, add it to `IMPLEMENTATIONS`

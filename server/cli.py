@@ -64,6 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
     add("--no-hs256", action="store_false", dest="jwt_hs256", default=None,
         help=f"accept only the public keys, not the HS256 secret (${SECRET_ENV} or the data "
         "dir's dev secret)")
+    add("--cors-origins", type=lambda v: tuple(s for s in v.split(",") if s),
+        metavar="ORIGIN,...", help="browser origins (scheme://host[:port]) the HTTP API "
+        "answers with CORS headers; * for any (default: none, no CORS headers)")
     add("--sends-per-s", type=float, help=f"messages a user may send per second "
         f"(default {D.sends_per_s:g})")
     add("--send-burst", type=int, help=f"messages a user may send in a burst "
@@ -95,8 +98,8 @@ def build_parser() -> argparse.ArgumentParser:
 SERVE_KEYS = ("host", "ws_port", "http_port", "data_dir", "redis_url", "redis_cluster_nodes",
               "cassandra_contact_points",
               "workers", "node_id", "node_name", "jwt_public_keys", "jwt_issuer",
-              "jwt_audience", "jwt_hs256", "sends_per_s", "send_burst", "log_level",
-              "log_format")
+              "jwt_audience", "jwt_hs256", "cors_origins", "sends_per_s", "send_burst",
+              "log_level", "log_format")
 
 
 def serve_flags(args: argparse.Namespace) -> dict[str, Any]:

@@ -261,6 +261,7 @@ def compose_services(config: Config, backends: Backends, *, metrics: Metrics, hu
     gateway = Gateway(config=config, auth=auth, hub=hub, broker=broker, presence=presence,
                       chat=chat, metrics=metrics, guard=guard)
     app = create_app(auth=auth, matches=matches, chat=chat, metrics=metrics,
-                     max_body_bytes=config.max_http_body_bytes, ready=ready, guard=guard)
+                     max_body_bytes=config.max_http_body_bytes, ready=ready, guard=guard,
+                     cors_origins=config.cors_origins)
     return Services(caches=caches, pushes=pushes, presence=presence, chat=chat,
                     matches=matches, guard=guard, gateway=gateway, http=http_server(app, config))

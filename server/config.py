@@ -7,6 +7,7 @@ bad setting in its error so an operator knows what to fix.
 from __future__ import annotations
 
 import os
+import re
 import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -18,6 +19,8 @@ from protocol.limits import Limits
 JWT_ALGORITHMS = ("HS256", "RS256", "ES256", "EdDSA")
 SECRET_ENV = "RENDEZVOUS_JWT_SECRET"
 MIN_SECRET_BYTES = 32  # RFC 7518 3.2: an HS256 key at least as long as the hash
+# An origin as a browser sends it: lowercase scheme://host[:port], no path, no trailing slash
+ORIGIN = re.compile(r"[a-z][a-z0-9+.-]*://(\[[0-9a-f:.]+\]|[a-z0-9_.-]+)(:(\d{1,5}))?")
 
 
 class ConfigError(ValueError):
@@ -73,6 +76,7 @@ class Config:
     swipes_per_s: float = 20.0
     swipe_burst: int = 100
     max_http_body_bytes: int = 65_536
+    cors_origins: tuple[str, ...] = ()  # browser origins the HTTP API answers; "*": any
     presence_ttl_s: float = 60.0
     sqlite_synchronous: str = "FULL"
     log_level: str = "INFO"  # DEBUG, INFO, WARNING or ERROR
@@ -169,9 +173,18 @@ class Config:
         if self.send_queue_frames <= self.inflight_per_connection:
             raise ConfigError("send_queue_frames must exceed inflight_per_connection, or a "
                               "client's own replies could fill its queue")
+        self._validate_cors()
         self._validate_push()
         self._validate_guards()
         return self
+
+    def _validate_cors(self) -> None:
+        for origin in self.cors_origins:
+            match = ORIGIN.fullmatch(origin)
+            if origin != "*" and (match is None or int(match.group(3) or 0) > 65535):
+                raise ConfigError(f"cors_origins: {origin!r} is not an origin: give "
+                                  "scheme://host[:port] in lowercase (no path, no trailing "
+                                  "slash), or \"*\" for any origin")
 
     def _validate_guards(self) -> None:
         for name in ("max_connections_per_user", "auth_failures_per_ip",

@@ -19,7 +19,9 @@ from fastapi import Depends, FastAPI, Path, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, StrictBool
+from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from protocol.codec import ids_as_strings
@@ -150,6 +152,35 @@ class RequestCounter:
                                               str(status)).inc()
 
 
+CORS_METHODS = ("GET", "POST", "PUT", "DELETE")  # every method a route of the API takes
+CORS_HEADERS = ("Authorization", "Content-Type", "X-Request-Id")
+CORS_EXPOSED = ("Retry-After", "X-Request-Id")
+CORS_MAX_AGE_S = 600  # how long a browser may keep a preflight's answer
+
+
+class Cors:
+    """CORS for the browser origins in `cors_origins` (docs/operations.md, "Browsers and
+    CORS"), by Starlette's `CORSMiddleware`. A request from any other origin, or without an
+    `Origin`, goes past it to the API untouched: no CORS header at all, so a browser on
+    another site can neither read an answer nor get a preflight through."""
+
+    def __init__(self, app: ASGIApp, origins: tuple[str, ...]) -> None:
+        self.app = app
+        self.any = "*" in origins
+        self.origins = frozenset(origins)
+        self.cors = CORSMiddleware(app, allow_origins=list(origins),
+                                   allow_methods=CORS_METHODS, allow_headers=CORS_HEADERS,
+                                   expose_headers=CORS_EXPOSED, max_age=CORS_MAX_AGE_S)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            origin = Headers(scope=scope).get("origin")
+            if origin is not None and (self.any or origin in self.origins):
+                await self.cors(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
 async def current_user(request: Request) -> str:
     """The `sub` of the request's bearer token, or 401."""
     auth: Authenticator = request.app.state.auth
@@ -186,7 +217,8 @@ Token = Annotated[str, Path(min_length=1, max_length=4096)]
 def create_app(*, auth: Authenticator, matches: MatchService, chat: ChatService,
                metrics: Metrics, max_body_bytes: int,
                ready: Callable[[], Awaitable[dict[str, bool]]],
-               guard: ConnectionGuard | None = None) -> ASGIApp:
+               guard: ConnectionGuard | None = None,
+               cors_origins: tuple[str, ...] = ()) -> ASGIApp:
     app = FastAPI(title="Rendezvous HTTP API", version="1",
                   description="Swipes, matches, blocks, devices and settings. The chat itself "
                   "runs over the WebSocket gateway (see docs/protocol.md).")
@@ -287,7 +319,10 @@ def create_app(*, auth: Authenticator, matches: MatchService, chat: ChatService,
     async def prometheus() -> Response:
         return Response(metrics.render(), media_type="text/plain; version=0.0.4")
 
-    return RequestIds(BodyLimit(RequestCounter(app, metrics), max_body_bytes))
+    api: ASGIApp = BodyLimit(RequestCounter(app, metrics), max_body_bytes)
+    if cors_origins:  # outside the body limit: its 413 carries the CORS headers too
+        api = Cors(api, cors_origins)
+    return RequestIds(api)
 
 
 class EmbeddedUvicorn(uvicorn.Server):

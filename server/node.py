@@ -9,6 +9,7 @@ closes the store, all within `drain_timeout_s`.
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import random
 import socket
@@ -31,8 +32,15 @@ from storage import Store, StoreUnavailable
 log = logging.getLogger("rendezvous.node")
 
 
-def listening_socket(host: str, port: int, reuse_port: bool) -> socket.socket:
-    """A bound, listening TCP socket; with `reuse_port` several processes share the port."""
+class ListenError(OSError):
+    """A port could not be bound; the message names the port, its setting and its flag."""
+
+
+def listening_socket(host: str, port: int, reuse_port: bool, setting: str) -> socket.socket:
+    """A bound, listening TCP socket; with `reuse_port` several processes share the port.
+
+    A bind that fails raises `ListenError` naming `setting` (`ws_port`, `http_port`) and its
+    flag, so an operator knows which port to change."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -40,12 +48,24 @@ def listening_socket(host: str, port: int, reuse_port: bool) -> socket.socket:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     try:
         sock.bind((host, port))
-    except OSError:
+    except OSError as exc:
         sock.close()
-        raise
+        error = ListenError(_bind_failure(host, port, setting, exc))
+        error.errno = exc.errno
+        raise error from None
     sock.listen(LISTEN_BACKLOG)
     sock.setblocking(False)
     return sock
+
+
+def _bind_failure(host: str, port: int, setting: str, exc: OSError) -> str:
+    where = f"{setting} {port} (--{setting.replace('_', '-')})"
+    if exc.errno == errno.EADDRINUSE:
+        return (f"{where} is already in use on {host}: another process listens there; stop "
+                f"it or choose another {setting}")
+    if exc.errno == errno.EACCES:
+        return f"{where}: not allowed to listen on {host}:{port} ({exc.strerror})"
+    return f"{where}: cannot listen on {host}:{port}: {exc.strerror or exc}"
 
 
 class Node:
@@ -91,8 +111,9 @@ class Node:
         await self.broker.start(self.hub.deliver, self._on_control, services.chat.undelivered)
         await services.pushes.start()
         reuse = config.workers > 1
-        await services.gateway.start(listening_socket(config.host, config.ws_port, reuse))
-        http_socket = listening_socket(config.host, config.http_port, reuse)
+        await services.gateway.start(listening_socket(config.host, config.ws_port, reuse,
+                                                       "ws_port"))
+        http_socket = listening_socket(config.host, config.http_port, reuse, "http_port")
         loop = asyncio.get_running_loop()
         self._tasks.append(loop.create_task(services.http.serve([http_socket]), name="http"))
         while not services.http.started:

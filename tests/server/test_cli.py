@@ -64,16 +64,23 @@ def test_bad_setting_is_named(tmp_path: Path) -> None:
     assert out.returncode == 2 and "node_id" in out.stderr
 
 
-def test_busy_port_is_a_clear_error(tmp_path: Path) -> None:
+@pytest.mark.parametrize("setting", ["ws_port", "http_port"])
+def test_busy_port_is_a_clear_error(tmp_path: Path, setting: str) -> None:
+    flag = "--" + setting.replace("_", "-")
+    other = "--http-port" if setting == "ws_port" else "--ws-port"
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
-        out = subprocess.run([*CLI, "serve", "--ws-port", str(port), "--http-port",
-                              str(free_port()), "--data-dir", str(tmp_path)],
+        out = subprocess.run([*CLI, "serve", flag, str(port), other, str(free_port()),
+                              "--data-dir", str(tmp_path)],
                              capture_output=True, text=True, env=env_without_secret(),
                              timeout=30)
-    assert out.returncode == 1 and "address already in use" in out.stderr.lower()
+    assert out.returncode == 1, out.stderr
+    assert f"rendezvous: {setting} {port} ({flag}) is already in use on 127.0.0.1" \
+        in out.stderr
+    assert "Traceback" not in out.stderr and "Errno" not in out.stderr, out.stderr
+    assert "ready" not in out.stdout
 
 
 async def test_serve_banner_chat_and_graceful_stop(node_process: NodeProcess) -> None:

@@ -12,6 +12,8 @@ import argparse
 import asyncio
 import gc
 import os
+import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -106,6 +108,23 @@ def serve_flags(args: argparse.Namespace) -> dict[str, Any]:
     return {key: getattr(args, key) for key in SERVE_KEYS}
 
 
+def entry_point() -> str:
+    """This program as a shell command that runs it again from the same directory, for the
+    commands the banner prints: the installed script as it was started (`rendezvous` only
+    if that is what PATH finds, e.g. `.venv/bin/rendezvous` under `make serve`), else this
+    interpreter with `-m server.cli`."""
+    main = sys.modules.get("__main__")
+    spec = getattr(main, "__spec__", None)
+    module = spec.name if spec is not None and spec.name else None
+    script = sys.argv[0] if sys.argv else ""
+    if module is None and script and not script.endswith(".py"):
+        runnable = (shutil.which(script) is not None if os.sep not in script
+                    else os.access(script, os.X_OK))
+        if runnable:
+            return shlex.quote(script)
+    return shlex.join([sys.executable, "-m", module or "server.cli"])
+
+
 async def serve(config: Config, secret_origin: str) -> None:
     from server.node import Node  # imported here so `rendezvous token` starts fast
 
@@ -130,7 +149,8 @@ async def serve(config: Config, secret_origin: str) -> None:
           f"  HTTP API   http://{host}:{node.http_port}  (docs /docs, metrics /metrics)\n"
           f"  Storage    SQLite in {config.data_dir}/\n"
           f"  Fan-out    {fanout}\n"
-          f"  Tokens     rendezvous token USER --data-dir {config.data_dir}"
+          f"  Tokens     {entry_point()} token USER --data-dir "
+          f"{shlex.quote(str(config.data_dir))}"
           f"   (HS256 key: {secret_origin})\n"
           f"  Stop       Ctrl-C or SIGTERM (clients are told to reconnect)", flush=True)
     await stop.wait()

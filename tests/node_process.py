@@ -26,8 +26,11 @@ class NodeProcess:
     """One node process; `start()` returns once its banner is printed."""
 
     def __init__(self, data_dir: Path, *args: str, env: dict[str, str] | None = None,
-                 ws_port: int | None = None, http_port: int | None = None) -> None:
+                 ws_port: int | None = None, http_port: int | None = None,
+                 command: list[str] | None = None, cwd: Path | None = None) -> None:
         self.data_dir = data_dir
+        self.command = command or CLI  # how the node is started: CLI, or a script's path
+        self.cwd = cwd
         self.args = args
         self.env = env if env is not None else env_without_secret()
         self.ws_port = ws_port or free_port()
@@ -39,10 +42,10 @@ class NodeProcess:
     async def start(self, timeout: float = 30) -> None:
         self.banner = []
         self.proc = await asyncio.create_subprocess_exec(
-            *CLI, "serve", "--data-dir", str(self.data_dir), "--ws-port", str(self.ws_port),
-            "--http-port", str(self.http_port), "--log-level", "WARNING", *self.args,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=self.env,
-            start_new_session=True)
+            *self.command, "serve", "--data-dir", str(self.data_dir), "--ws-port",
+            str(self.ws_port), "--http-port", str(self.http_port), "--log-level", "WARNING",
+            *self.args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+            env=self.env, cwd=self.cwd, start_new_session=True)
         await self.wait_banner(timeout)
 
     async def wait_banner(self, timeout: float = 30) -> None:

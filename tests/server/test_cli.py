@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import signal
 import socket
 import subprocess
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -86,7 +88,7 @@ def test_busy_port_is_a_clear_error(tmp_path: Path, setting: str) -> None:
 async def test_serve_banner_chat_and_graceful_stop(node_process: NodeProcess) -> None:
     banner = "".join(node_process.banner)
     assert f"ws://127.0.0.1:{node_process.ws_port}/v1/ws" in banner
-    assert "rendezvous token USER" in banner
+    assert "token USER --data-dir" in banner
     m = await make_match(node_process, "alice", "bob")
     alice = await RendezvousClient.connect(node_process.ws_url, node_process.token("alice"))
     bob = await RendezvousClient.connect(node_process.ws_url, node_process.token("bob"))
@@ -115,3 +117,60 @@ def test_short_secret_is_refused(tmp_path: Path) -> None:
     out = subprocess.run([*CLI, "serve", "--data-dir", str(tmp_path)], capture_output=True,
                          text=True, env=env, timeout=30)
     assert out.returncode == 2 and "RENDEZVOUS_JWT_SECRET" in out.stderr
+
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def banner_token_command(banner: list[str]) -> str:
+    """The `Tokens` line's command, exactly as printed."""
+    found = re.search(r"^  Tokens +(.+?) {3}\(HS256", "".join(banner), re.MULTILINE)
+    assert found is not None, banner
+    return found.group(1)
+
+
+async def check_banner_command_mints_a_token(node: NodeProcess, cwd: Path | None) -> str:
+    """Run the banner's token command through a shell, as a user pastes it, and use the
+    token it prints on the node."""
+    command = banner_token_command(node.banner)
+    assert "USER" in command
+    shell = await asyncio.create_subprocess_shell(
+        command.replace("USER", "alice"), stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE, env=node.env, cwd=cwd)
+    async with asyncio.timeout(30):
+        out, err = await shell.communicate()
+    assert shell.returncode == 0, (command, err.decode())
+    async with RendezvousHttp(node.http_url, out.decode().strip()) as api:
+        assert (await api.put_settings(show_online=True))["show_online"] is True
+    return command
+
+
+async def test_the_banner_command_runs_as_printed_under_python_m(tmp_path: Path) -> None:
+    node = NodeProcess(tmp_path / "data")
+    await node.start()
+    try:
+        command = await check_banner_command_mints_a_token(node, tmp_path)
+        assert command.startswith(f"{sys.executable} -m server.cli token USER")
+    finally:
+        await node.stop(signal.SIGKILL)
+
+
+async def test_the_banner_command_runs_as_printed_from_an_installed_script(
+        tmp_path: Path) -> None:
+    """Like `make serve`: `.venv/bin/rendezvous serve` from the project directory, with
+    `rendezvous` not on PATH; the banner must not print a bare `rendezvous`."""
+    script = tmp_path / ".venv" / "bin" / "rendezvous"
+    script.parent.mkdir(parents=True)
+    script.write_text(f"#!{sys.executable}\n"  # what pip writes for a console script
+                      "import sys\nfrom server.cli import main\n"
+                      "if __name__ == '__main__':\n    sys.exit(main())\n")
+    script.chmod(0o755)
+    env = {**env_without_secret(), "PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"}
+    node = NodeProcess(Path("rendezvous-data"), env=env, command=[".venv/bin/rendezvous"],
+                       cwd=tmp_path)
+    await node.start()
+    try:
+        command = await check_banner_command_mints_a_token(node, tmp_path)
+        assert command == ".venv/bin/rendezvous token USER --data-dir rendezvous-data"
+    finally:
+        await node.stop(signal.SIGKILL)

@@ -105,7 +105,8 @@ class Metrics:
         self.broker_publish = Histogram("rendezvous_broker_publish_seconds", "Broker publish "
                                         "latency", buckets=LATENCY_BUCKETS, registry=r)
         self.broker_healthy = Gauge("rendezvous_broker_subscription_healthy", "1 when this "
-                                    "node's subscription is live (its canary came back)",
+                                    "node's broker delivers: always on the in-process "
+                                    "broker, while its canary comes back through Redis",
                                     registry=r)
         self.broker_resubscribes = Counter("rendezvous_broker_resubscribes", "Times the broker "
                                            "reconnected and subscribed again", registry=r)
@@ -146,6 +147,12 @@ class Metrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+    def watch_broker(self, healthy: Callable[[], bool]) -> None:
+        """`rendezvous_broker_subscription_healthy` is `healthy()` (the broker's readiness
+        check) read at scrape time: the gauge and `/readyz` cannot disagree, on either
+        broker (the in-process one is always subscribed: 1 on a single node)."""
+        self.broker_healthy.set_function(lambda: 1.0 if healthy() else 0.0)
 
     def set_build(self, version: str, node: str, node_id: int | None) -> None:
         self.build.info({"version": version, "node": node,

@@ -62,6 +62,7 @@ class Node:
                                                    pushers=pushers)
         self.store = self.backends.store
         self.broker = self.backends.broker
+        self.metrics.watch_broker(self.broker.healthy)
         self.hub = Hub(self.metrics)
         self._services: Services | None = None
         self._tasks: list[asyncio.Task[Any]] = []

@@ -63,6 +63,7 @@ class Node:
         self.store = self.backends.store
         self.broker = self.backends.broker
         self.metrics.watch_broker(self.broker.healthy)
+        self.metrics.initialise_providers(p.provider for p in self.backends.pushers.values())
         self.hub = Hub(self.metrics)
         self._services: Services | None = None
         self._tasks: list[asyncio.Task[Any]] = []

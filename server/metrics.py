@@ -19,6 +19,7 @@ from prometheus_client import (
     Gauge,
     Histogram,
     Info,
+    ProcessCollector,
     generate_latest,
 )
 
@@ -149,6 +150,12 @@ class Metrics:
         self.send_queue = Gauge("rendezvous_send_queue_frames", "Frames waiting in the "
                                 "send queues of this node's sessions, all together",
                                 registry=r)
+        self.loop_lag = LoopHistogram("rendezvous_event_loop_lag_seconds", "How late the "
+                                      "event loop wakes a 0.5 s sleep (sampled twice a "
+                                      "second)", buckets=LATENCY_BUCKETS, registry=r)
+        # process_resident_memory_bytes, process_open_fds, process_cpu_seconds_total, ...
+        # (the default registry has them; this one is the node's own)
+        ProcessCollector(registry=r)
         self.send_queue_max = Gauge("rendezvous_send_queue_max_frames", "Frames waiting in "
                                     "the fullest session send queue on this node", registry=r)
 

@@ -310,3 +310,15 @@ def test_the_known_label_values_cover_the_code() -> None:
     for metric, values in found.items():
         assert values, metric  # the pattern still finds the call sites
         assert values <= known[metric], (metric, values - known[metric])
+
+
+async def test_a_node_exports_process_and_loop_lag_metrics(node: Node) -> None:
+    values = samples(await scrape(node))
+    assert total(values, "process_resident_memory_bytes") > 1_000_000
+    assert total(values, "process_open_fds") > 0
+    assert ("process_cpu_seconds_total", frozenset()) in values
+    assert ("process_max_fds", frozenset()) in values
+
+    async def lag_observed() -> bool:
+        return total(samples(await scrape(node)), "rendezvous_event_loop_lag_seconds_count") > 0
+    await wait_until(lag_observed, timeout=5)

@@ -14,6 +14,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -70,17 +71,34 @@ async def test_a_healthy_single_node_fires_no_alert(node: Node, tmp_path: Path) 
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_the_test_sees_a_firing_alert(tmp_path: Path) -> None:
-    """The harness can fail: the same evaluation of a node without a subscription fires."""
-    text = ("# TYPE rendezvous_broker_subscription_healthy gauge\n"
-            "rendezvous_broker_subscription_healthy 0.0\n")
-    alert = {"eval_time": "10m", "alertname": "RendezvousNoBrokerSubscription",
-             "exp_alerts": []}
+FIRING = {  # an alert, and series (promtool's notation, one value a minute) that fire it
+    "RendezvousNoBrokerSubscription": {"rendezvous_broker_subscription_healthy": "0x25"},
+    "RendezvousHttpServerErrors": {  # 1 a second of 11 fail
+        'rendezvous_http_requests_total{route="/v1/matches", status="503"}': "0+60x25",
+        'rendezvous_http_requests_total{route="/v1/matches", status="200"}': "0+600x25"},
+    "RendezvousMemoryHigh": {"process_resident_memory_bytes": "3e9x25"},
+    "RendezvousPushQueueBacklog": {"rendezvous_push_queue_depth": "60000x25"},
+}
+
+
+@pytest.mark.parametrize("alert", sorted(FIRING))
+def test_an_unhealthy_node_fires_the_alert(alert: str, tmp_path: Path) -> None:
+    """The evaluation can fail: series that should fire `alert` do (promtool reports the
+    alert it did not expect)."""
+    series = []
+    for name, values in FIRING[alert].items():
+        base, _, rest = name.partition("{")
+        labels = dict(LABELS)
+        for pair in filter(None, rest.rstrip("}").split(", ")):
+            key, _, value = pair.partition("=")
+            labels[key] = value.strip('"')
+        series.append({"series": series_name(base, labels), "values": values})
     tests = {"rule_files": [str(ALERTS)], "evaluation_interval": "1m",
-             "tests": [{"interval": "1m", "input_series": input_series(text),
-                        "alert_rule_test": [alert]}]}
+             "tests": [{"interval": "1m", "input_series": series,
+                        "alert_rule_test": [{"eval_time": "20m", "alertname": alert,
+                                             "exp_alerts": []}]}]}
     path = tmp_path / "unhealthy_node_test.yml"
     path.write_text(yaml.safe_dump(tests))
     result = run_promtool("test", "rules", str(path))
-    assert result.returncode != 0
-    assert "RendezvousNoBrokerSubscription" in result.stdout + result.stderr
+    assert result.returncode != 0, f"{alert} did not fire"
+    assert alert in result.stdout + result.stderr

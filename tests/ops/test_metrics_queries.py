@@ -44,7 +44,7 @@ REPO = Path(__file__).resolve().parents[2]
 DASHBOARD = REPO / "deploy/grafana/dashboards/rendezvous.json"
 ALERTS = REPO / "deploy/prometheus/alerts.yml"
 PROMETHEUS = REPO / "deploy/prometheus/prometheus.yml"
-METRIC_NAME = re.compile(r"\brendezvous_[a-zA-Z0-9_]+")
+METRIC_NAME = re.compile(r"\b(?:rendezvous|process)_[a-zA-Z0-9_]+")
 SUFFIXES = {"counter": ("",), "gauge": ("",), "histogram": ("_bucket", "_count", "_sum"),
             "summary": ("", "_count", "_sum"), "info": ("",)}
 
@@ -252,7 +252,8 @@ def test_alert_rules_structure() -> None:
             names.append(rule["alert"])
     assert len(names) == len(set(names))
     for topic in ("NodeDown", "NoBrokerSubscription", "SendToAck", "StoreErrors", "StoreSlow",
-                  "PushConfig", "SlowConsumers", "AuthFailures", "DrainStuck"):
+                  "PushConfig", "SlowConsumers", "AuthFailures", "DrainStuck", "HttpServerErrors",
+                  "MemoryHigh", "PushQueueBacklog"):
         assert any(topic in name for name in names), topic
 
 

@@ -21,13 +21,15 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 ## Services the integration tests run for real: redis-server, and Cassandra (Java 17 + Maven,
-## jars from Maven Central cached in ~/.cache/rendezvous)
+## jars from Maven Central cached in ~/.cache/rendezvous); promtool (Debian's prometheus) checks
+## and evaluates the alert rules (tests/ops/test_alerts_on_a_node.py)
 system-deps:
 	@missing=""; \
 	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
 	command -v java >/dev/null || missing="$$missing openjdk-17-jdk-headless"; \
 	command -v mvn >/dev/null || missing="$$missing maven"; \
 	command -v docker-compose >/dev/null || missing="$$missing docker-compose"; \
+	command -v promtool >/dev/null || missing="$$missing prometheus"; \
 	if [ -n "$$missing" ]; then echo "installing$$missing from Debian"; \
 	  $(SUDO) apt-get update -qq && \
 	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; fi

@@ -10,6 +10,7 @@ observation's bucket before its sum, as a scrape can with `prometheus_client` to
 
 from __future__ import annotations
 
+import asyncio
 from bisect import bisect_left
 from collections.abc import Iterator, Sequence
 
@@ -116,3 +117,18 @@ class LoopHistogram(Collector):
                 buckets.append((le_label(bound), float(running)))
             family.add_metric(list(key), buckets, child.sum)
         yield family
+
+
+LOOP_LAG_INTERVAL_S = 0.5
+
+
+async def watch_loop_lag(histogram: LoopHistogram, interval_s: float = LOOP_LAG_INTERVAL_S,
+                         ) -> None:
+    """Observe how late a sleep of `interval_s` wakes, forever: the event loop's lag (a
+    callback or a CPU-bound step that holds the loop delays every connection by as much).
+    Two timer wake-ups a second, nothing per message."""
+    loop = asyncio.get_running_loop()
+    while True:
+        started = loop.time()
+        await asyncio.sleep(interval_s)
+        histogram.observe(max(0.0, loop.time() - started - interval_s))

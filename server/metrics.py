@@ -10,7 +10,7 @@ import functools
 import importlib.metadata
 import inspect
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from typing import Any, ParamSpec, TypeVar
 
 from prometheus_client import (
@@ -19,9 +19,12 @@ from prometheus_client import (
     Gauge,
     Histogram,
     Info,
+    ProcessCollector,
     generate_latest,
 )
 
+from protocol.errors import CloseCode, ErrorCode
+from push.base import Outcome
 from server.loop_metrics import HistogramChild, LoopCounter, LoopHistogram
 from storage import Store
 
@@ -41,6 +44,19 @@ class Children(dict[str, Any]):
     def __missing__(self, value: str) -> Any:
         child = self[value] = self.metric.labels(value)
         return child
+
+# The label values each labelled counter is known to take, exported at 0 from the start so
+# that a panel or a rate() has a series before the first event (tests/ops/test_metrics_queries.py
+# checks the code counts no other value under these names).
+CLOSE_CODES = (1000, 1002, 1007, 1011, *CloseCode)  # 100x/1011: closes the library starts
+RATE_LIMITED_KINDS = ("frames", "refresh", "send", "swipe", "auth", "connections")
+AUTH_FAILURE_REASONS = ("missing", "malformed", "algorithm", "signature", "expired",
+                        "not_yet_valid", "invalid", "timeout", "no_auth", "bad_frame")
+REDIS_FALLBACKS = ("publish", "presence", "connection_cap", "auth_throttle", "presence_flaps",
+                   "rate_limit", "claims", "node_id", "node_id_conflict")
+PRESENCE_OPS = ("connect", "disconnect", "refresh", "status", "reap")
+PUSH_OUTCOMES = (*Outcome, "gave_up")
+PUSH_SKIPPED = ("online", "delivered", "coalesced", "no_device", "duplicate", "no_provider")
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
                    5.0)
@@ -105,7 +121,8 @@ class Metrics:
         self.broker_publish = Histogram("rendezvous_broker_publish_seconds", "Broker publish "
                                         "latency", buckets=LATENCY_BUCKETS, registry=r)
         self.broker_healthy = Gauge("rendezvous_broker_subscription_healthy", "1 when this "
-                                    "node's subscription is live (its canary came back)",
+                                    "node's broker delivers: always on the in-process "
+                                    "broker, while its canary comes back through Redis",
                                     registry=r)
         self.broker_resubscribes = Counter("rendezvous_broker_resubscribes", "Times the broker "
                                            "reconnected and subscribed again", registry=r)
@@ -133,6 +150,12 @@ class Metrics:
         self.send_queue = Gauge("rendezvous_send_queue_frames", "Frames waiting in the "
                                 "send queues of this node's sessions, all together",
                                 registry=r)
+        self.loop_lag = LoopHistogram("rendezvous_event_loop_lag_seconds", "How late the "
+                                      "event loop wakes a 0.5 s sleep (sampled twice a "
+                                      "second)", buckets=LATENCY_BUCKETS, registry=r)
+        # process_resident_memory_bytes, process_open_fds, process_cpu_seconds_total, ...
+        # (the default registry has them; this one is the node's own)
+        ProcessCollector(registry=r)
         self.send_queue_max = Gauge("rendezvous_send_queue_max_frames", "Frames waiting in "
                                     "the fullest session send queue on this node", registry=r)
 
@@ -143,9 +166,44 @@ class Metrics:
         self.closes_by = Children(self.closes)
         self.rate_limited_by = Children(self.rate_limited)
         self.push_skipped_by = Children(self.push_skipped)
+        self._initialise_children()
+
+    def _initialise_children(self) -> None:
+        """Every known child at 0 (see `CLOSE_CODES` and the rest above): looking a child up
+        creates it. Once, at start-up: nothing here runs per message."""
+        for code in CLOSE_CODES:
+            self.closes_by[str(int(code))]
+        for error in ErrorCode:
+            self.errors_by[str(error)]
+        for kind in RATE_LIMITED_KINDS:
+            self.rate_limited_by[kind]
+        for reason in AUTH_FAILURE_REASONS:
+            self.auth_failures.labels(reason)
+        for what in REDIS_FALLBACKS:
+            self.redis_fallbacks.labels(what)
+        for op in PRESENCE_OPS:
+            self.presence_ops.labels(op)
+        for reason in PUSH_SKIPPED:
+            self.push_skipped_by[reason]
+        for outcome in ("abandoned", "store_unavailable"):  # jobs, before any provider
+            self.pushes.labels("any", outcome)
+        self.push_shed.labels("queue")
+
+    def initialise_providers(self, providers: Iterable[str]) -> None:
+        """The push series of each configured provider at 0."""
+        for provider in providers:
+            for outcome in PUSH_OUTCOMES:
+                self.pushes.labels(provider, str(outcome))
+            self.push_shed.labels(provider)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+    def watch_broker(self, healthy: Callable[[], bool]) -> None:
+        """`rendezvous_broker_subscription_healthy` is `healthy()` (the broker's readiness
+        check) read at scrape time: the gauge and `/readyz` cannot disagree, on either
+        broker (the in-process one is always subscribed: 1 on a single node)."""
+        self.broker_healthy.set_function(lambda: 1.0 if healthy() else 0.0)
 
     def set_build(self, version: str, node: str, node_id: int | None) -> None:
         self.build.info({"version": version, "node": node,

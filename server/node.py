@@ -25,6 +25,7 @@ from server.compose import Backends, Services, compose_backends, compose_service
 from server.config import Config
 from server.edge.gateway import LISTEN_BACKLOG
 from server.edge.hub import Hub
+from server.loop_metrics import watch_loop_lag
 from server.metrics import Metrics, package_version
 from server.startup import redis_down, wait_for_redis, with_retries
 from storage import Store, StoreUnavailable
@@ -82,6 +83,8 @@ class Node:
                                                    pushers=pushers)
         self.store = self.backends.store
         self.broker = self.backends.broker
+        self.metrics.watch_broker(self.broker.healthy)
+        self.metrics.initialise_providers(p.provider for p in self.backends.pushers.values())
         self.hub = Hub(self.metrics)
         self._services: Services | None = None
         self._tasks: list[asyncio.Task[Any]] = []
@@ -123,6 +126,8 @@ class Node:
             await asyncio.sleep(0.01)
         self._tasks.append(loop.create_task(services.presence.keep(self._local_sessions),
                                             name="presence"))
+        self._tasks.append(loop.create_task(watch_loop_lag(self.metrics.loop_lag),
+                                            name="loop-lag"))
         self.started = True
         self.metrics.set_build(package_version(), config.node, self.node_id)
         log.info("node started", extra={"node": config.node, "node_id": self.node_id})

@@ -113,7 +113,6 @@ class RedisBroker:
             self._changes_written.set_result(None)
         self._changes, self._changes_written = [], None
         self._deliver = self._control = None
-        self.metrics.broker_healthy.set(0)
 
     def healthy(self) -> bool:
         return (self._link is not None
@@ -203,7 +202,6 @@ class RedisBroker:
                     self._link_failing = True
             finally:
                 self._link = None
-                self.metrics.broker_healthy.set(0)
                 self._release_confirmations()
                 with contextlib.suppress(Exception):
                     await link.close()
@@ -240,7 +238,6 @@ class RedisBroker:
         elif channel == self._canary_channel:
             self._last_canary = time.monotonic()
             self._first_canary.set()
-            self.metrics.broker_healthy.set(1)
         elif channel == self._control_channel:
             self._on_control(data)
 
@@ -289,8 +286,6 @@ class RedisBroker:
             with contextlib.suppress(Exception):
                 async with asyncio.timeout(self._canary_interval_s):
                     await self._publish_one(self._canary_channel, msgpack.packb(time.time()))
-            healthy = self.healthy()
-            self.metrics.broker_healthy.set(1 if healthy else 0)
             silent_for = time.monotonic() - max(self._last_canary, self._linked_at)
             if self._link is not None and silent_for > self._healthy_within_s:
                 self._kick.set()

@@ -21,7 +21,19 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from client import ConnectionRejected, ServerError
-from server.metrics import STORE_OPS, Metrics, TimedStore
+from protocol.errors import ErrorCode
+from server.metrics import (
+    AUTH_FAILURE_REASONS,
+    CLOSE_CODES,
+    PRESENCE_OPS,
+    PUSH_OUTCOMES,
+    PUSH_SKIPPED,
+    RATE_LIMITED_KINDS,
+    REDIS_FALLBACKS,
+    STORE_OPS,
+    Metrics,
+    TimedStore,
+)
 from server.node import Node
 from storage.sqlite import SqliteStore
 from tests.conftest import Harness, NodeFactory
@@ -32,7 +44,7 @@ REPO = Path(__file__).resolve().parents[2]
 DASHBOARD = REPO / "deploy/grafana/dashboards/rendezvous.json"
 ALERTS = REPO / "deploy/prometheus/alerts.yml"
 PROMETHEUS = REPO / "deploy/prometheus/prometheus.yml"
-METRIC_NAME = re.compile(r"\brendezvous_[a-zA-Z0-9_]+")
+METRIC_NAME = re.compile(r"\b(?:rendezvous|process)_[a-zA-Z0-9_]+")
 SUFFIXES = {"counter": ("",), "gauge": ("",), "histogram": ("_bucket", "_count", "_sum"),
             "summary": ("", "_count", "_sum"), "info": ("",)}
 
@@ -240,7 +252,8 @@ def test_alert_rules_structure() -> None:
             names.append(rule["alert"])
     assert len(names) == len(set(names))
     for topic in ("NodeDown", "NoBrokerSubscription", "SendToAck", "StoreErrors", "StoreSlow",
-                  "PushConfig", "SlowConsumers", "AuthFailures", "DrainStuck"):
+                  "PushConfig", "SlowConsumers", "AuthFailures", "DrainStuck", "HttpServerErrors",
+                  "MemoryHigh", "PushQueueBacklog"):
         assert any(topic in name for name in names), topic
 
 
@@ -253,3 +266,60 @@ def test_prometheus_config_structure() -> None:
     assert targets == ["node1:8081", "node2:8081"]
     # the alerts select this job by name
     assert 'job="rendezvous"' in ALERTS.read_text()
+
+
+async def test_a_fresh_node_exports_every_known_counter_at_zero(node: Node) -> None:
+    """Panels and rate() have a series before the first close, refusal or push."""
+    values = samples(await scrape(node))
+    expected = [("rendezvous_closes_total", {"code": str(int(code))}) for code in CLOSE_CODES]
+    expected += [("rendezvous_errors_total", {"code": str(code)}) for code in ErrorCode]
+    expected += [("rendezvous_rate_limited_total", {"kind": kind})
+                 for kind in RATE_LIMITED_KINDS]
+    expected += [("rendezvous_auth_failures_total", {"reason": reason})
+                 for reason in AUTH_FAILURE_REASONS]
+    expected += [("rendezvous_redis_fallbacks_total", {"what": what}) for what in REDIS_FALLBACKS]
+    expected += [("rendezvous_presence_ops_total", {"op": op}) for op in PRESENCE_OPS]
+    expected += [("rendezvous_push_skipped_total", {"reason": reason})
+                 for reason in PUSH_SKIPPED]
+    expected += [("rendezvous_pushes_total", {"provider": "any", "outcome": "abandoned"}),
+                 ("rendezvous_push_shed_total", {"provider": "queue"})]
+    for provider in {p.provider for p in node.backends.pushers.values()}:
+        expected += [("rendezvous_pushes_total", {"provider": provider, "outcome": str(o)})
+                     for o in PUSH_OUTCOMES]
+        expected.append(("rendezvous_push_shed_total", {"provider": provider}))
+    assert len(expected) > 50
+    missing = [(name, labels) for name, labels in expected
+               if values.get((name, frozenset(labels.items()))) != 0.0]
+    assert not missing, missing
+
+
+def test_the_known_label_values_cover_the_code() -> None:
+    """Every literal label value the code counts is in the list initialised at start-up."""
+    source = "\n".join(path.read_text() for folder in ("server", "push")
+                       for path in sorted((REPO / folder).rglob("*.py")))
+    found = {
+        "rate_limited": set(re.findall(r'rate_limited_by\["(\w+)"\]', source)),
+        "push_skipped": set(re.findall(r'_skip\("(\w+)"\)', source)),
+        "redis_fallbacks": set(re.findall(r'Outage\("(\w+)"', source))
+        | set(re.findall(r'redis_fallbacks\.labels\("(\w+)"\)', source)),
+        "auth_failures": set(re.findall(r'AuthError\("(\w+)"', source)),
+        "presence_ops": set(re.findall(r'_ops\.labels\("(\w+)"\)', source)),
+    }
+    known = {"rate_limited": set(RATE_LIMITED_KINDS), "push_skipped": set(PUSH_SKIPPED),
+             "redis_fallbacks": set(REDIS_FALLBACKS),
+             "auth_failures": set(AUTH_FAILURE_REASONS), "presence_ops": set(PRESENCE_OPS)}
+    for metric, values in found.items():
+        assert values, metric  # the pattern still finds the call sites
+        assert values <= known[metric], (metric, values - known[metric])
+
+
+async def test_a_node_exports_process_and_loop_lag_metrics(node: Node) -> None:
+    values = samples(await scrape(node))
+    assert total(values, "process_resident_memory_bytes") > 1_000_000
+    assert total(values, "process_open_fds") > 0
+    assert ("process_cpu_seconds_total", frozenset()) in values
+    assert ("process_max_fds", frozenset()) in values
+
+    async def lag_observed() -> bool:
+        return total(samples(await scrape(node)), "rendezvous_event_loop_lag_seconds_count") > 0
+    await wait_until(lag_observed, timeout=5)

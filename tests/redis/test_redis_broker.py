@@ -45,6 +45,7 @@ class Node:
         self.metrics = Metrics()
         self.broker = RedisBroker(client, node=name, prefix=prefix, sharded=sharded,
                                   metrics=self.metrics)
+        self.metrics.watch_broker(self.broker.healthy)  # as server/node.py does
         self.events: list[tuple[str, dict[str, Any], str | None]] = []
         self.controls: list[dict[str, Any]] = []
         self.sessionless: set[str] = set()  # subscribed users whose sessions are gone

@@ -17,12 +17,16 @@ from typing import Annotated, Any, Literal
 import uvicorn
 from fastapi import Depends, FastAPI, Path, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field, StrictBool
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.cors import CORSMiddleware
+from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from swagger_ui_bundle import swagger_ui_path
 
 from protocol.codec import ids_as_strings
 from protocol.errors import HTTP_STATUS, ErrorCode, ProtocolError
@@ -42,6 +46,58 @@ STATUS_CODES = {400: ErrorCode.BAD_REQUEST, 401: ErrorCode.UNAUTHORIZED,
                 403: ErrorCode.FORBIDDEN, 404: ErrorCode.NOT_FOUND,
                 405: ErrorCode.BAD_REQUEST, 413: ErrorCode.TOO_LARGE,
                 429: ErrorCode.RATE_LIMITED, 503: ErrorCode.UNAVAILABLE}
+
+
+class ErrorDetail(BaseModel):
+    code: str = Field(description="a code of docs/protocol.md, \"Errors\"",
+                      examples=["unauthorized"])
+    msg: str = Field(description="for people, not for parsing",
+                     examples=["Authorization: Bearer <JWT> required"])
+
+
+class ErrorBody(BaseModel):
+    """What every error of the API answers (`error_response`)."""
+
+    error: ErrorDetail
+
+
+def _error(description: str, **extra: Any) -> dict[str, Any]:
+    return {"model": ErrorBody, "description": description, **extra}
+
+
+RETRY_AFTER = {"Retry-After": {"description": "seconds to wait before retrying",
+                               "schema": {"type": "integer"}}}
+# The error answers of the OpenAPI description, by where they can happen.
+AUTHED: dict[int | str, dict[str, Any]] = {
+    401: _error("`unauthorized`: no bearer token, or one that is invalid or expired"),
+    429: _error("`rate_limited`: too many failed authentications from this address (on "
+                "`POST /v1/swipes` also: too many swipes); retry after `Retry-After`",
+                headers=RETRY_AFTER),
+    503: _error("`unavailable`: storage is unavailable; retry after `Retry-After`",
+                headers=RETRY_AFTER),
+}
+INVALID: dict[int | str, dict[str, Any]] = {
+    422: _error("`bad_request`: a field, path or query parameter is invalid"),
+}
+WITH_BODY: dict[int | str, dict[str, Any]] = {
+    400: _error("`bad_request`: the body is not valid JSON, or the request is refused"),
+    413: _error("`too_large`: the body is over `max_body_bytes`"),
+    **INVALID,
+}
+IN_MATCH: dict[int | str, dict[str, Any]] = {
+    403: _error("`forbidden`: the caller is not a member of a match with this id"),
+    **INVALID,
+}
+DESCRIPTION = """Swipes, matches, blocks, devices and settings of Rendezvous.
+
+The chat itself (messages, typing, receipts, presence) runs over the WebSocket gateway
+(`/v1/ws` on port 8080): its protocol is `docs/protocol.md` in the Rendezvous repository,
+which also specifies this API (section "HTTP API"), the error codes ("Errors") and the
+limits ("Rate limits", "Limits").
+
+Every `/v1` route needs `Authorization: Bearer <JWT>`: press **Authorize** and paste a
+token (without the `Bearer ` prefix). Errors answer `{"error": {"code", "msg"}}`."""
+DOCS_ASSETS = "/docs/assets"
 
 
 class SwipeBody(BaseModel):
@@ -181,8 +237,18 @@ class Cors:
         await self.app(scope, receive, send)
 
 
-async def current_user(request: Request) -> str:
-    """The `sub` of the request's bearer token, or 401."""
+# Declares the bearer scheme in the OpenAPI (so /docs has an Authorize button and sends the
+# header); it never answers by itself: `current_user` reads and checks the header.
+bearer = HTTPBearer(auto_error=False, bearerFormat="JWT", scheme_name="bearerAuth",
+                    description="A JWT whose `sub` is the user (docs/protocol.md, "
+                    "\"Authentication\")")
+
+
+async def current_user(request: Request,
+                       _: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
+                       ) -> str:
+    """The `sub` of the request's bearer token, or 401 (`_` only puts `bearer` in the
+    OpenAPI of every route that depends on this)."""
     auth: Authenticator = request.app.state.auth
     metrics: Metrics = request.app.state.metrics
     guard: ConnectionGuard | None = request.app.state.guard
@@ -219,9 +285,8 @@ def create_app(*, auth: Authenticator, matches: MatchService, chat: ChatService,
                ready: Callable[[], Awaitable[dict[str, bool]]],
                guard: ConnectionGuard | None = None,
                cors_origins: tuple[str, ...] = ()) -> ASGIApp:
-    app = FastAPI(title="Rendezvous HTTP API", version="1",
-                  description="Swipes, matches, blocks, devices and settings. The chat itself "
-                  "runs over the WebSocket gateway (see docs/protocol.md).")
+    app = FastAPI(title="Rendezvous HTTP API", version="1", description=DESCRIPTION,
+                  docs_url=None, redoc_url=None)
     app.state.auth = auth
     app.state.metrics = metrics
     app.state.guard = guard
@@ -256,23 +321,38 @@ def create_app(*, auth: Authenticator, matches: MatchService, chat: ChatService,
         code = STATUS_CODES.get(exc.status_code, ErrorCode.BAD_REQUEST)
         return error_response(code, str(exc.detail), exc.status_code)
 
+    # Swagger UI from the swagger-ui-bundle package: /docs works without internet.
+    app.mount(DOCS_ASSETS, StaticFiles(directory=str(swagger_ui_path)), name="docs-assets")
 
-    @app.post("/v1/swipes", summary="Like, pass or super-like a user")
+    @app.get("/docs", include_in_schema=False)
+    async def docs() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url=app.openapi_url or "/openapi.json", title=f"{app.title} - docs",
+            swagger_js_url=f"{DOCS_ASSETS}/swagger-ui-bundle.js",
+            swagger_css_url=f"{DOCS_ASSETS}/swagger-ui.css",
+            swagger_favicon_url=f"{DOCS_ASSETS}/favicon-32x32.png")
+
+    @app.post("/v1/swipes", summary="Like, pass or super-like a user",
+              responses={**AUTHED, **WITH_BODY})
     async def swipe(body: SwipeBody, user: User) -> dict[str, Any]:
         return {"match": await matches.swipe(user, body.target, body.action)}
 
-    @app.get("/v1/matches", summary="The caller's open matches, newest first")
+    @app.get("/v1/matches", summary="The caller's open matches, newest first",
+             responses={**AUTHED, 400: _error("`bad_request`: `cursor` is not one from this "
+                                             "API"), **INVALID})
     async def list_matches(user: User, limit: Annotated[int, Query(ge=1, le=100)] = 50,
                            cursor: Annotated[str | None, Query(max_length=512)] = None
                            ) -> Any:
         return ids_as_strings(await matches.list_matches(user, limit, cursor))
 
-    @app.delete("/v1/matches/{match_id}", status_code=204, summary="Unmatch")
+    @app.delete("/v1/matches/{match_id}", status_code=204, summary="Unmatch",
+                responses={**AUTHED, **IN_MATCH})
     async def unmatch(match_id: MatchId, user: User) -> Response:
         await matches.unmatch(user, match_id)
         return Response(status_code=204)
 
-    @app.get("/v1/matches/{match_id}/messages", summary="Message history, newest first")
+    @app.get("/v1/matches/{match_id}/messages", summary="Message history, newest first",
+             responses={**AUTHED, **IN_MATCH})
     async def history(match_id: MatchId, user: User,
                       before: Annotated[str | None, Query(pattern=r"^\d{1,19}$")] = None,
                       limit: Annotated[int, Query(ge=1, le=100)] = 50) -> Any:
@@ -281,26 +361,31 @@ def create_app(*, auth: Authenticator, matches: MatchService, chat: ChatService,
         page = answer.get()
         return ids_as_strings({"msgs": page["msgs"], "more": page["more"]})
 
-    @app.post("/v1/blocks", status_code=204, summary="Block a user (also unmatches)")
+    @app.post("/v1/blocks", status_code=204, summary="Block a user (also unmatches)",
+              responses={**AUTHED, **WITH_BODY})
     async def block(body: BlockBody, user: User) -> Response:
         await matches.block(user, body.user)
         return Response(status_code=204)
 
-    @app.put("/v1/devices/{token}", status_code=204, summary="Register a push token")
+    @app.put("/v1/devices/{token}", status_code=204, summary="Register a push token",
+             responses={**AUTHED, **WITH_BODY})
     async def put_device(token: Token, body: DeviceBody, user: User) -> Response:
         await matches.put_device(user, token, body.platform, body.app, body.locale)
         return Response(status_code=204)
 
-    @app.delete("/v1/devices/{token}", status_code=204, summary="Forget a push token")
+    @app.delete("/v1/devices/{token}", status_code=204, summary="Forget a push token",
+                responses={**AUTHED, **INVALID})
     async def delete_device(token: Token, user: User) -> Response:
         await matches.delete_device(user, token)
         return Response(status_code=204)
 
-    @app.get("/v1/me/settings", summary="The caller's privacy and push settings")
+    @app.get("/v1/me/settings", summary="The caller's privacy and push settings",
+             responses=AUTHED)
     async def get_settings(user: User) -> dict[str, bool]:
         return (await matches.get_settings(user)).as_dict()
 
-    @app.put("/v1/me/settings", summary="Change privacy and push settings")
+    @app.put("/v1/me/settings", summary="Change privacy and push settings",
+             responses={**AUTHED, **WITH_BODY})
     async def put_settings(body: SettingsBody, user: User) -> dict[str, bool]:
         changes = body.model_dump(exclude_none=True)
         return (await matches.put_settings(user, changes)).as_dict()
@@ -309,7 +394,9 @@ def create_app(*, auth: Authenticator, matches: MatchService, chat: ChatService,
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get("/readyz", summary="Readiness: every backing service reachable")
+    @app.get("/readyz", summary="Readiness: every backing service reachable",
+             responses={503: {"description": "a backing service is unreachable: the same "
+                              "body, with `ready` false"}})
     async def readyz() -> JSONResponse:
         checks = await ready()
         ok = all(checks.values())

@@ -1,5 +1,6 @@
-"""`/docs` and `/openapi.json` of the HTTP API (issue 14) against a real node: Swagger UI from
-local assets only, the bearer scheme on the authenticated routes, the error answers."""
+"""`/docs` and `/openapi.json` of the HTTP API (docs/operations.md, "API docs") against a
+real node: Swagger UI from local assets only, the bearer scheme on the authenticated routes,
+the error answers."""
 
 from __future__ import annotations
 

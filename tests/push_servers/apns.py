@@ -11,17 +11,15 @@ from __future__ import annotations
 
 import asyncio
 import json
+import ssl
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import jwt
-from h2.config import H2Configuration
-from h2.connection import H2Connection
-from h2.events import ConnectionTerminated, DataReceived, RequestReceived, StreamEnded, StreamReset
-from h2.exceptions import ProtocolError
 
+from tests.push_servers.h2_server import H2ServerProtocol, H2Stream
 from tests.push_servers.tls import TestPki, ec_private_key_pem, make_pki, public_key_pem
 
 TOPIC = "com.example.rendezvous"
@@ -46,12 +44,6 @@ class _Answer:
     times: int
 
 
-@dataclass
-class _Stream:
-    headers: dict[str, str]
-    body: bytearray = field(default_factory=bytearray)
-
-
 class ApnsLookalike:
     """Start, point an `ApnsPusher` at it with `pusher_kwargs()`, read `requests`."""
 
@@ -69,7 +61,7 @@ class ApnsLookalike:
         self._pki: TestPki | None = None
         self._server: asyncio.Server | None = None
         self._scripts: dict[str, deque[_Answer]] = {}
-        self._connections: set[_ApnsServerProtocol] = set()
+        self._connections: set[H2ServerProtocol] = set()
         self._verified: dict[str, float] = {}  # provider tokens that passed: their iat
 
     @property
@@ -111,7 +103,7 @@ class ApnsLookalike:
 
     # -- answering -------------------------------------------------------------------------
 
-    def answer(self, stream: _Stream, client_cert: bool) -> tuple[int, str, int | None]:
+    def answer(self, stream: H2Stream, client_cert: bool) -> tuple[int, str, int | None]:
         """Status, reason and Retry-After for one complete request."""
         headers = stream.headers
         path = headers.get(":path", "")
@@ -179,63 +171,18 @@ class ApnsLookalike:
         return ""
 
 
-class _ApnsServerProtocol(asyncio.Protocol):
-    """One client connection: an h2 server state machine fed from the transport."""
+class _ApnsServerProtocol(H2ServerProtocol):
+    """One client connection; notes whether it presented a client certificate."""
 
     def __init__(self, owner: ApnsLookalike) -> None:
+        super().__init__(owner._connections)
         self.owner = owner
-        self.conn = H2Connection(H2Configuration(client_side=False, header_encoding="utf-8"))
-        self.transport: asyncio.Transport | None = None
-        self.streams: dict[int, _Stream] = {}
         self.client_cert = False
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]  # uvloop's is no subclass
-        ssl_object = transport.get_extra_info("ssl_object")
+    def tls_established(self, ssl_object: ssl.SSLObject | None) -> None:
         self.client_cert = bool(ssl_object.getpeercert()) if ssl_object is not None else False
-        self.owner._connections.add(self)
-        self.conn.initiate_connection()
-        self._flush()
 
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.owner._connections.discard(self)
-
-    def close(self) -> None:
-        if self.transport is not None and not self.transport.is_closing():
-            self.conn.close_connection()
-            self._flush()
-            self.transport.close()
-
-    def data_received(self, data: bytes) -> None:
-        try:
-            events = self.conn.receive_data(data)
-        except ProtocolError:
-            self._flush()
-            if self.transport is not None:
-                self.transport.close()
-            return
-        for event in events:
-            if isinstance(event, RequestReceived):
-                raw = event.headers or []
-                self.streams[event.stream_id] = _Stream(
-                    {str(k).lower(): str(v) for k, v in raw})
-            elif isinstance(event, DataReceived):
-                stream = self.streams.get(event.stream_id)
-                if stream is not None and event.data:
-                    stream.body.extend(event.data)
-                self.conn.acknowledge_received_data(event.flow_controlled_length,
-                                                    event.stream_id)
-            elif isinstance(event, StreamEnded):
-                stream = self.streams.pop(event.stream_id, None)
-                if stream is not None:
-                    self._respond(event.stream_id, stream)
-            elif isinstance(event, StreamReset):
-                self.streams.pop(event.stream_id, None)
-            elif isinstance(event, ConnectionTerminated) and self.transport is not None:
-                self.transport.close()
-        self._flush()
-
-    def _respond(self, stream_id: int, stream: _Stream) -> None:
+    def respond(self, stream_id: int, stream: H2Stream) -> None:
         status, reason, retry_after = self.owner.answer(stream, self.client_cert)
         headers = [(":status", str(status)),
                    ("apns-id", stream.headers.get("apns-id", ""))]
@@ -251,8 +198,3 @@ class _ApnsServerProtocol(asyncio.Protocol):
         headers += [("content-type", "application/json"), ("content-length", str(len(body)))]
         self.conn.send_headers(stream_id, headers)
         self.conn.send_data(stream_id, body, end_stream=True)  # one DATA frame
-
-    def _flush(self) -> None:
-        data = self.conn.data_to_send()
-        if data and self.transport is not None and not self.transport.is_closing():
-            self.transport.write(data)

@@ -17,20 +17,18 @@ from __future__ import annotations
 import asyncio
 import json
 import secrets
+import ssl
 import threading
 import time
 import urllib.parse
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import jwt
-from h2.config import H2Configuration
-from h2.connection import H2Connection
-from h2.events import ConnectionTerminated, DataReceived, RequestReceived, StreamEnded, StreamReset
-from h2.exceptions import ProtocolError
 
+from tests.push_servers.h2_server import H2ServerProtocol, H2Stream
 from tests.push_servers.tls import TestPki, make_pki, public_key_pem, rsa_private_key_pem
 
 FCM_ERROR_TYPE = "type.googleapis.com/google.firebase.fcm.v1.FcmError"
@@ -92,7 +90,7 @@ class FcmLookalike:
         self._lock = threading.Lock()  # the token endpoint answers from server threads
         self._pki: TestPki | None = None
         self._server: asyncio.Server | None = None
-        self._connections: set[_FcmServerProtocol] = set()
+        self._connections: set[H2ServerProtocol] = set()
         self._httpd: _Server | None = None
         self._thread: threading.Thread | None = None
 
@@ -237,68 +235,18 @@ def _error(code: int, status: str, message: str, error_code: str | None) -> dict
     return {"error": error}
 
 
-@dataclass
-class _Stream:
-    headers: dict[str, str]
-    body: bytearray = field(default_factory=bytearray)
-
-
-class _FcmServerProtocol(asyncio.Protocol):
-    """One client connection of the send endpoint: an h2 server fed from the transport."""
+class _FcmServerProtocol(H2ServerProtocol):
+    """One client connection of the send endpoint; notes the ALPN protocol it chose."""
 
     def __init__(self, owner: FcmLookalike) -> None:
+        super().__init__(owner._connections)
         self.owner = owner
-        self.conn = H2Connection(H2Configuration(client_side=False, header_encoding="utf-8"))
-        self.transport: asyncio.Transport | None = None
-        self.streams: dict[int, _Stream] = {}
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]  # uvloop's is no subclass
-        ssl_object = transport.get_extra_info("ssl_object")
+    def tls_established(self, ssl_object: ssl.SSLObject | None) -> None:
         protocol = ssl_object.selected_alpn_protocol() if ssl_object is not None else None
         self.owner.protocols.add(protocol or "none")
-        self.owner._connections.add(self)
-        self.conn.initiate_connection()
-        self._flush()
 
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.owner._connections.discard(self)
-
-    def close(self) -> None:
-        if self.transport is not None and not self.transport.is_closing():
-            self.conn.close_connection()
-            self._flush()
-            self.transport.close()
-
-    def data_received(self, data: bytes) -> None:
-        try:
-            events = self.conn.receive_data(data)
-        except ProtocolError:
-            self._flush()
-            if self.transport is not None:
-                self.transport.close()
-            return
-        for event in events:
-            if isinstance(event, RequestReceived):
-                self.streams[event.stream_id] = _Stream(
-                    {str(k).lower(): str(v) for k, v in event.headers or []})
-            elif isinstance(event, DataReceived):
-                stream = self.streams.get(event.stream_id)
-                if stream is not None and event.data:
-                    stream.body.extend(event.data)
-                self.conn.acknowledge_received_data(event.flow_controlled_length,
-                                                    event.stream_id)
-            elif isinstance(event, StreamEnded):
-                stream = self.streams.pop(event.stream_id, None)
-                if stream is not None:
-                    self._respond(event.stream_id, stream)
-            elif isinstance(event, StreamReset):
-                self.streams.pop(event.stream_id, None)
-            elif isinstance(event, ConnectionTerminated) and self.transport is not None:
-                self.transport.close()
-        self._flush()
-
-    def _respond(self, stream_id: int, stream: _Stream) -> None:
+    def respond(self, stream_id: int, stream: H2Stream) -> None:
         headers = stream.headers
         status, answer, extra = self.owner.send(headers.get(":method", ""),
                                                 headers.get(":path", ""), headers,
@@ -309,11 +257,6 @@ class _FcmServerProtocol(asyncio.Protocol):
                                            ("content-length", str(len(body))),
                                            *extra.items()])
         self.conn.send_data(stream_id, body, end_stream=True)
-
-    def _flush(self) -> None:
-        data = self.conn.data_to_send()
-        if data and self.transport is not None and not self.transport.is_closing():
-            self.transport.write(data)
 
 
 class _Server(ThreadingHTTPServer):

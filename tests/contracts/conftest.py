@@ -13,12 +13,13 @@ and a branch to each suite's factory fixture.
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
 
+from runtime.redis_batch import TurnBatcher
 from tests.conftest import redis_client_maker
 
 IMPLEMENTATIONS = ["memory", "redis", "redis-cluster"]
@@ -63,3 +64,21 @@ async def backing(request: pytest.FixtureRequest) -> AsyncIterator[Backing]:
         return
     async with redis_client_maker(_REDIS_KINDS[name], request) as clients:
         yield Backing(name, clients, prefix)
+
+
+MakeBatcher = Callable[[], Awaitable[TurnBatcher]]
+
+
+@pytest.fixture
+async def batchers(backing: Backing) -> AsyncIterator[MakeBatcher]:
+    """A new node's turn batcher on its own Redis client (Redis backings only); closed at
+    teardown."""
+    made: list[TurnBatcher] = []
+
+    async def make() -> TurnBatcher:
+        made.append(TurnBatcher(await backing.client()))
+        return made[-1]
+
+    yield make
+    for batcher in made:
+        await batcher.close()

@@ -9,11 +9,10 @@ Redis guards' own concern (tests/cluster/test_cluster_guards.py)."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 
 import pytest
 
-from runtime.redis_batch import TurnBatcher
 from server.backends.guards import (
     AuthThrottle,
     ConnectionCap,
@@ -24,7 +23,7 @@ from server.backends.guards import (
 )
 from server.backends.redis_guards import RedisAuthThrottle, RedisConnectionCap, RedisFlapMarks
 from server.metrics import Metrics
-from tests.contracts.conftest import Backing
+from tests.contracts.conftest import Backing, MakeBatcher
 
 MakeCap = Callable[[str], Awaitable[ConnectionCap]]
 Evicted = list[tuple[str, str]]
@@ -32,21 +31,7 @@ MEMORY_NODE = "n"  # the one process's node name
 
 
 @pytest.fixture
-async def batchers(backing: Backing) -> AsyncIterator[Callable[[], Awaitable[TurnBatcher]]]:
-    """A new node's turn batcher on its own Redis client; closed at teardown."""
-    made: list[TurnBatcher] = []
-
-    async def make() -> TurnBatcher:
-        made.append(TurnBatcher(await backing.client()))
-        return made[-1]
-
-    yield make
-    for batcher in made:
-        await batcher.close()
-
-
-@pytest.fixture
-def make_cap(backing: Backing, batchers: Callable[[], Awaitable[TurnBatcher]]) -> MakeCap:
+def make_cap(backing: Backing, batchers: MakeBatcher) -> MakeCap:
     memory = MemoryConnectionCap(2, MEMORY_NODE)
 
     async def make(node: str) -> ConnectionCap:
@@ -117,7 +102,7 @@ MakeThrottle = Callable[..., Awaitable[AuthThrottle]]
 
 @pytest.fixture
 def make_throttle(backing: Backing,
-                  batchers: Callable[[], Awaitable[TurnBatcher]]) -> MakeThrottle:
+                  batchers: MakeBatcher) -> MakeThrottle:
     memory: dict[int, AuthThrottle] = {}
 
     async def make(limit: int = 3, window_s: float = 10.0) -> AuthThrottle:
@@ -166,7 +151,7 @@ MakeMarks = Callable[[], Awaitable[FlapMarks]]
 
 
 @pytest.fixture
-def make_marks(backing: Backing, batchers: Callable[[], Awaitable[TurnBatcher]]) -> MakeMarks:
+def make_marks(backing: Backing, batchers: MakeBatcher) -> MakeMarks:
     memory = MemoryFlapMarks()
 
     async def make() -> FlapMarks:

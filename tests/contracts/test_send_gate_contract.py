@@ -6,11 +6,10 @@ Either way a refused token leaves no claim behind, so the retry is not told "pen
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 
 import pytest
 
-from runtime.redis_batch import TurnBatcher
 from server.backends.cluster_state import (
     Claim,
     MemoryLimiter,
@@ -20,23 +19,21 @@ from server.backends.cluster_state import (
 )
 from server.backends.redis_state import RedisLimiter, RedisSendClaims, RedisSendGate
 from server.metrics import Metrics
-from tests.contracts.conftest import Backing
+from tests.contracts.conftest import Backing, MakeBatcher
 
 MakeGate = Callable[[], Awaitable[SendGate]]
 RATE, BURST = 4.0, 2
 
 
 @pytest.fixture
-async def make_gate(backing: Backing) -> AsyncIterator[MakeGate]:
+def make_gate(backing: Backing, batchers: MakeBatcher) -> MakeGate:
     memory = SequentialSendGate(MemoryLimiter(RATE, BURST), StoreClaims())
-    batchers: list[TurnBatcher] = []
 
     async def make() -> SendGate:
         if not backing.shared:
             return memory
-        client = await backing.client()
-        batcher = TurnBatcher(client)
-        batchers.append(batcher)
+        batcher = await batchers()
+        client = batcher.client
         metrics = Metrics()
         limiter = RedisLimiter(client, name="send", prefix=backing.prefix, rate=RATE,
                                burst=BURST, fallback=MemoryLimiter(RATE, BURST),
@@ -45,9 +42,7 @@ async def make_gate(backing: Backing) -> AsyncIterator[MakeGate]:
                                  batcher=batcher)
         return RedisSendGate(limiter, claims, batcher)
 
-    yield make
-    for batcher in batchers:
-        await batcher.close()
+    return make
 
 
 async def test_a_token_and_a_claim_then_a_refusal_that_leaves_no_claim(

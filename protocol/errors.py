@@ -18,6 +18,7 @@ class ErrorCode(StrEnum):
     RATE_LIMITED = "rate_limited"
     UNAVAILABLE = "unavailable"
     INTERNAL = "internal"
+    QUOTA_EXCEEDED = "quota_exceeded"  # with `reset_ms` (WS) / `reset_at` (HTTP)
 
 
 class CloseCode(IntEnum):
@@ -45,6 +46,7 @@ HTTP_STATUS: dict[ErrorCode, int] = {
     ErrorCode.RATE_LIMITED: 429,
     ErrorCode.UNAVAILABLE: 503,
     ErrorCode.INTERNAL: 500,
+    ErrorCode.QUOTA_EXCEEDED: 429,
 }
 
 
@@ -52,7 +54,8 @@ class ProtocolError(Exception):
     """A request the server refuses, with the code the client sees.
 
     `r` is the request id to echo (when the frame had a readable one); `retry_ms` is set for
-    `rate_limited` and `unavailable`.
+    `rate_limited` and `unavailable`; `reset_ms` (unix ms when the quota refills) for
+    `quota_exceeded`.
     """
 
     def __init__(
@@ -62,9 +65,11 @@ class ProtocolError(Exception):
         *,
         r: int | None = None,
         retry_ms: int | None = None,
+        reset_ms: int | None = None,
     ) -> None:
         super().__init__(f"{code}: {msg}")
         self.code = code
         self.msg = msg
         self.r = r
         self.retry_ms = retry_ms
+        self.reset_ms = reset_ms

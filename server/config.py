@@ -112,6 +112,13 @@ class Config:
     startup_wait_s: float = 60.0  # waiting for a locked SQLite file and for Redis
     worker_max_fast_crashes: int = 5  # in a row, then the supervisor gives up (exit 1)
     worker_fast_crash_s: float = 10.0  # a worker that dies this soon after start crashed
+    # -- the swipe economy (docs/operations.md, "Quotas and undo"): 0 = unlimited ----------
+    likes_per_day: int = 0
+    superlikes_per_day: int = 0
+    quota_reset_hour_utc: int = 0  # quotas refill at this hour (0..23, UTC) every day
+    quota_exempt_claim: str | None = None  # a token claim that lifts quotas, e.g. "plan"
+    quota_exempt_values: tuple[str, ...] = ("premium",)  # ... when it holds one of these
+    undo_window_s: float = 300.0  # how long after a swipe `POST /v1/swipes/undo` takes it back
     limits: Limits = field(default_factory=Limits)
 
     def validate(self) -> Config:
@@ -176,7 +183,25 @@ class Config:
         self._validate_cors()
         self._validate_push()
         self._validate_guards()
+        self._validate_quotas()
         return self
+
+    def _validate_quotas(self) -> None:
+        for name in ("likes_per_day", "superlikes_per_day"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must not be negative (0 means unlimited), got "
+                                  f"{getattr(self, name)}")
+        if not 0 <= self.quota_reset_hour_utc <= 23:
+            raise ConfigError(f"quota_reset_hour_utc must be 0..23, got "
+                              f"{self.quota_reset_hour_utc}")
+        if self.quota_exempt_claim is not None and not self.quota_exempt_claim.strip():
+            raise ConfigError("quota_exempt_claim must be a claim name, or unset")
+        if self.quota_exempt_claim is not None and not self.quota_exempt_values:
+            raise ConfigError("quota_exempt_values: give at least one value with "
+                              "quota_exempt_claim")
+        if self.undo_window_s < 0:
+            raise ConfigError(f"undo_window_s must not be negative (0 turns undo off), got "
+                              f"{self.undo_window_s:g}")
 
     def _validate_cors(self) -> None:
         for origin in self.cors_origins:

@@ -49,11 +49,11 @@ class Children(dict[str, Any]):
 # that a panel or a rate() has a series before the first event (tests/ops/test_metrics_queries.py
 # checks the code counts no other value under these names).
 CLOSE_CODES = (1000, 1002, 1007, 1011, *CloseCode)  # 100x/1011: closes the library starts
-RATE_LIMITED_KINDS = ("frames", "refresh", "send", "swipe", "auth", "connections")
+RATE_LIMITED_KINDS = ("frames", "refresh", "send", "swipe", "auth", "connections", "quota")
 AUTH_FAILURE_REASONS = ("missing", "malformed", "algorithm", "signature", "expired",
                         "not_yet_valid", "invalid", "timeout", "no_auth", "bad_frame")
 REDIS_FALLBACKS = ("publish", "presence", "connection_cap", "auth_throttle", "presence_flaps",
-                   "rate_limit", "claims", "node_id", "node_id_conflict")
+                   "rate_limit", "claims", "node_id", "node_id_conflict", "quotas")
 PRESENCE_OPS = ("connect", "disconnect", "refresh", "status", "reap")
 PUSH_OUTCOMES = (*Outcome, "gave_up")
 PUSH_SKIPPED = ("online", "delivered", "coalesced", "no_device", "duplicate", "no_provider")
@@ -276,6 +276,11 @@ class TimedStore:
         self.devices = timed("devices", store.devices)
         self.get_settings = timed("get_settings", store.get_settings)
         self.put_settings = timed("put_settings", store.put_settings)
+        self.index_swipe = timed("index_swipe", store.index_swipe)
+        self.last_swipe = timed("last_swipe", store.last_swipe)
+        self.undo_swipe = timed("undo_swipe", store.undo_swipe)
+        self.likes_received = timed("likes_received", store.likes_received)
+        self.deck_exclusions = timed("deck_exclusions", store.deck_exclusions)
 
     def __getattr__(self, name: str) -> Any:  # only what is not a store operation
         return getattr(self.inner, name)

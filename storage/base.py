@@ -12,6 +12,7 @@ import base64
 import binascii
 import hashlib
 from dataclasses import dataclass, field
+from collections.abc import Sequence
 from typing import Any, Literal, Protocol
 
 SwipeAction = Literal["like", "pass", "superlike"]
@@ -127,6 +128,19 @@ def decode_page_cursor(cursor: str) -> tuple[int, str]:
         return int(ts), match_id
     except (binascii.Error, UnicodeError, ValueError) as exc:
         raise ValueError("malformed page cursor") from exc
+
+
+@dataclass(frozen=True, slots=True)
+class SwipeRecord:
+    """One swipe as stored: who swiped whom, how, and when (unix ms)."""
+
+    swiper: str
+    target: str
+    action: SwipeAction
+    ts: int
+
+
+MAX_DECK_CANDIDATES = 500  # user ids one `deck_exclusions` call may look at
 
 
 @dataclass(frozen=True, slots=True)
@@ -253,3 +267,33 @@ class Store(Protocol):
 
     async def put_settings(self, user: str, changes: dict[str, bool]) -> Settings:
         """Apply `changes` (keys from `SETTING_NAMES`) and return the full settings."""
+
+    # -- the swipe economy (schema version 2; docs/storage.md, "Undo, likes and the deck") --
+    async def index_swipe(self, swipe: SwipeRecord) -> None:
+        """Keep the rows a recorded swipe adds to the version-2 tables: the swiper's latest
+        swipe (for undo) and, for a like, its place in the target's likes by time. Called
+        with the same swipe right after `record_swipe`; idempotent; of two swipes of one
+        swiper, the latest `ts` stays the latest."""
+
+    async def last_swipe(self, swiper: str) -> SwipeRecord | None:
+        """The swiper's latest swipe as `index_swipe` kept it, unless it was undone."""
+
+    async def undo_swipe(self, swipe: SwipeRecord) -> bool:
+        """Take back `swipe`: its swipe row, the like it left with the target and the
+        swiper's latest-swipe row, each only if it is still this swipe (a later swipe of
+        the same pair, or a later latest swipe, stays). False when this store can tell that
+        nothing was removed (it was undone or overtaken before); a store that cannot tell
+        without a read returns True. Idempotent."""
+
+    async def likes_received(self, target: str, limit: int,
+                             before: tuple[int, str] | None = None) -> list[SwipeRecord]:
+        """Up to `limit` standing likes and super likes received by `target`, newest first
+        (ties by swiper, descending), strictly after the keyset `before` = (ts, swiper) of
+        the last one of the previous page. Blocks and the target's own swipes are the
+        caller's to filter."""
+
+    async def deck_exclusions(self, user: str, candidates: Sequence[str]) -> set[str]:
+        """The candidates (at most `MAX_DECK_CANDIDATES`) that `user` swiped or blocked,
+        or that blocked `user`: one round of reads for the lot (for Cassandra, one
+        single-partition query per table, sent together). A match implies a swipe, so
+        matched users are among the swiped."""

@@ -22,7 +22,7 @@ import itertools
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Hashable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Hashable, Iterable, Sequence
 from dataclasses import replace
 from typing import Any, cast
 
@@ -41,6 +41,7 @@ from storage.base import (
     Settings,
     StoreUnavailable,
     SwipeAction,
+    SwipeRecord,
     decode_page_cursor,
     encode_page_cursor,
 )
@@ -62,6 +63,7 @@ from storage.cassandra_schema import (
     migrate,
     prepare,
 )
+from storage.cassandra_swipes import SwipeTables
 from storage.cassandra_writes import Statement, StatementEncoder, WriteBatcher
 
 Row = dict[str, Any]
@@ -114,6 +116,7 @@ class CassandraStore:
         self._swipe_stamps = SubMsStamps()
         self._busy: dict[Hashable, asyncio.Future[None]] = {}
         self._reads = MessageReads(self._run)
+        self._swipes = SwipeTables(self._run, self._all, self._swipe_stamps.at)
 
     # -- lifecycle ------------------------------------------------------------------------
     async def start(self) -> None:
@@ -424,7 +427,8 @@ class CassandraStore:
 
     # -- blocks, devices, settings --------------------------------------------------------
     async def add_block(self, user: str, target: str, ts: int) -> None:
-        await self._run("add_block", user, target, ts)
+        await self._all((self._run("add_block", user, target, ts),
+                         self._run("add_block_received", target, user, ts)))
 
     async def is_blocked(self, a: str, b: str) -> bool:
         either = await self._all((self._run("get_block", a, b), self._run("get_block", b, a)))
@@ -476,6 +480,25 @@ class CassandraStore:
                                               ("show_online", "read_receipts", "push_previews")),
                             user)
         return await self.get_settings(user)
+
+    # -- the swipe economy (storage/cassandra_swipes.py) ---------------------------------------
+    async def index_swipe(self, swipe: SwipeRecord) -> None:
+        await self._swipes.index_swipe(swipe)
+
+    async def last_swipe(self, swiper: str) -> SwipeRecord | None:
+        return await self._swipes.last_swipe(swiper)
+
+    async def undo_swipe(self, swipe: SwipeRecord) -> bool:
+        return await self._swipes.undo_swipe(swipe)
+
+    async def likes_received(self, target: str, limit: int,
+                             before: tuple[int, str] | None = None) -> list[SwipeRecord]:
+        return await self._swipes.likes_received(target, limit, before)
+
+    async def deck_exclusions(self, user: str, candidates: Sequence[str]) -> set[str]:
+        if not candidates:
+            return set()
+        return await self._swipes.deck_exclusions(user, candidates)
 
 
 # -- helpers ------------------------------------------------------------------------------

@@ -36,7 +36,7 @@ from storage.base import MatchRecord, Message
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 COMPONENT = "rendezvous"  # the row of `schema_version` this code owns
 
 _MSG = "match_id, id, sender, client_id, ts, body, media"
@@ -154,6 +154,34 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
             push_previews boolean
         )""",
     ),
+    2: (
+        # -- the swipe economy (docs/storage.md, "Undo, likes and the deck") --
+        # each swiper's latest swipe, for undo; written with the swipe's stamp, so the
+        # latest stays whatever the order the writes land in
+        """CREATE TABLE IF NOT EXISTS {ks}.last_swipes (
+            swiper text PRIMARY KEY,
+            target text,
+            action text,
+            ts     bigint
+        )""",
+        # who liked me, newest first: the likes of `likes_received` by time. A row whose
+        # like was passed over or overtaken later is found stale by its time and dropped
+        # when read (storage/cassandra_swipes.py)
+        """CREATE TABLE IF NOT EXISTS {ks}.likes_by_time (
+            target text,
+            ts     bigint,
+            swiper text,
+            action text,
+            PRIMARY KEY ((target), ts, swiper)
+        ) WITH CLUSTERING ORDER BY (ts DESC, swiper DESC)""",
+        # the blocks a user received, for the deck filter's "who blocked me"
+        """CREATE TABLE IF NOT EXISTS {ks}.blocks_received (
+            target text,
+            user   text,
+            ts     bigint,
+            PRIMARY KEY ((target), user)
+        )""",
+    ),
 }
 
 
@@ -230,6 +258,31 @@ CQL: dict[str, str] = {
                     " WHERE user = ?",
     "put_settings": "UPDATE {ks}.settings SET show_online = ?, read_receipts = ?,"
                     " push_previews = ? WHERE user = ?",
+    # -- the swipe economy (storage/cassandra_swipes.py) --
+    "put_last_swipe": "INSERT INTO {ks}.last_swipes (swiper, target, action, ts)"
+                      " VALUES (?, ?, ?, ?) USING TIMESTAMP ?",
+    "get_last_swipe": "SELECT target, action, ts FROM {ks}.last_swipes WHERE swiper = ?",
+    "drop_last_swipe": "DELETE FROM {ks}.last_swipes USING TIMESTAMP ? WHERE swiper = ?",
+    "get_swipe_row": "SELECT action, ts FROM {ks}.swipes_by_swiper WHERE swiper = ?"
+                     " AND target = ?",
+    "drop_swipe": "DELETE FROM {ks}.swipes_by_swiper USING TIMESTAMP ? WHERE swiper = ?"
+                  " AND target = ?",
+    "put_timed_like": "INSERT INTO {ks}.likes_by_time (target, ts, swiper, action)"
+                      " VALUES (?, ?, ?, ?) USING TIMESTAMP ?",
+    "drop_timed_like": "DELETE FROM {ks}.likes_by_time WHERE target = ? AND ts = ?"
+                       " AND swiper = ?",
+    "likes_first": "SELECT ts, swiper FROM {ks}.likes_by_time WHERE target = ? LIMIT ?",
+    "likes_next": "SELECT ts, swiper FROM {ks}.likes_by_time WHERE target = ?"
+                  " AND (ts, swiper) < (?, ?) LIMIT ?",
+    "likes_standing": "SELECT swiper, action, ts FROM {ks}.likes_received WHERE target = ?"
+                      " AND swiper IN ?",
+    "add_block_received": "INSERT INTO {ks}.blocks_received (target, user, ts)"
+                          " VALUES (?, ?, ?)",
+    "deck_swiped": "SELECT target FROM {ks}.swipes_by_swiper WHERE swiper = ?"
+                   " AND target IN ?",
+    "deck_blocked": "SELECT target FROM {ks}.blocks WHERE user = ? AND target IN ?",
+    "deck_blocked_by": "SELECT user FROM {ks}.blocks_received WHERE target = ?"
+                       " AND user IN ?",
 }
 
 

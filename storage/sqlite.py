@@ -11,6 +11,7 @@ import functools
 import json
 import os
 import sqlite3
+from collections.abc import Sequence
 from typing import Any, cast
 
 from storage.base import (
@@ -25,9 +26,11 @@ from storage.base import (
     Platform,
     Settings,
     SwipeAction,
+    SwipeRecord,
     decode_page_cursor,
     encode_page_cursor,
 )
+from storage import sqlite_swipes
 from storage.buckets import bucket_of
 from storage.sqlite_engine import SqliteEngine
 from storage.sqlite_schema import create_or_check
@@ -189,6 +192,26 @@ class SqliteStore:
         if unknown:
             raise ValueError(f"unknown settings: {sorted(unknown)}")
         return await self._write(lambda c: _put_settings(c, user, changes))
+
+    # -- the swipe economy (storage/sqlite_swipes.py) ---------------------------------------
+    async def index_swipe(self, swipe: SwipeRecord) -> None:
+        await self._write(lambda c: sqlite_swipes.index_swipe(c, swipe))
+
+    async def last_swipe(self, swiper: str) -> SwipeRecord | None:
+        return await self._read(lambda c: sqlite_swipes.last_swipe(c, swiper))
+
+    async def undo_swipe(self, swipe: SwipeRecord) -> bool:
+        return await self._write(lambda c: sqlite_swipes.undo_swipe(c, swipe))
+
+    async def likes_received(self, target: str, limit: int,
+                             before: tuple[int, str] | None = None) -> list[SwipeRecord]:
+        return await self._read(
+            lambda c: sqlite_swipes.likes_received(c, target, limit, before))
+
+    async def deck_exclusions(self, user: str, candidates: Sequence[str]) -> set[str]:
+        if not candidates:
+            return set()
+        return await self._read(lambda c: sqlite_swipes.deck_exclusions(c, user, candidates))
 
 
 # -- operations, run on the writer or a reader thread -------------------------------------

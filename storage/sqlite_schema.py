@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sqlite3
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 TABLES = """
 CREATE TABLE IF NOT EXISTS schema_version (
@@ -107,6 +107,25 @@ CREATE TABLE IF NOT EXISTS settings (
 ) WITHOUT ROWID;
 """
 
+# Statements added by each later version, in order. Each is idempotent (IF NOT EXISTS) and
+# runs at every start, as TABLES does, so a file of any older version is brought up to date.
+MIGRATIONS: dict[int, tuple[str, ...]] = {
+    2: (
+        # the swipe economy (docs/storage.md, "Undo, likes and the deck"): each swiper's
+        # latest swipe, for undo
+        """CREATE TABLE IF NOT EXISTS last_swipes (
+            swiper TEXT    NOT NULL PRIMARY KEY,
+            target TEXT    NOT NULL,
+            action TEXT    NOT NULL,
+            ts     INTEGER NOT NULL
+        ) WITHOUT ROWID""",
+        # who liked me, newest first
+        "CREATE INDEX IF NOT EXISTS likes_received_newest ON likes_received (target, ts, swiper)",
+        # the deck filter's "who blocked me"
+        "CREATE INDEX IF NOT EXISTS blocks_received ON blocks (target, user)",
+    ),
+}
+
 
 class SchemaTooNew(Exception):
     """The file was written by a newer version of the code; refuse rather than corrupt it."""
@@ -124,11 +143,16 @@ def create_or_check(conn: sqlite3.Connection) -> None:
             if statement.strip():
                 conn.execute(statement)
         rows = conn.execute("SELECT version FROM schema_version").fetchall()
-        if not rows:
-            conn.execute("INSERT INTO schema_version (version) VALUES (?)", (SCHEMA_VERSION,))
-        elif max(r[0] for r in rows) > SCHEMA_VERSION:
+        if rows and max(r[0] for r in rows) > SCHEMA_VERSION:
             raise SchemaTooNew(f"schema version {max(r[0] for r in rows)} is newer than "
                                f"this code's {SCHEMA_VERSION}")
+        for version in sorted(v for v in MIGRATIONS if v <= SCHEMA_VERSION):
+            for statement in MIGRATIONS[version]:
+                conn.execute(statement)
+        if not rows:
+            conn.execute("INSERT INTO schema_version (version) VALUES (?)", (SCHEMA_VERSION,))
+        elif max(r[0] for r in rows) < SCHEMA_VERSION:
+            conn.execute("UPDATE schema_version SET version = ?", (SCHEMA_VERSION,))
         conn.execute("COMMIT")
     except BaseException:
         conn.execute("ROLLBACK")

@@ -134,14 +134,14 @@ def test_default_limits_match_the_contract() -> None:
 def test_error_codes_are_the_contract_list() -> None:
     assert {c.value for c in ErrorCode} == {
         "bad_frame", "bad_request", "unknown_type", "too_large", "unauthorized", "forbidden",
-        "not_found", "rate_limited", "unavailable", "internal"}
+        "not_found", "rate_limited", "unavailable", "internal", "quota_exceeded"}
 
 
 @pytest.mark.parametrize(("code", "status"), [
     (ErrorCode.BAD_FRAME, 400), (ErrorCode.BAD_REQUEST, 400), (ErrorCode.UNKNOWN_TYPE, 400),
     (ErrorCode.TOO_LARGE, 413), (ErrorCode.UNAUTHORIZED, 401), (ErrorCode.FORBIDDEN, 403),
     (ErrorCode.NOT_FOUND, 404), (ErrorCode.RATE_LIMITED, 429), (ErrorCode.UNAVAILABLE, 503),
-    (ErrorCode.INTERNAL, 500),
+    (ErrorCode.INTERNAL, 500), (ErrorCode.QUOTA_EXCEEDED, 429),
 ])
 def test_http_status_of_each_code(code: ErrorCode, status: int) -> None:
     assert HTTP_STATUS[code] == status
@@ -156,3 +156,5 @@ def test_protocol_error_carries_its_decision() -> None:
     assert (exc.code, exc.msg, exc.r, exc.retry_ms) == (ErrorCode.UNAVAILABLE, "store down",
                                                         3, 200)
     assert str(exc) == "unavailable: store down"
+    quota = ProtocolError(ErrorCode.QUOTA_EXCEEDED, "no likes left", reset_ms=1_700_000_000_000)
+    assert (quota.reset_ms, quota.retry_ms) == (1_700_000_000_000, None)

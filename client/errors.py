@@ -65,13 +65,16 @@ class ClientClosed(ConnectionError):
 class HttpError(Exception):
     """A non-2xx answer of the HTTP API, parsed from `{"error": {"code", "msg"}}`.
 
-    `retry_after` is the `Retry-After` header in seconds (429, 503), when present.
+    `retry_after` is the `Retry-After` header in seconds (429, 503), when present;
+    `reset_at` the unix ms a `quota_exceeded` quota refills at.
     """
 
     def __init__(
-        self, status: int, code: str | None, msg: str | None, retry_after: float | None = None
+        self, status: int, code: str | None, msg: str | None, retry_after: float | None = None,
+        reset_at: int | None = None,
     ) -> None:
         self.status = status
+        self.reset_at = reset_at
         self.code = code
         self.msg = msg
         self.retry_after = retry_after

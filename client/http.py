@@ -97,6 +97,31 @@ class RendezvousHttp:
         result: dict[str, Any] = await self._call("PUT", "/v1/me/settings", json=changes)
         return result
 
+    async def quota(self) -> dict[str, Any]:
+        """`{"likes_left", "superlikes_left", "reset_at"}` (None where unlimited)."""
+        result: dict[str, Any] = await self._call("GET", "/v1/me/quota")
+        return result
+
+    async def undo(self) -> dict[str, Any]:
+        """Take back the latest swipe: `{"undone": {"target", "action", "ts"}}`."""
+        result: dict[str, Any] = await self._call("POST", "/v1/swipes/undo")
+        return result
+
+    async def likes(self, limit: int | None = None, cursor: str | None = None) -> dict[str, Any]:
+        """`{"likes": [{"user", "action", "ts"}], "next"?}`, newest first."""
+        result: dict[str, Any] = await self._call(
+            "GET", "/v1/likes", params=_params(limit=limit, cursor=cursor)
+        )
+        return result
+
+    async def deck_filter(self, candidates: list[str]) -> list[str]:
+        """The candidates that may be shown, in their order."""
+        result: dict[str, Any] = await self._call(
+            "POST", "/v1/deck/filter", json={"candidates": candidates}
+        )
+        kept: list[str] = result["candidates"]
+        return kept
+
     async def aclose(self) -> None:
         await self.client.aclose()
 
@@ -126,12 +151,13 @@ def _params(**values: Any) -> dict[str, Any]:
 def _error(response: httpx.Response) -> HttpError:
     code: str | None = None
     msg: str | None = None
+    reset_at: int | None = None
     try:
         error = response.json()["error"]
-        code, msg = error.get("code"), error.get("msg")
+        code, msg, reset_at = error.get("code"), error.get("msg"), error.get("reset_at")
     except (ValueError, TypeError, KeyError, AttributeError):
         msg = response.text[:200] or response.reason_phrase
-    return HttpError(response.status_code, code, msg, _retry_after(response))
+    return HttpError(response.status_code, code, msg, _retry_after(response), reset_at)
 
 
 def _retry_after(response: httpx.Response) -> float | None:

@@ -50,7 +50,7 @@ class Notification:
     """A provider-neutral push: built by `push.payload`, rendered by each provider."""
 
     push_id: str  # unique per notification and device, for deduplication
-    kind: str  # message, match or superlike
+    kind: str  # message, match, superlike or like
     match_id: str | None
     loc_key: str  # the app localises the text: no names in the payload by default
     body: str | None = None  # only when the user turned previews on

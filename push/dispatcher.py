@@ -33,7 +33,12 @@ from typing import Any, NamedTuple, Protocol
 from push.badge import BADGE_CONVERSATIONS, unread_badge
 from push.base import BatchPusher, Notification, Outcome, Pusher, PushResult
 from push.gates import Claim, MemoryPushGates, PushGates
-from push.payload import match_notification, message_notification, superlike_notification
+from push.payload import (
+    like_notification,
+    match_notification,
+    message_notification,
+    superlike_notification,
+)
 from push.queue import MemoryPushQueue, PushJob, PushQueue
 from push.recorder import token_id
 from runtime.backoff import full_jitter
@@ -222,6 +227,10 @@ class PushDispatcher:
         """`superlike`: `user` received the super like that made this match."""
         await self._enqueue(PushJob.for_match(user, match, superlike))
 
+    async def like(self, user: str, liker: str, ts: int) -> None:
+        """`liker` super liked `user` (kind `like`, discreet: push/payload.py)."""
+        await self._enqueue(PushJob.for_like(user, liker, ts))
+
     def skip_online(self) -> None:
         """The recipient has a live session on this node, which got the frame: no job is
         queued at all (a worker would only find them online), only its skip is counted."""
@@ -258,7 +267,8 @@ class PushDispatcher:
             self.metrics.push_queue.set(self.queue.depth())
 
     async def _run(self, job: PushJob) -> None:
-        if (await self.presence.status([job.user]))[job.user].online:
+        # a like has no live frame: an open app gets the push too
+        if job.kind != "like" and (await self.presence.status([job.user]))[job.user].online:
             return self._skip("online")
         if job.kind == "message":
             if await self.gates.recently_delivered(job.user, job.match_id):
@@ -317,6 +327,8 @@ class PushDispatcher:
             return message_notification(message, device_id, previews, badge)
         if job.kind == "superlike":
             return superlike_notification(job.match(), device_id, badge)
+        if job.kind == "like":
+            return like_notification(job.peer, job.ts, device_id, badge)
         return match_notification(job.match(), device_id, badge)
 
     async def _deliver_many(self, job: PushJob, pusher: Pusher,

@@ -6,6 +6,8 @@ nobody and quotes nothing; the app shows a localised "New message" from `loc_key
 
 from __future__ import annotations
 
+import hashlib
+
 from push.base import Notification
 from storage import MatchRecord, Message
 
@@ -51,4 +53,21 @@ def _match_made(kind: str, loc_key: str, match: MatchRecord, device_token_id: st
         collapse_id=f"match:{match.id}",
         badge=badge,
         data={"t": kind, "m": match.id},
+    )
+
+
+def like_notification(liker: str, ts: int, device_token_id: str,
+                      badge: int | None = None) -> Notification:
+    """Someone super liked the user: no name, no id of the liker. Repeated super likes of
+    one liker collapse into one notification (APNS collapse id, FCM collapse key and tag)
+    by a digest of the liker that the app cannot turn back into a user."""
+    who = hashlib.blake2b(liker.encode(), digest_size=8, person=b"rdv-like").hexdigest()
+    return Notification(
+        push_id=f"like:{who}:{ts}:{device_token_id}",
+        kind="like",
+        match_id=None,
+        loc_key="rdv.like.new",
+        collapse_id=f"like:{who}",
+        badge=badge,
+        data={"t": "like"},
     )

@@ -26,7 +26,8 @@ import msgpack
 from runtime.tasks import wait_event
 from storage import MatchRecord, Message
 
-JobKind = Literal["message", "match", "superlike"]
+JobKind = Literal["message", "match", "superlike", "like"]
+JOB_KINDS = ("message", "match", "superlike", "like")
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +54,12 @@ class PushJob:
     def for_match(cls, user: str, match: MatchRecord, superlike: bool = False) -> PushJob:
         return cls(user=user, kind="superlike" if superlike else "match", match_id=match.id,
                    ts=match.ts, peer=match.peer_of(user))
+
+    @classmethod
+    def for_like(cls, user: str, liker: str, ts: int) -> PushJob:
+        """`liker` super liked `user` at `ts` (no match yet): the liker stays in the job,
+        never in the notification."""
+        return cls(user=user, kind="like", match_id="", ts=ts, peer=liker)
 
     def retry(self, devices: tuple[str, ...], attempt: int | None = None) -> PushJob:
         """The same notification again, for `devices` only (attempt counted by default)."""
@@ -89,7 +96,7 @@ def unpack_job(data: bytes) -> PushJob:
             raise ValueError("not a push job")
         fields: dict[str, Any] = dict(zip(_FIELDS, values, strict=True))
         fields["devices"] = tuple(fields["devices"])
-        if fields["kind"] not in ("message", "match", "superlike"):
+        if fields["kind"] not in JOB_KINDS:
             raise ValueError(f"unknown push job kind {fields['kind']!r}")
         return PushJob(**fields)
     except (TypeError, msgpack.UnpackException) as exc:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from protocol.ids import IdGenerator
 from push.base import Pusher
@@ -44,18 +44,23 @@ from server.backends.guards import (
     MemoryFlapMarks,
 )
 from server.backends.presence import MemoryPresence, Presence
+from server.backends.quotas import MemoryQuotas, Quotas
 from server.config import Config
 from server.edge.auth import Authenticator
 from server.edge.connection_guard import ConnectionGuard
 from server.edge.gateway import Gateway
 from server.edge.http_api import EmbeddedUvicorn, create_app, http_server
+from server.edge.http_swipes import swipe_router
 from server.edge.hub import Hub
 from server.metrics import Metrics, timed_store
 from server.push_providers import apns_pusher, fcm_pusher
 from server.services.caches import Caches
 from server.services.chat import ChatService
+from server.services.deck import DeckService
 from server.services.matching import MatchService
 from server.services.presence import PresenceService
+from server.services.quotas import QuotaPolicy, QuotaService
+from server.services.swipes import SwipeService
 from storage import Store
 from storage.sqlite import SqliteStore
 
@@ -80,6 +85,7 @@ class Backends:
     push_queue: PushQueue
     push_gates: PushGates
     pushers: Mapping[str, Pusher]
+    quotas: Quotas = field(default_factory=MemoryQuotas)  # daily likes (cluster-wide: Redis)
     redis: RedisClient | None = None  # the shared client, closed last
     batcher: TurnBatcher | None = None  # the one pipeline per loop turn on that client
 
@@ -111,11 +117,12 @@ def compose_backends(config: Config, metrics: Metrics, *, store: Store | None = 
                                              config.auth_failure_window_s),
             flap_marks=MemoryFlapMarks(),
             push_queue=MemoryPushQueue(max_jobs=config.push_queue_max),
-            push_gates=MemoryPushGates(), pushers=pushers)
+            push_gates=MemoryPushGates(), pushers=pushers, quotas=MemoryQuotas())
     from push.redis_queue import RedisPushGates, RedisPushQueue
     from server.backends.redis_broker import RedisBroker
     from server.backends.redis_guards import RedisAuthThrottle, RedisConnectionCap, RedisFlapMarks
     from server.backends.redis_presence import RedisPresence
+    from server.backends.redis_quotas import RedisQuotas
     from server.backends.redis_state import (
         RedisLimiter,
         RedisNodeIds,
@@ -166,6 +173,7 @@ def compose_backends(config: Config, metrics: Metrics, *, store: Store | None = 
                                   batcher=batcher),
         push_gates=RedisPushGates(client, prefix=prefix),
         pushers=pushers,
+        quotas=RedisQuotas(batcher, prefix=prefix, fallback=MemoryQuotas(), metrics=metrics),
         redis=client,
         batcher=batcher,
     )
@@ -219,6 +227,14 @@ def push_policy(config: Config) -> PushPolicy:
                       claim_s=config.push_claim_idle_s)
 
 
+def quota_policy(config: Config) -> QuotaPolicy:
+    return QuotaPolicy(likes_per_day=config.likes_per_day,
+                       superlikes_per_day=config.superlikes_per_day,
+                       reset_hour_utc=config.quota_reset_hour_utc,
+                       exempt_values=frozenset(config.quota_exempt_values
+                                               if config.quota_exempt_claim else ()))
+
+
 @dataclass(frozen=True, slots=True)
 class Services:
     """What a started node runs on its backends: each built once, complete."""
@@ -243,7 +259,8 @@ def compose_services(config: Config, backends: Backends, *, metrics: Metrics, hu
                             gates=backends.push_gates, policy=push_policy(config))
     auth = Authenticator(config.jwt_keys, issuer=config.jwt_issuer,
                          audience=config.jwt_audience, leeway_s=config.jwt_leeway_s,
-                         max_user_chars=config.limits.max_user_id_chars)
+                         max_user_chars=config.limits.max_user_id_chars,
+                         tier_claim=config.quota_exempt_claim)
     presence = PresenceService(registry=backends.presence, store=store, caches=caches,
                                broker=broker, marks=backends.flap_marks,
                                grace_s=config.presence_grace_s, ttl_s=config.presence_ttl_s)
@@ -251,9 +268,12 @@ def compose_services(config: Config, backends: Backends, *, metrics: Metrics, hu
                        limits=config.limits, metrics=metrics, pushes=pushes,
                        claims=backends.claims, send_gate=backends.send_gate,
                        held_here=hub.has_user)
+    quotas = QuotaService(backends.quotas, quota_policy(config))
     matches = MatchService(store=store, broker=broker, caches=caches, presence=presence,
                            pushes=pushes, metrics=metrics, swipe_limiter=backends.swipe_limiter,
-                           forget_typing=chat.forget_typing)
+                           forget_typing=chat.forget_typing, quotas=quotas)
+    swipes = SwipeService(store=store, matches=matches, quotas=quotas,
+                          undo_window_s=config.undo_window_s)
     guard = ConnectionGuard(node=config.node, cap=backends.connection_cap,
                             max_per_user=config.max_connections_per_user,
                             throttle=backends.auth_throttle, broker=broker,
@@ -262,6 +282,8 @@ def compose_services(config: Config, backends: Backends, *, metrics: Metrics, hu
                       chat=chat, metrics=metrics, guard=guard)
     app = create_app(auth=auth, matches=matches, chat=chat, metrics=metrics,
                      max_body_bytes=config.max_http_body_bytes, ready=ready, guard=guard,
-                     cors_origins=config.cors_origins)
+                     cors_origins=config.cors_origins,
+                     routers=[swipe_router(swipes=swipes, deck=DeckService(store),
+                                           quotas=quotas)])
     return Services(caches=caches, pushes=pushes, presence=presence, chat=chat,
                     matches=matches, guard=guard, gateway=gateway, http=http_server(app, config))

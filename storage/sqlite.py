@@ -14,6 +14,7 @@ import sqlite3
 from collections.abc import Sequence
 from typing import Any, cast
 
+from storage import sqlite_swipes
 from storage.base import (
     SETTING_NAMES,
     Conversation,
@@ -30,7 +31,6 @@ from storage.base import (
     decode_page_cursor,
     encode_page_cursor,
 )
-from storage import sqlite_swipes
 from storage.buckets import bucket_of
 from storage.sqlite_engine import SqliteEngine
 from storage.sqlite_schema import create_or_check

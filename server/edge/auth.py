@@ -46,12 +46,14 @@ _DECODE_OPTIONS = {"require": ["exp", "sub"], "verify_exp": False, "verify_nbf":
 class Claims:
     user: str
     exp: int
+    # the string values of the configured `quota_exempt_claim` (a string or a list of them)
+    tier: tuple[str, ...] = ()
 
 
 class Authenticator:
     def __init__(self, keys: tuple[JwtKey, ...], *, issuer: str | None = None,
                  audience: str | None = None, leeway_s: int = 0,
-                 max_user_chars: int = 64) -> None:
+                 max_user_chars: int = 64, tier_claim: str | None = None) -> None:
         self._keys: dict[str, list[Any]] = {}
         for key in keys:
             material: Any = key.key
@@ -63,6 +65,7 @@ class Authenticator:
         self._audience = audience
         self._leeway = leeway_s
         self._max_user = max_user_chars
+        self._tier_claim = tier_claim
 
     def verify(self, token: str, now: float | None = None) -> Claims:
         """The claims of a valid token, or `AuthError`."""
@@ -115,7 +118,17 @@ class Authenticator:
         iat = _numeric_date(claims, "iat")
         if iat is not None and iat - self._leeway > now:
             raise AuthError("not_yet_valid", "the token is not valid yet (iat)")
-        return Claims(user=sub, exp=int(exp))
+        return Claims(user=sub, exp=int(exp), tier=_strings(claims.get(self._tier_claim))
+                      if self._tier_claim else ())
+
+
+def _strings(value: Any) -> tuple[str, ...]:
+    """A claim's string values: a string, or the strings of a list; nothing else counts."""
+    if isinstance(value, str):
+        return (value,)
+    if isinstance(value, list):
+        return tuple(v for v in value[:32] if isinstance(v, str))
+    return ()
 
 
 def _numeric_date(claims: dict[str, Any], name: str) -> float | None:

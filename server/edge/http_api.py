@@ -11,11 +11,11 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import Annotated, Any, Literal
 
 import uvicorn
-from fastapi import Depends, FastAPI, Path, Query, Request, Response
+from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse
@@ -53,6 +53,8 @@ class ErrorDetail(BaseModel):
                       examples=["unauthorized"])
     msg: str = Field(description="for people, not for parsing",
                      examples=["Authorization: Bearer <JWT> required"])
+    reset_at: int | None = Field(None, description="`quota_exceeded` only: unix ms when "
+                                 "the quota refills")
 
 
 class ErrorBody(BaseModel):
@@ -76,6 +78,11 @@ AUTHED: dict[int | str, dict[str, Any]] = {
     503: _error("`unavailable`: storage is unavailable; retry after `Retry-After`",
                 headers=RETRY_AFTER),
 }
+QUOTA_OR_RATE = _error(
+    "`quota_exceeded`: no likes (or super likes) left today; `error.reset_at` (unix ms) is "
+    "when they refill, `Retry-After` the seconds until then. Or `rate_limited`: too many "
+    "swipes, or failed authentications from this address; retry after `Retry-After`",
+    headers=RETRY_AFTER)
 INVALID: dict[int | str, dict[str, Any]] = {
     422: _error("`bad_request`: a field, path or query parameter is invalid"),
 }
@@ -124,11 +131,12 @@ class SettingsBody(BaseModel):
 
 
 def error_response(code: ErrorCode, msg: str, status: int | None = None,
-                   retry_after_s: float | None = None) -> JSONResponse:
+                   retry_after_s: float | None = None, **extra: Any) -> JSONResponse:
+    """`extra` fields go into `error` beside code and msg (`reset_at` of quota_exceeded)."""
     headers = {}
     if retry_after_s is not None:
         headers["Retry-After"] = str(max(1, round(retry_after_s + 0.499)))
-    return JSONResponse({"error": {"code": str(code), "msg": msg}},
+    return JSONResponse({"error": {"code": str(code), "msg": msg, **extra}},
                         status_code=status or HTTP_STATUS[code], headers=headers)
 
 
@@ -267,7 +275,9 @@ async def current_user(request: Request,
             await guard.auth_failed(ip)
         raise ProtocolError(ErrorCode.UNAUTHORIZED, "Authorization: Bearer <JWT> required")
     try:
-        return auth.verify(header[7:].strip(), now=time.time()).user
+        claims = auth.verify(header[7:].strip(), now=time.time())
+        request.state.claims = claims  # for routes that need more than the user (tier)
+        return claims.user
     except AuthError as exc:
         metrics.auth_failures.labels(exc.reason).inc()
         if guard is not None:
@@ -284,7 +294,9 @@ def create_app(*, auth: Authenticator, matches: MatchService, chat: ChatService,
                metrics: Metrics, max_body_bytes: int,
                ready: Callable[[], Awaitable[dict[str, bool]]],
                guard: ConnectionGuard | None = None,
-               cors_origins: tuple[str, ...] = ()) -> ASGIApp:
+               cors_origins: tuple[str, ...] = (),
+               routers: Sequence[APIRouter] = ()) -> ASGIApp:
+    """The API; `routers` add the routes of other modules (server/edge/http_swipes.py)."""
     app = FastAPI(title="Rendezvous HTTP API", version="1", description=DESCRIPTION,
                   docs_url=None, redoc_url=None)
     app.state.auth = auth
@@ -293,6 +305,10 @@ def create_app(*, auth: Authenticator, matches: MatchService, chat: ChatService,
 
     @app.exception_handler(ProtocolError)
     async def protocol_error(request: Request, exc: ProtocolError) -> JSONResponse:
+        if exc.reset_ms is not None:  # quota_exceeded: when it refills, and a Retry-After
+            wait_s = max(0.0, exc.reset_ms / 1000 - time.time())
+            return error_response(exc.code, exc.msg, retry_after_s=wait_s,
+                                  reset_at=exc.reset_ms)
         return error_response(exc.code, exc.msg,
                               retry_after_s=exc.retry_ms / 1000 if exc.retry_ms else None)
 
@@ -333,9 +349,10 @@ def create_app(*, auth: Authenticator, matches: MatchService, chat: ChatService,
             swagger_favicon_url=f"{DOCS_ASSETS}/favicon-32x32.png")
 
     @app.post("/v1/swipes", summary="Like, pass or super-like a user",
-              responses={**AUTHED, **WITH_BODY})
-    async def swipe(body: SwipeBody, user: User) -> dict[str, Any]:
-        return {"match": await matches.swipe(user, body.target, body.action)}
+              responses={**AUTHED, **WITH_BODY, 429: QUOTA_OR_RATE})
+    async def swipe(body: SwipeBody, user: User, request: Request) -> dict[str, Any]:
+        return {"match": await matches.swipe(user, body.target, body.action,
+                                             request.state.claims.tier)}
 
     @app.get("/v1/matches", summary="The caller's open matches, newest first",
              responses={**AUTHED, 400: _error("`bad_request`: `cursor` is not one from this "
@@ -405,6 +422,9 @@ def create_app(*, auth: Authenticator, matches: MatchService, chat: ChatService,
     @app.get("/metrics", summary="Prometheus metrics")
     async def prometheus() -> Response:
         return Response(metrics.render(), media_type="text/plain; version=0.0.4")
+
+    for router in routers:
+        app.include_router(router)
 
     api: ASGIApp = BodyLimit(RequestCounter(app, metrics), max_body_bytes)
     if cors_origins:  # outside the body limit: its 413 carries the CORS headers too

@@ -8,6 +8,7 @@ insert-if-absent on a key derived from the pair, so only one creation wins.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from typing import Any
@@ -20,8 +21,9 @@ from server.backends.cluster_state import Limiter
 from server.metrics import Metrics
 from server.services.caches import Caches
 from server.services.presence import PresenceService
+from server.services.quotas import QuotaService
 from storage import Device, MatchRecord, Settings, Store, match_id_for
-from storage.base import Platform, SwipeAction
+from storage.base import Platform, SwipeAction, SwipeRecord
 
 LIKES = ("like", "superlike")
 
@@ -44,7 +46,8 @@ class MatchService:
     def __init__(self, *, store: Store, broker: Broker, caches: Caches,
                  presence: PresenceService, pushes: PushDispatcher, metrics: Metrics,
                  swipe_limiter: Limiter, forget_typing: Callable[[str], None],
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time,
+                 quotas: QuotaService | None = None) -> None:
         self.store = store
         self.broker = broker
         self.caches = caches
@@ -54,12 +57,19 @@ class MatchService:
         self.pushes = pushes
         self.metrics = metrics
         self.clock = clock
+        self.quotas = quotas  # daily like quotas; None: unlimited
 
     def now_ms(self) -> int:
         return int(self.clock() * 1000)
 
-    async def swipe(self, user: str, target: str, action: SwipeAction) -> dict[str, Any] | None:
-        """Record a swipe; the match (as seen by `user`) if it made or found a mutual like."""
+    async def swipe(self, user: str, target: str, action: SwipeAction,
+                    tier: tuple[str, ...] = ()) -> dict[str, Any] | None:
+        """Record a swipe; the match (as seen by `user`) if it made or found a mutual like.
+
+        A like or super like spends the day's quota (server/services/quotas.py) unless the
+        same swipe already stands (a repeat spends nothing); a swipe that fails to store
+        gives its unit back. A super like that makes no match tells the target by a
+        discreet push of kind `like`."""
         wait = await self.swipe_limiter.take(user)
         if wait:
             self.metrics.rate_limited_by["swipe"].inc()
@@ -67,7 +77,38 @@ class MatchService:
                                 retry_ms=int(wait * 1000) + 1)
         if target == user:
             raise ProtocolError(ErrorCode.BAD_REQUEST, "you cannot swipe on yourself")
-        await self.store.record_swipe(user, target, action, self.now_ms())
+        repeat = False
+        spent = None
+        if action == "superlike" or (self.quotas and self.quotas.metered(action, tier)):
+            repeat = await self.store.get_swipe(user, target) == action
+        if self.quotas is not None and not repeat:
+            try:
+                spent = await self.quotas.spend(user, action, tier)
+            except ProtocolError:
+                self.metrics.rate_limited_by["quota"].inc()
+                raise
+        ts = self.now_ms()
+        try:  # both writes at once: one commit group on SQLite, parallel on Cassandra
+            for outcome in await asyncio.gather(
+                    self.store.record_swipe(user, target, action, ts),
+                    self.store.index_swipe(SwipeRecord(user, target, action, ts)),
+                    return_exceptions=True):
+                if isinstance(outcome, BaseException):
+                    raise outcome
+        except BaseException:
+            if spent is not None and self.quotas is not None:
+                await self.quotas.refund(user, spent, f"{target}:{ts}")
+            raise
+        summary = await self.match_if_mutual(user, target, action)
+        if action == "superlike" and summary is None and not repeat \
+                and not await self.store.is_blocked(user, target):
+            await self.pushes.like(target, user, ts)
+        return summary
+
+    async def match_if_mutual(self, user: str, target: str,
+                              action: SwipeAction) -> dict[str, Any] | None:
+        """After `user`'s like of `target` is stored: make (or find) the match if `target`
+        likes `user` too; the match as `user` sees it, or None."""
         if action not in LIKES or await self.store.is_blocked(user, target):
             return None
         theirs = await self.store.get_swipe(target, user)

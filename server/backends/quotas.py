@@ -48,7 +48,7 @@ class MemoryQuotas:
                     expires_ms: int) -> int:
         self._tick()
         key = (user, kind, period)
-        n = self._counts.get(key, (0, expires_ms))[0]
+        n = self._count(key)
         if n >= limit:
             return -1
         self._counts[key] = (n + 1, expires_ms)
@@ -61,14 +61,19 @@ class MemoryQuotas:
             return False
         self._returned[(user, token)] = expires_ms
         key = (user, kind, period)
-        n, expires = self._counts.get(key, (0, expires_ms))
+        n = self._count(key)
         if n <= 0:
             return False
-        self._counts[key] = (n - 1, expires)
+        self._counts[key] = (n - 1, self._counts[key][1])
         return True
 
     async def used(self, user: str, kinds: Sequence[str], period: int) -> dict[str, int]:
-        return {kind: self._counts.get((user, kind, period), (0, 0))[0] for kind in kinds}
+        return {kind: self._count((user, kind, period)) for kind in kinds}
+
+    def _count(self, key: tuple[str, str, int]) -> int:
+        """The counter's value; 0 once it expired (as a Redis key would be gone)."""
+        n, expires = self._counts.get(key, (0, 0))
+        return n if expires > self._clock() * 1000 else 0
 
     def _tick(self) -> None:
         """Forget expired counters and give-back marks now and then (bounded memory)."""

@@ -72,6 +72,7 @@ lint: $(STAMP)
 ## Figures, not pass/fail: store write throughput and latency
 bench: $(STAMP)
 	$(BIN)/python benchmarks/store_bench.py --backend sqlite
+	$(BIN)/python benchmarks/deck_bench.py
 
 ## Figures: a bare relay, python-socketio and Rendezvous under the same load, with ratios
 ## (docs/benchmarks.md): make side-by-side [ARGS="--seconds 5 --rounds 1 --cassandra"]

@@ -156,14 +156,22 @@ class WorkerContext:
 
     # -- HTTP with measurement -------------------------------------------------------------
 
-    async def http_call(self, node: str, call: Any) -> Any:
-        """Await one HTTP API call, recording its latency and outcome; None on failure."""
+    async def http_call(self, node: str, call: Any,
+                        expected: frozenset[str] = frozenset()) -> Any:
+        """Await one HTTP API call, recording its latency and outcome; None on failure.
+        An error whose code is in `expected` (the step asks for it, like `quota_exceeded`
+        past a quota) is an answer: `http_refused` and `refused.http_<code>`, timed."""
         recorder = self.recorder
         start = self.now()
         recorder.count("http_requests", node=node)
         try:
             result = await call
         except HttpError as exc:
+            if exc.code in expected:
+                recorder.count("http_refused", node=node)
+                recorder.count(f"refused.http_{exc.code}", node=node)
+                recorder.latency("http", self.now() - start, node)
+                return None
             recorder.count("http_errors", node=node)
             recorder.count(f"errors.http_{exc.code or exc.status}", node=node)
             return None

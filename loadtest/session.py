@@ -38,6 +38,8 @@ SEND_ATTEMPTS = 4
 ACK_TIMEOUT_S = 10.0
 DELIVERY_WAIT_S = 5.0  # after its last ack, how long a send step waits for deliveries
 _swipe_targets = itertools.count(1)
+QUOTA_REFUSED = frozenset({"quota_exceeded"})
+UNDO_REFUSED = frozenset({"not_found"})
 
 
 class SessionFailed(Exception):
@@ -194,13 +196,33 @@ class Session:
     async def _http(self, user: VirtualUser, step: Http) -> None:
         ctx = self.ctx
         for _ in range(step.count):
-            if step.op == "swipe":
+            if step.op == "swipe":  # past a configured quota, a refusal is expected
                 target = f"{ctx.scenario.user_prefix}{ctx.run_id}x{next(_swipe_targets)}"
-                await ctx.http_call(user.node, user.http.swipe(target, step.action))
+                await ctx.http_call(user.node, user.http.swipe(target, step.action),
+                                    QUOTA_REFUSED)
             elif step.op == "matches":
                 await ctx.http_call(user.node, user.http.matches(limit=20))
+            elif step.op == "quota":
+                await ctx.http_call(user.node, user.http.quota())
+            elif step.op == "undo":  # nothing to undo (or past the window) is an answer
+                await ctx.http_call(user.node, user.http.undo(), UNDO_REFUSED)
+            elif step.op == "likes":
+                await ctx.http_call(user.node, user.http.likes(limit=20))
+            elif step.op == "deck_filter":
+                await ctx.http_call(user.node, user.http.deck_filter(
+                    self._candidates(step.candidates)))
             else:
                 await ctx.http_call(user.node, user.http.put_settings(show_online=True))
+
+    def _candidates(self, n: int) -> list[str]:
+        """A deck batch: the `n` most recent swipe targets of this worker (some swiped by
+        this session, so filtered out) and `n // 4` never swiped."""
+        ctx = self.ctx
+        newest = next(_swipe_targets)
+        prefix = f"{ctx.scenario.user_prefix}{ctx.run_id}x"
+        recent = [f"{prefix}{i}" for i in range(max(1, newest - n + n // 4), newest)]
+        fresh = [f"{prefix}deck{newest}-{i}" for i in range(n - len(recent))]
+        return recent + fresh
 
     async def _typing(self, user: VirtualUser) -> None:
         client = user.client

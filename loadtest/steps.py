@@ -21,7 +21,8 @@ if TYPE_CHECKING:
 WHO = ("a", "b", "both")
 FRAME_TYPES = ("msg", "typing", "read", "delivered", "presence", "match", "unmatch",
                "reconnect", "error")
-HTTP_OPS = ("swipe", "matches", "settings")
+HTTP_OPS = ("swipe", "matches", "settings", "quota", "undo", "likes", "deck_filter")
+MAX_CANDIDATES = 500  # the deck filter's batch limit (docs/protocol.md)
 SWIPE_ACTIONS = ("like", "pass", "superlike")
 
 
@@ -48,6 +49,7 @@ class Http:
     action: str = "like"
     count: int = 1
     who: str = "a"
+    candidates: int = 100  # deck_filter: user ids per call
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,16 +196,24 @@ def _pair(value: Field, paired: bool) -> Step:
 
 
 def _http(value: Field, paired: bool) -> Step:
-    keys = _options(value, ("op", "action", "count", "who"))
+    keys = _options(value, ("op", "action", "count", "who", "candidates"))
     op = keys["op"].string() if "op" in keys else "swipe"
     if op not in HTTP_OPS:
         raise keys["op"].error(f"expected one of {', '.join(HTTP_OPS)}, got {op!r}")
+    candidates = 100
+    if "candidates" in keys:
+        if op != "deck_filter":
+            raise keys["candidates"].error("candidates goes with op: deck_filter")
+        candidates = keys["candidates"].integer(minimum=1)
+        if candidates > MAX_CANDIDATES:
+            raise keys["candidates"].error(f"the deck filter takes at most {MAX_CANDIDATES} "
+                                           f"candidates, got {candidates}")
     action = keys["action"].string() if "action" in keys else "like"
     if action not in SWIPE_ACTIONS:
         raise keys["action"].error(f"expected one of {', '.join(SWIPE_ACTIONS)}, got "
                                    f"{action!r}")
     count = keys["count"].integer(minimum=1) if "count" in keys else 1
-    return Http(op, action, count, _who(keys, "a"))
+    return Http(op, action, count, _who(keys, "a"), candidates)
 
 
 def _send(value: Field, paired: bool) -> Step:

@@ -9,7 +9,8 @@ Three forms, one rule per string:
 stat: p50 p90 p95 p99 p999 min mean max; metric: one of `measure.LATENCIES`; unit: us, ms, s;
 op: < <= > >= == !=. Counters are the engine's counter names; `errors` is the sum of every
 `errors.<code>` counter. A rate divides a counter by its denominator (RATE_DENOMINATORS:
-connect_failures by connection attempts, http_errors by http_requests, everything else by
+connect_failures by connection attempts, http_errors and http_refused by http_requests (a
+refusal is an answer the step expects, like `quota_exceeded`: not an error), everything else by
 `sent`); a rate with a zero denominator has no value.
 
 A rule without a value fails: a latency metric with no samples, a node that took no part, a
@@ -35,11 +36,12 @@ OPERATORS: dict[str, Callable[[float, float], bool]] = {
 }
 COUNTERS = ("sent", "acked", "delivered", "lost", "duplicated", "reordered", "dropped_sends",
             "connects", "connect_failures", "reconnects", "disconnects", "http_requests",
-            "http_errors", "expect_timeouts", "chaos_drops", "errors")
+            "http_errors", "http_refused", "expect_timeouts", "chaos_drops", "errors")
 # counter -> the counters whose sum is its denominator in rate(counter); default ("sent",)
 RATE_DENOMINATORS: dict[str, tuple[str, ...]] = {
     "connect_failures": ("connects", "connect_failures"),
     "http_errors": ("http_requests",),
+    "http_refused": ("http_requests",),
 }
 
 _NAME = r"[A-Za-z_][A-Za-z0-9_.]*"

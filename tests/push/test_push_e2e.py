@@ -246,3 +246,31 @@ async def test_the_apns_pool_is_sized_by_config(start: Start, http: Apis,
     pusher = rdv.node.services.pushes.pushers["apns"]
     assert isinstance(pusher, ApnsPusher)
     assert pusher._client is not None and pusher._client.pool.max_connections == 3
+
+
+async def test_a_superlike_is_a_discreet_like_push_collapsed_per_liker(
+        start: Start, http: Apis, apns: TimedApns, fcm: FcmLookalike) -> None:
+    rdv = await start()
+    await devices_of(rdv, http, "zoe")
+    zoe_online = await rdv.connect("zoe")  # no live frame for a like: the push goes anyway
+    await http(rdv, "annabel").swipe("zoe", "superlike")
+    await http(rdv, "bobby").swipe("zoe", "superlike")
+    await wait_until(lambda: len(to(apns, IOS + "zoe")) == 2
+                     and len(to(fcm, ANDROID + "zoe")) == 2, timeout=10)
+    ios = to(apns, IOS + "zoe")
+    android = to(fcm, ANDROID + "zoe")
+    assert [alert(r) for r in ios] == [{"loc-key": "rdv.like.new"}] * 2
+    assert all(r.payload.get("t") == "like" and "thread-id" not in r.payload["aps"]
+               for r in ios)
+    collapse = [r.headers["apns-collapse-id"] for r in ios]
+    assert collapse[0] != collapse[1] and all(c.startswith("like:") for c in collapse)
+    assert [r.message["android"]["collapse_key"] for r in android] == collapse
+    for request in (*ios, *android):
+        text = json.dumps(getattr(request, "payload", None) or request.message) + json.dumps(
+            dict(getattr(request, "headers", {})))
+        assert "annabel" not in text and "bobby" not in text  # never the liker
+    await http(rdv, "annabel").swipe("zoe", "pass")
+    await http(rdv, "annabel").swipe("zoe", "superlike")  # again: replaces the first one
+    await wait_until(lambda: len(to(apns, IOS + "zoe")) == 3, timeout=10)
+    assert to(apns, IOS + "zoe")[2].headers["apns-collapse-id"] == collapse[0]
+    await zoe_online.close()

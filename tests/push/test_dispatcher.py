@@ -239,10 +239,13 @@ async def test_a_super_like_match_tells_the_liked_user_superlike(rdv: Harness,
                                                                  http: Apis) -> None:
     await register_both(http, rdv, "ann")
     await register_both(http, rdv, "bob")
-    await http(rdv, "ann").swipe("bob", "superlike")  # ann super likes bob
+    await http(rdv, "ann").swipe("bob", "superlike")  # ann super likes bob: a like push
+    liked = await wait_until(lambda: len(records(rdv, "bob")) == 2 and records(rdv, "bob"))
+    assert {(r["kind"], r["loc_key"], r["m"]) for r in liked} == {("like", "rdv.like.new", None)}
     result = await http(rdv, "bob").swipe("ann", "like")
     match_id = result["match"]["id"]
-    to_bob = await wait_until(lambda: len(records(rdv, "bob")) == 2 and records(rdv, "bob"))
+    to_bob = await wait_until(lambda: len(records(rdv, "bob", "superlike")) == 2
+                              and records(rdv, "bob", "superlike"))
     assert {(r["kind"], r["loc_key"], r["m"]) for r in to_bob} == {
         ("superlike", "rdv.superlike.new", match_id)}
     to_ann = await wait_until(lambda: len(records(rdv, "ann")) == 2 and records(rdv, "ann"))

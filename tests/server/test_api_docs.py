@@ -61,7 +61,8 @@ async def test_openapi_describes_the_error_answers(rdv: Harness, http: Apis) -> 
         assert schema["required"] == ["error"], schema
         detail = spec["components"]["schemas"][
             schema["properties"]["error"]["$ref"].rsplit("/", 1)[1]]
-        assert set(detail["properties"]) == {"code", "msg"}
+        assert set(detail["properties"]) == {"code", "msg", "reset_at"}  # reset_at: quotas
+        assert sorted(detail["required"]) == ["code", "msg"]
     assert "Retry-After" in settings["429"]["headers"]
     swipes = spec["paths"]["/v1/swipes"]["post"]["responses"]
     assert {"400", "401", "413", "422", "429", "503"} <= set(swipes)

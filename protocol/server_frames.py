@@ -122,4 +122,7 @@ def error(code: ErrorCode, msg: str, r: int | None = None,
 
 
 def error_from(exc: ProtocolError) -> Frame:
-    return error(exc.code, exc.msg, exc.r, exc.retry_ms)
+    frame = error(exc.code, exc.msg, exc.r, exc.retry_ms)
+    if exc.reset_ms is not None:  # quota_exceeded: when the quota refills (unix ms)
+        frame["reset_ms"] = exc.reset_ms
+    return frame

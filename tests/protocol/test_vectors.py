@@ -115,3 +115,13 @@ def test_error_from_carries_code_r_and_retry() -> None:
 
     exc = ProtocolError(ErrorCode.RATE_LIMITED, "slow down", r=11, retry_ms=1500)
     assert sf.error_from(exc) == SERVER["error_rate_limited"]["frame"]
+
+
+def test_error_from_carries_the_quota_reset() -> None:
+    from protocol.errors import ErrorCode, ProtocolError
+
+    exc = ProtocolError(ErrorCode.QUOTA_EXCEEDED, "no likes left today", r=4,
+                        reset_ms=1_764_720_000_000)
+    assert sf.error_from(exc) == {"t": "error", "code": "quota_exceeded",
+                                  "msg": "no likes left today", "r": 4,
+                                  "reset_ms": 1_764_720_000_000}

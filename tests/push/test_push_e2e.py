@@ -146,13 +146,15 @@ async def test_a_match_pushes_both_users_and_a_super_like_says_so(
         assert to(apns, IOS + user)[0].payload["m"] == plain
         assert to(fcm, ANDROID + user)[0].message["data"]["t"] == "match"
 
-    await http(rdv, "cat").swipe("ann", "superlike")
+    await http(rdv, "cat").swipe("ann", "superlike")  # a like push to ann, then the match
     super_match = (await http(rdv, "ann").swipe("cat", "like"))["match"]["id"]
-    await wait_until(lambda: len(to(apns, IOS + "ann")) == 2
-                     and len(to(fcm, ANDROID + "ann")) == 2, timeout=10)
-    assert alert(to(apns, IOS + "ann")[1]) == {"loc-key": "rdv.superlike.new"}
-    assert to(apns, IOS + "ann")[1].headers["apns-collapse-id"] == f"match:{super_match}"
-    assert to(fcm, ANDROID + "ann")[1].message["data"]["t"] == "superlike"
+    await wait_until(lambda: len(to(apns, IOS + "ann")) == 3
+                     and len(to(fcm, ANDROID + "ann")) == 3, timeout=10)
+    (ios,) = [r for r in to(apns, IOS + "ann")[1:] if r.payload.get("t") == "superlike"]
+    assert alert(ios) == {"loc-key": "rdv.superlike.new"}
+    assert ios.headers["apns-collapse-id"] == f"match:{super_match}"
+    assert sorted(r.message["data"]["t"] for r in to(fcm, ANDROID + "ann")[1:]) == [
+        "like", "superlike"]
     await wait_until(lambda: to(apns, IOS + "cat"), timeout=10)
     assert alert(to(apns, IOS + "cat")[0]) == {"loc-key": "rdv.match.new"}  # cat liked
 

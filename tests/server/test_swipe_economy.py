@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -296,3 +298,12 @@ async def test_openapi_shows_the_new_endpoints(rdv: Harness) -> None:
     deck = paths["/v1/deck/filter"]["post"]
     assert "413" in deck["responses"] and deck.get("security")
     assert "quota_exceeded" in paths["/v1/swipes"]["post"]["responses"]["429"]["description"]
+
+
+def test_config_check_refuses_a_negative_quota(tmp_path: Path) -> None:
+    repo = Path(__file__).resolve().parents[2]
+    (tmp_path / "rdv.toml").write_text("likes_per_day = -1\n")
+    out = subprocess.run([sys.executable, "-m", "server.cli", "config", "check",
+                          str(tmp_path / "rdv.toml")], capture_output=True, text=True, cwd=repo,
+                         env={"RENDEZVOUS_JWT_SECRET": "a-long-enough-secret-for-hs256-012345"})
+    assert out.returncode == 2 and "likes_per_day must not be negative" in out.stderr

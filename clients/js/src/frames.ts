@@ -131,7 +131,8 @@ export type ErrorCode =
   | "not_found"
   | "rate_limited"
   | "unavailable"
-  | "internal";
+  | "internal"
+  | "quota_exceeded";
 
 export interface ErrorFrame {
   t: "error";
@@ -139,6 +140,8 @@ export interface ErrorFrame {
   msg: string;
   r?: number;
   retry_ms?: number;
+  /** With `quota_exceeded`: unix ms when the quota refills. */
+  reset_ms?: number;
 }
 
 export interface Conversation {

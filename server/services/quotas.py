@@ -86,8 +86,9 @@ class QuotaService:
 
     async def give_back(self, user: str, action: str, swiped_ms: int, token: str,
                         tier: tuple[str, ...] = ()) -> bool:
-        """An undone swipe's unit, if it was spent today (a past day's is gone anyway)."""
-        if self.policy.limit(action) <= 0:
+        """An undone swipe's unit, if it was spent today (a past day's is gone anyway) by a
+        token that spends (an exempt one never took a unit)."""
+        if not self.metered(action, tier):
             return False
         day, end = day_of(int(self.clock() * 1000), self.policy.reset_hour_utc)
         if day_of(swiped_ms, self.policy.reset_hour_utc)[0] != day:

@@ -9,7 +9,7 @@ import json
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -171,7 +171,8 @@ async def test_undo_racing_the_peers_like_never_leaves_a_half_match(
     for i in range(25):
         a, b = f"a{i}", f"b{i}"
         await rdv.http(a).swipe(b, "like")
-        undo, like = await asyncio.gather(rdv.http(a).undo(), rdv.http(b).swipe(a, "like"),
+        undo, like = await asyncio.gather(rdv.http(a).undo(),
+                                          later(i, rdv.http(b).swipe(a, "like")),
                                           return_exceptions=True)
         matched = [m["peer"] for m in (await rdv.http(a).matches())["matches"]] == [b]
         a_likes = [x["user"] for x in (await rdv.http(b).likes())["likes"]]
@@ -184,6 +185,14 @@ async def test_undo_racing_the_peers_like_never_leaves_a_half_match(
             assert await rdv.http(a).deck_filter([b]) == [b]
         outcomes.append(isinstance(undo, HttpError))
     print("undo refused (match made) in", sum(outcomes), "of", len(outcomes))
+    assert any(outcomes) and not all(outcomes)  # the race went both ways, within the rule
+
+
+async def later(i: int, call: Awaitable[Any]) -> Any:
+    """`call`, after 0, 70, 140 or 210 ms by turns: the peer's like lands before, during or
+    after the undo's steps, so both outcomes of the race happen."""
+    await asyncio.sleep(i % 4 * 0.07)
+    return await call
 
 
 # -- super like push ---------------------------------------------------------------------------

@@ -268,6 +268,7 @@ class TimedStore:
         self.create_match = timed("create_match", store.create_match)
         self.get_match = timed("get_match", store.get_match)
         self.matches_for_user = timed("matches_for_user", store.matches_for_user)
+        self.matches_ever = timed("matches_ever", store.matches_ever)
         self.close_match = timed("close_match", store.close_match)
         self.add_block = timed("add_block", store.add_block)
         self.is_blocked = timed("is_blocked", store.is_blocked)

@@ -37,6 +37,12 @@ class Message:
     body: str | None = None
     media: dict[str, Any] | None = None  # the wire form of `protocol.frames.Media`
 
+    @property
+    def deleted(self) -> bool:
+        """A tombstone: unsent, or its sender's account erased. Every sent message has a
+        body or media, so a stored row with neither is one (docs/privacy.md)."""
+        return self.body is None and self.media is None
+
 
 @dataclass(frozen=True, slots=True)
 class MatchRecord:
@@ -226,6 +232,10 @@ class Store(Protocol):
                                cursor: str | None = None) -> Page:
         """The user's open matches, newest first (ties by id), `limit` per page. A cursor
         that this store did not make raises ValueError (the caller's `bad_request`)."""
+
+    async def matches_ever(self, user: str) -> list[MatchRecord]:
+        """Every match the user was ever in, open or closed, newest first: what an export
+        lists and an erasure walks (one partition, `user_matches`)."""
 
     async def close_match(self, match_id: str, by_user: str, ts: int) -> MatchRecord | None:
         """Close the match for sending and reading (unmatch or block). Idempotent: a closed

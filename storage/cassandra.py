@@ -337,8 +337,11 @@ class CassandraStore:
         async with self._turn(match.id):  # racing calls here queue, not contend
             stored, created = await self._insert_match(match)
         self._members.put(stored.id, stored.users)
+        remember: list[Awaitable[list[Row]]] = [self._run("remember_match", user, stored.ts, stored.id)
+                    for user in stored.users]
         if stored.is_open:  # (again, if an earlier call stopped half-way)
-            await self._all(self._list_match(stored))
+            remember += self._list_match(stored)
+        await self._all(remember)
         return stored, created
 
     async def _insert_match(self, m: MatchRecord) -> tuple[MatchRecord, bool]:
@@ -392,6 +395,14 @@ class CassandraStore:
     async def get_match(self, match_id: str) -> MatchRecord | None:
         rows = await self._run("get_match", match_id)
         return match_of(rows[0]) if rows else None
+
+    async def matches_ever(self, user: str) -> list[MatchRecord]:
+        ids = [row["match_id"] for row in await self._run("matches_ever", user)]
+        found: list[MatchRecord] = []
+        for start in range(0, len(ids), 64):  # a bounded number of reads in flight
+            batch = await asyncio.gather(*(self.get_match(i) for i in ids[start:start + 64]))
+            found += [m for m in batch if m is not None]
+        return found
 
     async def matches_for_user(self, user: str, limit: int,
                                cursor: str | None = None) -> Page:

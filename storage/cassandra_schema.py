@@ -36,7 +36,7 @@ from storage.base import MatchRecord, Message
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 COMPONENT = "rendezvous"  # the row of `schema_version` this code owns
 
 _MSG = "match_id, id, sender, client_id, ts, body, media"
@@ -154,6 +154,17 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
             push_previews boolean
         )""",
     ),
+    2: (
+        # Every match a user was ever in, closed too (matches_by_user drops closed ones):
+        # the one partition an export lists and an erasure walks (docs/privacy.md).
+        # `migrate` fills it from `matches` once, when it upgrades a version-1 keyspace.
+        """CREATE TABLE IF NOT EXISTS {ks}.user_matches (
+            user     text,
+            ts       bigint,
+            match_id text,
+            PRIMARY KEY ((user), ts, match_id)
+        ) WITH CLUSTERING ORDER BY (ts DESC, match_id DESC)""",
+    ),
 }
 
 
@@ -215,6 +226,8 @@ CQL: dict[str, str] = {
                      " WHERE user = ? LIMIT ?",
     "matches_next": "SELECT match_id, ts, peer, superlike FROM {ks}.matches_by_user"
                     " WHERE user = ? AND (ts, match_id) < (?, ?) LIMIT ?",
+    "remember_match": "INSERT INTO {ks}.user_matches (user, ts, match_id) VALUES (?, ?, ?)",
+    "matches_ever": "SELECT match_id FROM {ks}.user_matches WHERE user = ?",
     "add_block": "INSERT INTO {ks}.blocks (user, target, ts) VALUES (?, ?, ?)",
     "get_block": "SELECT ts FROM {ks}.blocks WHERE user = ? AND target = ?",
     "get_owner": 'SELECT user FROM {ks}.device_owner WHERE "token" = ?',
@@ -344,10 +357,22 @@ def migrate(session: Any, keyspace: str, replication: Mapping[str, Any]) -> int:
     for version in sorted(v for v in MIGRATIONS if v > current):
         for statement in MIGRATIONS[version]:
             session.execute(statement.format(ks=ks))
+        if version == 2 and current >= 1:
+            _fill_user_matches(session, ks)
         session.execute(f"INSERT INTO {ks}.schema_version (component, version, updated_ts)"
                         " VALUES (%s, %s, toTimestamp(now()))", (COMPONENT, version))
         current = version
     return current
+
+
+def _fill_user_matches(session: Any, ks: str) -> None:
+    """Index the matches a version-1 keyspace already holds. The one full read of a table
+    this code makes, once, at the upgrade; paged by the driver, idempotent if cut short."""
+    insert = session.prepare(CQL["remember_match"].format(ks=ks))
+    for row in session.execute(f"SELECT id, user_a, user_b, ts FROM {ks}.matches"):
+        r = row if isinstance(row, dict) else row._asdict()
+        for user in (r["user_a"], r["user_b"]):
+            session.execute(insert, (user, r["ts"], r["id"]))
 
 
 def stored_version(session: Any, keyspace: str) -> int:

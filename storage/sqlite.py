@@ -155,6 +155,14 @@ class SqliteStore:
         more = len(rows) > limit and bool(items)
         return Page(items, encode_page_cursor(items[-1]) if more else None)
 
+    async def matches_ever(self, user: str) -> list[MatchRecord]:
+        # matches_by_user keeps closed matches here (the join filters them for listings)
+        sql = (f"SELECT {', '.join('m.' + col for col in _MATCH.split(', '))}"
+               " FROM matches_by_user u JOIN matches m ON m.id = u.match_id"
+               " WHERE u.user = ? ORDER BY u.ts DESC, u.match_id DESC")
+        rows = await self._read(lambda c: _rows(c, sql, (user,)))
+        return [_match(r) for r in rows]
+
     async def close_match(self, match_id: str, by_user: str, ts: int) -> MatchRecord | None:
         return await self._write(lambda c: _close_match(c, match_id, by_user, ts))
 

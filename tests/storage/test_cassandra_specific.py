@@ -503,6 +503,22 @@ async def test_migrate_is_repeatable_and_refuses_a_newer_schema(
         await CassandraStore([node.contact_point], keyspace=keyspace).start()
 
 
+async def test_upgrading_from_version_1_indexes_the_matches_already_stored(
+        store: CassandraStore, cql: Any, keyspace: str) -> None:
+    open_ = await store.create_match(MatchRecord(match_id_for("ann", "bob"), ("ann", "bob"), T0))
+    old = MatchRecord(match_id_for("ann", "cat"), ("ann", "cat"), T0 + 1)
+    await store.create_match(old)
+    closed = await store.close_match(old.id, "cat", T0 + 2)
+    cql.execute(f"TRUNCATE {keyspace}.user_matches")  # as a version-1 keyspace has it
+    cql.execute(f"UPDATE {keyspace}.schema_version SET version = 1"
+                " WHERE component = 'rendezvous'")
+    assert await store.matches_ever("ann") == []
+    replication = {"class": "SimpleStrategy", "replication_factor": 1}
+    assert migrate(cql, keyspace, replication) == SCHEMA_VERSION
+    assert await store.matches_ever("ann") == [closed, open_[0]]
+    assert await store.matches_ever("cat") == [closed]
+
+
 def test_settings_are_checked_before_connecting() -> None:
     assert host_port("10.0.0.1", 9042) == ("10.0.0.1", 9042)
     assert host_port("db-1:9142", 9042) == ("db-1", 9142)

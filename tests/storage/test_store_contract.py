@@ -293,6 +293,16 @@ async def test_matches_for_user_pages_newest_first(store: Store) -> None:
     assert await store.matches_for_user("nobody", 3) == Page([], None)
 
 
+async def test_matches_ever_lists_closed_matches_too_newest_first(store: Store) -> None:
+    old = await matched(store, "ann", "bob", ts=T0)
+    new = await matched(store, "cat", "ann", ts=T0 + 5)
+    await matched(store, "zed", "yan")  # someone else's match
+    closed = await store.close_match(old.id, "bob", T0 + 9)
+    assert await store.matches_ever("ann") == [new, closed]
+    assert await store.matches_ever("bob") == [closed]
+    assert await store.matches_ever("nobody") == []
+
+
 async def test_close_match_is_idempotent_and_keeps_the_first_closing(store: Store) -> None:
     m = await matched(store, "ann", "bob")
     first = await store.close_match(m.id, "ann", T0 + 1)

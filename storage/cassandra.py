@@ -337,8 +337,8 @@ class CassandraStore:
         async with self._turn(match.id):  # racing calls here queue, not contend
             stored, created = await self._insert_match(match)
         self._members.put(stored.id, stored.users)
-        remember: list[Awaitable[list[Row]]] = [self._run("remember_match", user, stored.ts, stored.id)
-                    for user in stored.users]
+        remember: list[Awaitable[list[Row]]] = [
+            self._run("remember_match", user, stored.ts, stored.id) for user in stored.users]
         if stored.is_open:  # (again, if an earlier call stopped half-way)
             remember += self._list_match(stored)
         await self._all(remember)

@@ -9,10 +9,15 @@ import { readFile, writeFile } from "node:fs/promises";
 import { fileURLToPath } from "node:url";
 
 const out = fileURLToPath(new URL("../../../server/edge/demo_static/rendezvous-sdk.js", import.meta.url));
-const banner = "// @rendezvous/sdk for browsers, with @msgpack/msgpack (ISC). Generated from clients/js/src by\n" +
-  "// `make demo-bundle` (clients/js/scripts/bundle.mjs): do not edit.";
+const msgpackLicense = await readFile(new URL("../node_modules/@msgpack/msgpack/LICENSE", import.meta.url), "utf8");
+const banner = "// @rendezvous/sdk for browsers, with @msgpack/msgpack. Generated from clients/js/src by\n" +
+  "// `make demo-bundle` (clients/js/scripts/bundle.mjs): do not edit.\n//\n" +
+  "// @msgpack/msgpack's license:\n" +
+  msgpackLicense.trim().split("\n").map((line) => `//   ${line}`.trimEnd()).join("\n");
 
 const result = await build({
+  // paths in the bundle's comments are relative to clients/js, wherever this runs from
+  absWorkingDir: fileURLToPath(new URL("..", import.meta.url)),
   entryPoints: [fileURLToPath(new URL("../src/index.ts", import.meta.url))],
   bundle: true,
   format: "esm",

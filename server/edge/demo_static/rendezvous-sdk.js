@@ -1,5 +1,12 @@
-// @rendezvous/sdk for browsers, with @msgpack/msgpack (ISC). Generated from clients/js/src by
+// @rendezvous/sdk for browsers, with @msgpack/msgpack. Generated from clients/js/src by
 // `make demo-bundle` (clients/js/scripts/bundle.mjs): do not edit.
+//
+// @msgpack/msgpack's license:
+//   Copyright 2019 The MessagePack Community.
+//
+//   Permission to use, copy, modify, and/or distribute this software for any purpose with or without fee is hereby granted, provided that the above copyright notice and this permission notice appear in all copies.
+//
+//   THE SOFTWARE IS PROVIDED "AS IS" AND THE AUTHOR DISCLAIMS ALL WARRANTIES WITH REGARD TO THIS SOFTWARE INCLUDING ALL IMPLIED WARRANTIES OF MERCHANTABILITY AND FITNESS. IN NO EVENT SHALL THE AUTHOR BE LIABLE FOR ANY SPECIAL, DIRECT, INDIRECT, OR CONSEQUENTIAL DAMAGES OR ANY DAMAGES WHATSOEVER RESULTING FROM LOSS OF USE, DATA OR PROFITS, WHETHER IN AN ACTION OF CONTRACT, NEGLIGENCE OR OTHER TORTIOUS ACTION, ARISING OUT OF OR IN CONNECTION WITH THE USE OR PERFORMANCE OF THIS SOFTWARE.
 
 // src/backoff.ts
 var Backoff = class {

@@ -294,7 +294,8 @@ def dev_secret_in_force(config: Config) -> str | None:
     except OSError:
         return None
     for key in config.jwt_keys:
-        if secret and key.algorithm == "HS256" and hmac.compare_digest(key.key, secret):
+        if secret and key.algorithm == "HS256" and hmac.compare_digest(key.key.encode(),
+                                                                     secret.encode()):
             return secret
     return None
 

@@ -153,6 +153,8 @@ def test_the_dev_secret_is_in_force_only_when_the_node_verifies_with_it(tmp_path
                                       jwt_keys=(JwtKey("HS256", "1" * 40),))) is None
     assert dev_secret_in_force(Config(data_dir=tmp_path / "none",
                                       jwt_keys=(JwtKey("HS256", SECRET),))) is None
+    assert dev_secret_in_force(Config(data_dir=tmp_path,  # any secret compares, not only ASCII
+                                      jwt_keys=(JwtKey("HS256", "é" * 40),))) is None
 
 
 async def test_off_when_disabled(node_factory: NodeFactory, tmp_path: Path) -> None:

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from server.node import Node
-from tests.conftest import SECRET, NodeFactory
+from tests.conftest import SECRET, Harness, NodeFactory
 
 HERE = Path(__file__).resolve().parent
 JS_DIR = HERE.parents[1] / "clients" / "js"
@@ -42,11 +42,12 @@ def _node() -> str:
     return node
 
 
-async def run_node_tests(test_file: str, http_url: str, timeout_s: float = 150) -> str:
-    """Run one Node test file against the node at `http_url`; its output, after checking
-    that every test in it passed and none was skipped."""
+async def run_node_tests(test_file: str, http_url: str, timeout_s: float = 150,
+                         **env_vars: str) -> str:
+    """Run one Node test file against the node at `http_url` (and `env_vars`); its output,
+    after checking that every test in it passed and none was skipped."""
     node = _node()
-    env = {**os.environ, "RDV_HTTP_URL": http_url, "RDV_CHROMIUM": CHROMIUM}
+    env = {**os.environ, "RDV_HTTP_URL": http_url, "RDV_CHROMIUM": CHROMIUM, **env_vars}
     proc = await asyncio.create_subprocess_exec(
         node, "--test", "--test-reporter=spec", test_file, cwd=HERE, env=env,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
@@ -79,6 +80,12 @@ async def dev_node(node_factory: NodeFactory, tmp_path: Path) -> Node:
 @pytest.mark.timeout(180)
 async def test_demo_two_users_in_a_browser(dev_node: Node) -> None:
     await run_node_tests("demo.test.mjs", f"http://127.0.0.1:{dev_node.http_port}")
+
+
+@pytest.mark.timeout(180)
+async def test_demo_takes_a_pasted_token_where_the_node_mints_none(rdv: Harness) -> None:
+    # `rdv`'s node has its secret configured, none in the data dir: no dev tokens
+    await run_node_tests("pasted.test.mjs", rdv.http_url, RDV_TOKEN_DANA=rdv.token("dana"))
 
 
 @pytest.mark.timeout(180)

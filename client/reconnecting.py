@@ -120,8 +120,12 @@ class ReconnectingClient:
         self._rng = rng or random.Random()
         self._backoff = Backoff(backoff_base_s, backoff_cap_s, self._rng.random)
         self._sleep: Sleep = sleep or asyncio.sleep
-        self._events = EventBuffer()
-        self.listener = listener or _Buffered(self._events)
+        # a buffer only without a listener: the load tester runs thousands of these
+        self._events: EventBuffer | None = None
+        if listener is None:
+            self._events = EventBuffer()
+            listener = _Buffered(self._events)
+        self.listener = listener
         self._seen: OrderedDict[Any, None] = OrderedDict()
         self._window = dedupe_window
         self._online = asyncio.Event()
@@ -372,7 +376,7 @@ class ReconnectingClient:
                          predicate: Predicate | None = None) -> Frame:
         """With the default listener: the oldest unread event of type `t`, across
         reconnects (messages once each, from `sync` too)."""
-        if not isinstance(self.listener, _Buffered):
+        if self._events is None:
             raise RuntimeError("events go to the listener given, not to a buffer")
         return await self._events.next(t, timeout, predicate)
 

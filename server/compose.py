@@ -262,6 +262,7 @@ def compose_services(config: Config, backends: Backends, *, metrics: Metrics, hu
                       chat=chat, metrics=metrics, guard=guard)
     app = create_app(auth=auth, matches=matches, chat=chat, metrics=metrics,
                      max_body_bytes=config.max_http_body_bytes, ready=ready, guard=guard,
-                     cors_origins=config.cors_origins)
+                     cors_origins=config.cors_origins,
+                     demo=(config, lambda: gateway.port) if config.demo else None)
     return Services(caches=caches, pushes=pushes, presence=presence, chat=chat,
                     matches=matches, guard=guard, gateway=gateway, http=http_server(app, config))

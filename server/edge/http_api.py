@@ -9,7 +9,9 @@ strings in JSON, as on the JSON WebSocket subprotocol.
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import logging
+import os
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Annotated, Any, Literal
@@ -26,13 +28,13 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.cors import CORSMiddleware
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
-from swagger_ui_bundle import swagger_ui_path
 
 from protocol.codec import ids_as_strings
 from protocol.errors import HTTP_STATUS, ErrorCode, ProtocolError
 from server.config import Config
 from server.edge.auth import Authenticator, AuthError
 from server.edge.connection_guard import ConnectionGuard
+from server.edge.demo import add_demo
 from server.logs import RequestIds
 from server.metrics import Metrics
 from server.services.caller import http_caller
@@ -98,6 +100,16 @@ limits ("Rate limits", "Limits").
 Every `/v1` route needs `Authorization: Bearer <JWT>`: press **Authorize** and paste a
 token (without the `Bearer ` prefix). Errors answer `{"error": {"code", "msg"}}`."""
 DOCS_ASSETS = "/docs/assets"
+
+
+def swagger_ui_assets() -> str:
+    """Swagger UI 5's files as the swagger-ui-py package ships them (5 reads OpenAPI 3.1,
+    which FastAPI writes; the 4.x of swagger-ui-bundle showed "Unable to render this
+    definition"). Found without importing the package, whose handlers need jinja2."""
+    spec = importlib.util.find_spec("swagger_ui")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("the swagger-ui-py package is missing (a dependency: pip install .)")
+    return os.path.join(spec.submodule_search_locations[0], "static")
 
 
 class SwipeBody(BaseModel):
@@ -284,7 +296,9 @@ def create_app(*, auth: Authenticator, matches: MatchService, chat: ChatService,
                metrics: Metrics, max_body_bytes: int,
                ready: Callable[[], Awaitable[dict[str, bool]]],
                guard: ConnectionGuard | None = None,
-               cors_origins: tuple[str, ...] = ()) -> ASGIApp:
+               cors_origins: tuple[str, ...] = (),
+               demo: tuple[Config, Callable[[], int]] | None = None) -> ASGIApp:
+    """The API as one ASGI app; `demo` (the config and the gateway's port) adds /demo."""
     app = FastAPI(title="Rendezvous HTTP API", version="1", description=DESCRIPTION,
                   docs_url=None, redoc_url=None)
     app.state.auth = auth
@@ -321,8 +335,8 @@ def create_app(*, auth: Authenticator, matches: MatchService, chat: ChatService,
         code = STATUS_CODES.get(exc.status_code, ErrorCode.BAD_REQUEST)
         return error_response(code, str(exc.detail), exc.status_code)
 
-    # Swagger UI from the swagger-ui-bundle package: /docs works without internet.
-    app.mount(DOCS_ASSETS, StaticFiles(directory=str(swagger_ui_path)), name="docs-assets")
+    # Swagger UI from the swagger-ui-py package: /docs works without internet.
+    app.mount(DOCS_ASSETS, StaticFiles(directory=swagger_ui_assets()), name="docs-assets")
 
     @app.get("/docs", include_in_schema=False)
     async def docs() -> HTMLResponse:
@@ -331,6 +345,9 @@ def create_app(*, auth: Authenticator, matches: MatchService, chat: ChatService,
             swagger_js_url=f"{DOCS_ASSETS}/swagger-ui-bundle.js",
             swagger_css_url=f"{DOCS_ASSETS}/swagger-ui.css",
             swagger_favicon_url=f"{DOCS_ASSETS}/favicon-32x32.png")
+
+    if demo is not None:
+        add_demo(app, *demo)
 
     @app.post("/v1/swipes", summary="Like, pass or super-like a user",
               responses={**AUTHED, **WITH_BODY})

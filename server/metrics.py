@@ -265,6 +265,7 @@ class TimedStore:
         self.advance_cursor = timed("advance_cursor", store.advance_cursor)
         self.record_swipe = timed("record_swipe", store.record_swipe)
         self.get_swipe = timed("get_swipe", store.get_swipe)
+        self.swipes_given = timed("swipes_given", store.swipes_given)
         self.create_match = timed("create_match", store.create_match)
         self.get_match = timed("get_match", store.get_match)
         self.matches_for_user = timed("matches_for_user", store.matches_for_user)

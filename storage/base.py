@@ -66,6 +66,15 @@ class MatchRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class SwipeRecord:
+    """One user's standing swipe on one target (the latest one wins)."""
+
+    target: str
+    action: SwipeAction
+    ts: int  # unix ms
+
+
+@dataclass(frozen=True, slots=True)
 class Conversation:
     """One user's row for one open match: what changed last in it."""
 
@@ -217,6 +226,12 @@ class Store(Protocol):
 
     async def get_swipe(self, swiper: str, target: str) -> SwipeAction | None:
         """The swiper's standing action on target, if any."""
+
+    async def swipes_given(self, swiper: str, after: str | None,
+                           limit: int) -> list[SwipeRecord]:
+        """Up to `limit` of the swiper's standing swipes with target > `after` (all when
+        None), ordered by target: a keyset page of one partition (`swipes_by_swiper`), so a
+        user with any number of swipes is read a page at a time (the export's swipes)."""
 
     async def create_match(self, match: MatchRecord) -> tuple[MatchRecord, bool]:
         """Insert the match if no match with its id exists (whatever its state) and add it

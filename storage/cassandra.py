@@ -41,6 +41,7 @@ from storage.base import (
     Settings,
     StoreUnavailable,
     SwipeAction,
+    SwipeRecord,
     decode_page_cursor,
     encode_page_cursor,
 )
@@ -332,6 +333,13 @@ class CassandraStore:
     async def get_swipe(self, swiper: str, target: str) -> SwipeAction | None:
         rows = await self._run("get_swipe", swiper, target)
         return cast(SwipeAction, rows[0]["action"]) if rows else None
+
+    async def swipes_given(self, swiper: str, after: str | None,
+                           limit: int) -> list[SwipeRecord]:
+        rows = await (self._run("swipes_first", swiper, limit) if after is None else
+                      self._run("swipes_next", swiper, after, limit))
+        return [SwipeRecord(r["target"], cast(SwipeAction, r["action"]), r["ts"])
+                for r in rows]  # clustered by target
 
     async def create_match(self, match: MatchRecord) -> tuple[MatchRecord, bool]:
         async with self._turn(match.id):  # racing calls here queue, not contend

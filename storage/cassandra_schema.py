@@ -209,6 +209,10 @@ CQL: dict[str, str] = {
     "put_swipe": "INSERT INTO {ks}.swipes_by_swiper (swiper, target, action, ts)"
                  " VALUES (?, ?, ?, ?) USING TIMESTAMP ?",
     "get_swipe": "SELECT action FROM {ks}.swipes_by_swiper WHERE swiper = ? AND target = ?",
+    "swipes_first": "SELECT target, action, ts FROM {ks}.swipes_by_swiper WHERE swiper = ?"
+                    " LIMIT ?",
+    "swipes_next": "SELECT target, action, ts FROM {ks}.swipes_by_swiper WHERE swiper = ?"
+                   " AND target > ? LIMIT ?",
     "put_like": "INSERT INTO {ks}.likes_received (target, swiper, action, ts)"
                 " VALUES (?, ?, ?, ?) USING TIMESTAMP ?",
     "drop_like": "DELETE FROM {ks}.likes_received USING TIMESTAMP ? WHERE target = ?"

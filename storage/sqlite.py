@@ -25,6 +25,7 @@ from storage.base import (
     Platform,
     Settings,
     SwipeAction,
+    SwipeRecord,
     decode_page_cursor,
     encode_page_cursor,
 )
@@ -132,6 +133,13 @@ class SqliteStore:
         sql = "SELECT action FROM swipes_by_swiper WHERE swiper = ? AND target = ?"
         rows = await self._read(lambda c: _rows(c, sql, (swiper, target)))
         return cast(SwipeAction, rows[0][0]) if rows else None
+
+    async def swipes_given(self, swiper: str, after: str | None,
+                           limit: int) -> list[SwipeRecord]:
+        sql = ("SELECT target, action, ts FROM swipes_by_swiper WHERE swiper = ?"
+               " AND target > ? ORDER BY target LIMIT ?")
+        rows = await self._read(lambda c: _rows(c, sql, (swiper, after or "", limit)))
+        return [SwipeRecord(t, cast(SwipeAction, a), ts) for t, a, ts in rows]
 
     async def create_match(self, match: MatchRecord) -> tuple[MatchRecord, bool]:
         return await self._write(lambda c: _create_match(c, match))

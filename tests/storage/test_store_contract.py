@@ -22,6 +22,7 @@ from storage.base import (
     Settings,
     Store,
     StoreUnavailable,
+    SwipeRecord,
     match_id_for,
 )
 from storage.buckets import BUCKET_MS, bucket_of
@@ -247,6 +248,22 @@ async def test_a_late_older_swipe_does_not_override(store: Store) -> None:
     await store.record_swipe("ann", "bob", "pass", T0 + 10)
     await store.record_swipe("ann", "bob", "like", T0 + 5)  # e.g. a retried old request
     assert await store.get_swipe("ann", "bob") == "pass"
+
+
+async def test_swipes_given_pages_the_standing_swipes_by_target(store: Store) -> None:
+    await store.record_swipe("ann", "dan", "pass", T0)
+    await store.record_swipe("ann", "bob", "like", T0 + 1)
+    await store.record_swipe("ann", "cat", "superlike", T0 + 2)
+    await store.record_swipe("ann", "bob", "pass", T0 + 3)  # the latest stands
+    await store.record_swipe("ann", "eve", "like", T0 + 4)
+    await store.record_swipe("bob", "ann", "like", T0 + 5)  # someone else's swipe
+    first = await store.swipes_given("ann", None, 2)
+    assert first == [SwipeRecord("bob", "pass", T0 + 3), SwipeRecord("cat", "superlike", T0 + 2)]
+    second = await store.swipes_given("ann", first[-1].target, 2)
+    assert second == [SwipeRecord("dan", "pass", T0), SwipeRecord("eve", "like", T0 + 4)]
+    assert await store.swipes_given("ann", "eve", 2) == []
+    assert await store.swipes_given("bob", None, 10) == [SwipeRecord("ann", "like", T0 + 5)]
+    assert await store.swipes_given("nobody", None, 10) == []
 
 
 async def test_racing_create_match_exactly_one_wins(store: Store) -> None:

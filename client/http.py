@@ -1,4 +1,5 @@
-"""`RendezvousHttp`: the HTTP API (swipes, matches, devices, settings) for tests and tools.
+"""`RendezvousHttp`: the HTTP API (swipes, matches, devices, settings, export) for tests and
+tools.
 
 Every method returns the parsed JSON body (None for 204) and raises `HttpError` otherwise,
 so a test reads `await api.swipe("bob")` and checks failures with `pytest.raises`. Message
@@ -95,6 +96,13 @@ class RendezvousHttp:
     async def put_settings(self, **changes: Any) -> dict[str, Any]:
         """Change some of `show_online`, `read_receipts`, `push_previews`; returns them all."""
         result: dict[str, Any] = await self._call("PUT", "/v1/me/settings", json=changes)
+        return result
+
+    async def export(self, timeout: float = 120) -> dict[str, Any]:
+        """The caller's data export (`GET /v1/me/export`), read whole and parsed; message
+        ids as ints. A cut-off export raises (httpx's transfer error, or a JSON error)."""
+        result: dict[str, Any] = await self._call("GET", "/v1/me/export", timeout=timeout)
+        ids_to_int(result.get("messages"))
         return result
 
     async def aclose(self) -> None:

@@ -54,6 +54,7 @@ from server.metrics import Metrics, timed_store
 from server.push_providers import apns_pusher, fcm_pusher
 from server.services.caches import Caches
 from server.services.chat import ChatService
+from server.services.export import ExportService
 from server.services.matching import MatchService
 from server.services.presence import PresenceService
 from storage import Store
@@ -260,7 +261,8 @@ def compose_services(config: Config, backends: Backends, *, metrics: Metrics, hu
                             metrics=metrics, ip_header=config.client_ip_header)
     gateway = Gateway(config=config, auth=auth, hub=hub, broker=broker, presence=presence,
                       chat=chat, metrics=metrics, guard=guard)
-    app = create_app(auth=auth, matches=matches, chat=chat, metrics=metrics,
+    exports = ExportService(store, metrics)
+    app = create_app(auth=auth, matches=matches, chat=chat, exports=exports, metrics=metrics,
                      max_body_bytes=config.max_http_body_bytes, ready=ready, guard=guard,
                      cors_origins=config.cors_origins,
                      demo=(config, lambda: gateway.port) if config.demo else None)

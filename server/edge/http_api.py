@@ -35,10 +35,12 @@ from server.config import Config
 from server.edge.auth import Authenticator, AuthError
 from server.edge.connection_guard import ConnectionGuard
 from server.edge.demo import add_demo
+from server.edge.export_stream import ExportResponse, export_response
 from server.logs import RequestIds
 from server.metrics import Metrics
 from server.services.caller import http_caller
 from server.services.chat import ChatService
+from server.services.export import ExportService
 from server.services.matching import MatchService
 from storage import StoreUnavailable
 
@@ -293,7 +295,7 @@ Token = Annotated[str, Path(min_length=1, max_length=4096)]
 
 
 def create_app(*, auth: Authenticator, matches: MatchService, chat: ChatService,
-               metrics: Metrics, max_body_bytes: int,
+               exports: ExportService, metrics: Metrics, max_body_bytes: int,
                ready: Callable[[], Awaitable[dict[str, bool]]],
                guard: ConnectionGuard | None = None,
                cors_origins: tuple[str, ...] = (),
@@ -406,6 +408,18 @@ def create_app(*, auth: Authenticator, matches: MatchService, chat: ChatService,
     async def put_settings(body: SettingsBody, user: User) -> dict[str, bool]:
         changes = body.model_dump(exclude_none=True)
         return (await matches.put_settings(user, changes)).as_dict()
+
+    @app.get("/v1/me/export", summary="Everything the server holds about the caller, as one "
+             "streamed JSON document (docs/privacy.md, \"Export\")",
+             response_class=ExportResponse,
+             responses={**AUTHED, 200: {"description": "the document, streamed; a body that "
+                                        "ends early (unparseable) means the export failed "
+                                        "mid-way: retry", "content": {"application/json": {}}},
+                        429: _error("`rate_limited`: an export of this account is already "
+                                    "running (one at a time), or the node runs too many; "
+                                    "retry after `Retry-After`", headers=RETRY_AFTER)})
+    async def export(user: User) -> ExportResponse:
+        return await export_response(exports, user)
 
     @app.get("/healthz", summary="Liveness")
     async def healthz() -> dict[str, str]:

@@ -37,6 +37,8 @@ class Scenario:
     # per match, oldest first: (id, sender, body or None for the tombstone)
     messages: dict[str, list[tuple[int, str, str | None]]] = field(default_factory=dict)
     secret: str = ""  # a body of bob and erin's match
+    read_id: int = 0  # alice's read cursor in ab
+    delivered_id: int = 0  # and her delivered one
     started_ms: int = 0
 
 
@@ -65,11 +67,14 @@ async def make_scenario(http: Http, connect: Connect, tombstone: Tombstone) -> S
         return int(ack["id"])
 
     await say("alice", s.ab, "hi bob")
-    await say("bob", s.ab, "hi alice")
+    s.read_id = await say("bob", s.ab, "hi alice")
     unsent = await say("alice", s.ab, "sorry, wrong chat")
-    await say("bob", s.ab, "ok")
+    s.delivered_id = await say("bob", s.ab, "ok")
+    await ws["alice"].read(s.ab, s.read_id, ack=True)
+    await ws["alice"].delivered(s.ab, s.delivered_id, ack=True)
     await say("dana", s.ad, "hello alice")
-    await say("alice", s.ad, "bye dana")
+    bye = await say("alice", s.ad, "bye dana")
+    await ws["dana"].read(s.ad, bye, ack=True)  # dana's cursor: not alice's data
     await ws["bob"].send(s.be, s.secret)
     await ws["erin"].send(s.be, "hi bob")
     await tombstone(s.ab, unsent)
@@ -102,7 +107,9 @@ async def check_export(raw: bytes, s: Scenario, alice: RendezvousHttp) -> dict[s
 
     assert [(m["id"], m["peer"]) for m in doc["matches"]] == [(s.ad, "dana"), (s.ab, "bob")]
     ad, ab = doc["matches"]
-    assert set(ab) == {"id", "peer", "ts"} and set(ad) == {"id", "peer", "ts", "closed"}
+    assert set(ad) == {"id", "peer", "ts", "closed"}  # alice has no cursor there; dana's
+    assert set(ab) == {"id", "peer", "ts", "read_id", "delivered_id"}  # is not hers
+    assert (ab["read_id"], ab["delivered_id"]) == (str(s.read_id), str(s.delivered_id))
     assert ad["closed"] >= ad["ts"] >= ab["ts"] >= s.started_ms
 
     msgs = doc["messages"]

@@ -19,10 +19,12 @@ class ExportResponse(StreamingResponse):
     never a well-formed end of a wrong document. The stream is closed in every case (that
     frees the user's export slot)."""
 
+    media_type = "application/json"
+
     def __init__(self, first: bytes, chunks: AsyncGenerator[bytes]) -> None:
-        super().__init__(chunks, media_type="application/json",
-                         headers={"Cache-Control": "no-store",
-                                  "Content-Disposition": 'attachment; filename="export.json"'})
+        super().__init__(chunks, headers={
+            "Cache-Control": "no-store",
+            "Content-Disposition": 'attachment; filename="export.json"'})
         self.first = first
         self.chunks = chunks
 

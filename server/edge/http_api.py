@@ -411,7 +411,7 @@ def create_app(*, auth: Authenticator, matches: MatchService, chat: ChatService,
 
     @app.get("/v1/me/export", summary="Everything the server holds about the caller, as one "
              "streamed JSON document (docs/privacy.md, \"Export\")",
-             response_class=ExportResponse,
+             response_class=ExportResponse, status_code=200,
              responses={**AUTHED, 200: {"description": "the document, streamed; a body that "
                                         "ends early (unparseable) means the export failed "
                                         "mid-way: retry", "content": {"application/json": {}}},

@@ -17,6 +17,7 @@ closing (the JSON does not parse and the HTTP body is cut off).
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import logging
@@ -34,6 +35,7 @@ from storage import MatchRecord, Store, StoreUnavailable
 log = logging.getLogger("rendezvous.export")
 
 PAGE = 500  # rows per store read of a paged section (messages of one match, swipes)
+CONCURRENT_READS = 64  # store reads in flight at once for a whole section (one per match)
 MAX_RUNNING = 8  # exports running at once on one node, all users together
 RETRY_AFTER_MS = 5000  # what a refused export is told to wait
 
@@ -94,13 +96,22 @@ async def swipes(ctx: ExportContext) -> AsyncIterator[list[Any]]:
 
 async def matches(ctx: ExportContext) -> Any:
     """Closed matches too, with `closed` (unix ms); not who closed it (a block reads as an
-    unmatch to the one blocked, as it does live)."""
+    unmatch to the one blocked, as it does live). With the user's own read and delivered
+    cursors (message ids, as strings like every id; left out while 0), not the peer's."""
     out = []
-    for m in ctx.matches:
-        entry: dict[str, Any] = {"id": m.id, "peer": m.peer_of(ctx.user), "ts": m.ts}
-        if m.closed_ts is not None:
-            entry["closed"] = m.closed_ts
-        out.append(entry)
+    for start in range(0, len(ctx.matches), CONCURRENT_READS):
+        batch = ctx.matches[start:start + CONCURRENT_READS]
+        cursors = await asyncio.gather(*(ctx.store.cursors(m.id) for m in batch))
+        for m, of_match in zip(batch, cursors, strict=True):
+            entry: dict[str, Any] = {"id": m.id, "peer": m.peer_of(ctx.user), "ts": m.ts}
+            if m.closed_ts is not None:
+                entry["closed"] = m.closed_ts
+            own = of_match.get(ctx.user)
+            if own is not None and own.read_id:
+                entry["read_id"] = str(own.read_id)
+            if own is not None and own.delivered_id:
+                entry["delivered_id"] = str(own.delivered_id)
+            out.append(entry)
     return out
 
 

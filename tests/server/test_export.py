@@ -19,12 +19,12 @@ from server.node import Node
 from storage import StoreUnavailable
 from storage.sqlite import SqliteStore
 from tests.conftest import Harness, make_config
-from tests.export_scenario import check_export, make_scenario
+from tests.export_scenario import Tombstone, check_export, make_scenario
 from tests.export_seed import seed_match
 from tests.helpers import wait_until
 
 
-def sqlite_tombstone(db: Path):  # type: ignore[no-untyped-def]
+def sqlite_tombstone(db: Path) -> Tombstone:
     async def tombstone(match_id: str, message_id: int) -> None:
         def clear() -> None:
             with sqlite3.connect(db, timeout=10) as conn:
@@ -125,7 +125,7 @@ class FailingStore:
 @pytest.fixture
 async def failing(tmp_path: Path) -> AsyncIterator[tuple[Harness, FailingStore]]:
     store = FailingStore(SqliteStore(tmp_path / "data" / "rendezvous.db"))
-    node = Node(make_config(tmp_path / "data"), store=store)  # type: ignore[arg-type]
+    node = Node(make_config(tmp_path / "data"), store=store)
     await node.start()
     harness = Harness(node)
     yield harness, store
@@ -169,3 +169,30 @@ async def test_a_store_failure_mid_stream_cuts_the_body_off(
     assert counter(rdv.node, "cut") == 1
     store.failing = set()
     assert len((await rdv.http("alice").export())["messages"]) == 1000
+
+
+async def test_a_client_that_stops_reading_holds_the_store_reads_back(rdv: Harness) -> None:
+    """Backpressure: while the client reads nothing, the node reads a few pages ahead (what
+    the socket buffers take) and then waits; once the client reads on, the rest follows."""
+    await seed_match(rdv.node.store, "alice", "bob", 20_000, body_chars=1000)
+    pages = 20_000 // export_module.PAGE + 1  # the last read finds nothing more
+
+    def reads() -> float:
+        return rdv.node.metrics.registry.get_sample_value(
+            "rendezvous_store_op_seconds_count", {"op": "messages_after"}) or 0.0
+
+    start = reads()
+    async with httpx.AsyncClient(base_url=rdv.http_url, timeout=30) as client:
+        headers = {"Authorization": f"Bearer {rdv.token('alice')}"}
+        async with client.stream("GET", "/v1/me/export", headers=headers) as response:
+            assert response.status_code == 200
+            seen = -1.0
+            while reads() != seen:  # until the node stops reading ahead
+                seen = reads()
+                await asyncio.sleep(0.3)
+            held = seen - start
+            assert 0 < held < pages / 2, (held, pages)
+            body = b"".join([chunk async for chunk in response.aiter_bytes()])
+    assert len(json.loads(body)["messages"]) == 20_000
+    assert reads() - start == pages
+    print(f"\nheld back at {held:.0f} of {pages} page reads while the client read nothing")

@@ -7,8 +7,8 @@ import asyncio
 import time
 
 from protocol.ids import compose
-from storage.buckets import bucket_of
 from storage import MatchRecord, Message, Store, match_id_for
+from storage.buckets import bucket_of
 
 PER_MS = 1000  # ids per millisecond of seeded history
 

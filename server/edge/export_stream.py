@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import AsyncGenerator
 
 from starlette.responses import StreamingResponse
-from starlette.types import Send
+from starlette.types import Receive, Scope, Send
 
 from server.services.export import ExportService
 
@@ -28,20 +28,22 @@ class ExportResponse(StreamingResponse):
         self.first = first
         self.chunks = chunks
 
-    async def stream_response(self, send: Send) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
-            await send({"type": "http.response.start", "status": self.status_code,
-                        "headers": self.raw_headers})
-            await send({"type": "http.response.body", "body": self.first, "more_body": True})
-            try:
-                async for chunk in self.chunks:  # each send waits while the client is behind
-                    await send({"type": "http.response.body", "body": chunk,
-                                "more_body": True})
-            except Exception:  # logged by the service: leave the body unfinished
-                return
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
-        finally:
+            await super().__call__(scope, receive, send)
+        finally:  # here, outside the cancelled scope of a client that left
             await self.chunks.aclose()
+
+    async def stream_response(self, send: Send) -> None:
+        await send({"type": "http.response.start", "status": self.status_code,
+                    "headers": self.raw_headers})
+        await send({"type": "http.response.body", "body": self.first, "more_body": True})
+        try:
+            async for chunk in self.chunks:  # each send waits while the client is behind
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        except Exception:  # logged by the service: leave the body unfinished
+            return
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
 async def export_response(exports: ExportService, user: str) -> ExportResponse:

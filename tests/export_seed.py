@@ -7,7 +7,7 @@ import asyncio
 import time
 
 from protocol.ids import compose
-from storage import MatchRecord, Message, Store, match_id_for
+from storage import MatchRecord, Message, Store, StoreUnavailable, match_id_for
 from storage.buckets import bucket_of
 
 PER_MS = 1000  # ids per millisecond of seeded history
@@ -48,9 +48,10 @@ async def seed_match(store: Store, a: str, b: str, n: int, *, body_chars: int = 
 
 
 async def _cassandra_rows(store: Store, messages: list[Message], per_batch: int = 150,
-                          in_flight: int = 32) -> None:
+                          in_flight: int = 16) -> None:
     """The message rows in single-partition unlogged batches (one mutation each, about
-    20 KB: under Cassandra's 50 KB batch limit), `in_flight` batches at a time."""
+    20 KB: under Cassandra's 50 KB batch limit), `in_flight` batches at a time; a batch
+    that times out (a loaded test machine) is sent again."""
     from cassandra.query import UNSET_VALUE, BatchStatement, BatchType
 
     from storage.cassandra import CassandraStore
@@ -66,5 +67,16 @@ async def _cassandra_rows(store: Store, messages: list[Message], per_batch: int 
             batch.add(insert, (bucket_of(m.id), m.match_id, m.id, m.sender, m.client_id,
                                m.ts, m.body, UNSET_VALUE))
         batches.append(batch)
+
+    async def send(batch: BatchStatement) -> None:
+        for attempt in range(1, 6):  # an idempotent write: a busy node's timeout is retried
+            try:
+                await store._execute(batch, None)
+                return
+            except StoreUnavailable:
+                if attempt == 5:
+                    raise
+                await asyncio.sleep(0.5 * attempt)
+
     for first in range(0, len(batches), in_flight):
-        await asyncio.gather(*(store._execute(b, None) for b in batches[first:first + in_flight]))
+        await asyncio.gather(*(send(b) for b in batches[first:first + in_flight]))

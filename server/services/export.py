@@ -185,6 +185,8 @@ class ExportService:
                     yield (head + f',{_json(s.name)}:[').encode()
                     head, first = "]", True
                     async for page in s.pages(ctx):
+                        if not page:
+                            continue
                         items = ",".join(_json(item) for item in page)
                         yield (items if first else "," + items).encode()
                         first = False

@@ -15,7 +15,10 @@ import httpx
 import pytest
 
 import server.services.export as export_module
+from protocol.errors import ProtocolError
+from server.metrics import Metrics
 from server.node import Node
+from server.services.export import ExportContext, ExportService, Paged
 from storage import StoreUnavailable
 from storage.sqlite import SqliteStore
 from tests.conftest import Harness, make_config
@@ -196,3 +199,33 @@ async def test_a_client_that_stops_reading_holds_the_store_reads_back(rdv: Harne
     assert len(json.loads(body)["messages"]) == 20_000
     assert reads() - start == pages
     print(f"\nheld back at {held:.0f} of {pages} page reads while the client read nothing")
+
+
+async def test_the_node_runs_a_bounded_number_of_exports(tmp_path: Path) -> None:
+    """Past `max_running` exports on the node, another user's is refused too; an empty
+    page from a section adds nothing to the document."""
+    async def pages(ctx: ExportContext) -> AsyncIterator[list[Any]]:
+        yield []
+        yield [1, 2]
+        yield []
+        yield [3]
+
+    store = SqliteStore(tmp_path / "rendezvous.db")
+    await store.start()
+    try:
+        metrics = Metrics()
+        exports = ExportService(store, metrics, max_running=1,
+                                sections=(*export_module.SECTIONS, Paged("more", pages)))
+        ann = exports.stream("ann")
+        first = await anext(ann)
+        with pytest.raises(ProtocolError) as refused:
+            await anext(exports.stream("bob"))
+        assert refused.value.code == "rate_limited" and refused.value.retry_ms
+        doc = json.loads(first + b"".join([chunk async for chunk in ann]))
+        assert doc["more"] == [1, 2, 3] and doc["messages"] == []
+        bob = exports.stream("bob")  # ann's is done: bob's may run
+        assert json.loads(b"".join([chunk async for chunk in bob]))["user"] == "bob"
+        assert metrics.registry.get_sample_value("rendezvous_exports_total",
+                                                 {"outcome": "done"}) == 2
+    finally:
+        await store.close()

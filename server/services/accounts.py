@@ -112,6 +112,8 @@ class UserSession(Protocol):
 
     user: str
     iat: float | None
+    closing: bool  # closing already (this revocation's message comes back to its node too)
+    refusing: bool
 
     def close_when_answered(self, code: int, reason: str) -> None: ...
 
@@ -164,7 +166,8 @@ class AccountService:
     def apply(self, user: str, not_before: int) -> int:
         """Know the new not-before and close this node's sockets it revokes (how many)."""
         self.not_before.raised(user, not_before)
-        closing = [s for s in self._sessions_of(user) if revoked(s.iat, not_before)]
+        closing = [s for s in self._sessions_of(user) if revoked(s.iat, not_before)
+                   and not (s.closing or s.refusing)]
         for session in closing:
             session.close_when_answered(CloseCode.UNAUTHORIZED, REVOKED_REASON)
         self.closed += len(closing)

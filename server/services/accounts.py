@@ -71,11 +71,12 @@ class NotBefore:
         try:
             value = self.raised(user, await self._load(user))
         except StoreUnavailable as exc:
-            if entry is None:
+            stale = self._entries.get(user)  # a revocation's message may have come meanwhile
+            if stale is None:
                 pending.set_exception(exc)
                 pending.exception()  # retrieved: waiters re-raise it
                 raise
-            value = entry[1]  # stale but the best known: not refreshed, so read again next
+            value = stale[1]  # the best known; not refreshed, so the next call reads again
         except BaseException as exc:
             pending.set_exception(exc)
             pending.exception()

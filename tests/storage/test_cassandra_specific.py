@@ -523,7 +523,7 @@ async def test_a_version_1_keyspace_gets_version_2s_tables(
         store: CassandraStore, cql: Any, keyspace: str) -> None:
     """A keyspace migrated by version 1 gets `token_revocations` and keeps its data."""
     await store.record_swipe("ann", "bob", "like", T0)
-    cql.execute(f"DROP TABLE {keyspace}.token_revocations")
+    cql.execute(f"DROP TABLE {keyspace}.token_revocations", timeout=60)  # DDL: slow
     cql.execute(f"UPDATE {keyspace}.schema_version SET version = 1"
                 " WHERE component = 'rendezvous'")
     replication = {"class": "SimpleStrategy", "replication_factor": 1}

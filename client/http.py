@@ -80,6 +80,11 @@ class RendezvousHttp:
     async def block(self, user: str) -> None:
         await self._call("POST", "/v1/blocks", json={"user": user})
 
+    async def logout_all(self) -> None:
+        """Revoke every token of this user issued until now, this one included, and close
+        their sockets everywhere (4001). Mint the next token in a later second."""
+        await self._call("POST", "/v1/me/logout-all")
+
     async def put_device(
         self, token: str, platform: str, app: str | None = None, locale: str | None = None
     ) -> None:

@@ -52,6 +52,7 @@ from server.edge.http_api import EmbeddedUvicorn, create_app, http_server
 from server.edge.hub import Hub
 from server.metrics import Metrics, timed_store
 from server.push_providers import apns_pusher, fcm_pusher
+from server.services.accounts import AccountService, NotBefore
 from server.services.caches import Caches
 from server.services.chat import ChatService
 from server.services.export import ExportService
@@ -229,6 +230,7 @@ class Services:
     presence: PresenceService
     chat: ChatService
     matches: MatchService
+    accounts: AccountService
     guard: ConnectionGuard
     gateway: Gateway
     http: EmbeddedUvicorn
@@ -255,16 +257,21 @@ def compose_services(config: Config, backends: Backends, *, metrics: Metrics, hu
     matches = MatchService(store=store, broker=broker, caches=caches, presence=presence,
                            pushes=pushes, metrics=metrics, swipe_limiter=backends.swipe_limiter,
                            forget_typing=chat.forget_typing)
+    not_before = NotBefore(store.tokens_not_before, ttl_s=config.revocation_cache_s,
+                           max_entries=config.revocation_cache_entries)
+    accounts = AccountService(store=store, broker=broker, not_before=not_before,
+                              sessions_of=hub.sessions_of)
     guard = ConnectionGuard(node=config.node, cap=backends.connection_cap,
                             max_per_user=config.max_connections_per_user,
                             throttle=backends.auth_throttle, broker=broker,
                             metrics=metrics, ip_header=config.client_ip_header)
     gateway = Gateway(config=config, auth=auth, hub=hub, broker=broker, presence=presence,
-                      chat=chat, metrics=metrics, guard=guard)
+                      chat=chat, metrics=metrics, guard=guard, not_before=not_before)
     exports = ExportService(store, metrics)
     app = create_app(auth=auth, matches=matches, chat=chat, exports=exports, metrics=metrics,
                      max_body_bytes=config.max_http_body_bytes, ready=ready, guard=guard,
-                     cors_origins=config.cors_origins,
+                     cors_origins=config.cors_origins, accounts=accounts,
                      demo=(config, lambda: gateway.port) if config.demo else None)
     return Services(caches=caches, pushes=pushes, presence=presence, chat=chat,
-                    matches=matches, guard=guard, gateway=gateway, http=http_server(app, config))
+                    matches=matches, accounts=accounts, guard=guard, gateway=gateway,
+                    http=http_server(app, config))

@@ -112,6 +112,9 @@ class Config:
     auth_failure_window_s: float = 60.0
     client_ip_header: str | None = None  # e.g. X-Forwarded-For, set by a trusted proxy
     presence_grace_s: float = 5.0  # a reconnect within this is no offline/online flap
+    # -- token revocation (docs/operations.md, "Log out everywhere") ---------------
+    revocation_cache_s: float = 5.0  # a node trusts its copy of a not-before this long
+    revocation_cache_entries: int = 100_000  # users whose not-before a node keeps
     startup_wait_s: float = 60.0  # waiting for a locked SQLite file and for Redis
     worker_max_fast_crashes: int = 5  # in a row, then the supervisor gives up (exit 1)
     worker_fast_crash_s: float = 10.0  # a worker that dies this soon after start crashed
@@ -182,7 +185,15 @@ class Config:
                               f"{self.demo_enabled!r}")
         self._validate_push()
         self._validate_guards()
+        self._validate_revocation()
         return self
+
+    def _validate_revocation(self) -> None:
+        if self.revocation_cache_s < 0:
+            raise ConfigError("revocation_cache_s must not be negative (0: read the store at "
+                              "every authentication)")
+        if self.revocation_cache_entries < 1:
+            raise ConfigError("revocation_cache_entries must be at least 1")
 
     def _validate_cors(self) -> None:
         for origin in self.cors_origins:

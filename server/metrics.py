@@ -51,7 +51,8 @@ class Children(dict[str, Any]):
 CLOSE_CODES = (1000, 1002, 1007, 1011, *CloseCode)  # 100x/1011: closes the library starts
 RATE_LIMITED_KINDS = ("frames", "refresh", "send", "swipe", "auth", "connections", "export")
 AUTH_FAILURE_REASONS = ("missing", "malformed", "algorithm", "signature", "expired",
-                        "not_yet_valid", "invalid", "timeout", "no_auth", "bad_frame")
+                        "not_yet_valid", "invalid", "timeout", "no_auth", "bad_frame",
+                        "revoked")
 REDIS_FALLBACKS = ("publish", "presence", "connection_cap", "auth_throttle", "presence_flaps",
                    "rate_limit", "claims", "node_id", "node_id_conflict")
 PRESENCE_OPS = ("connect", "disconnect", "refresh", "status", "reap")
@@ -286,6 +287,8 @@ class TimedStore:
         self.devices = timed("devices", store.devices)
         self.get_settings = timed("get_settings", store.get_settings)
         self.put_settings = timed("put_settings", store.put_settings)
+        self.revoke_tokens = timed("revoke_tokens", store.revoke_tokens)
+        self.tokens_not_before = timed("tokens_not_before", store.tokens_not_before)
 
     def __getattr__(self, name: str) -> Any:  # only what is not a store operation
         return getattr(self.inner, name)

@@ -278,3 +278,15 @@ class Store(Protocol):
 
     async def put_settings(self, user: str, changes: dict[str, bool]) -> Settings:
         """Apply `changes` (keys from `SETTING_NAMES`) and return the full settings."""
+
+    # -- token revocations (docs/protocol.md, "Log out everywhere") ------------------------
+    async def revoke_tokens(self, user: str, ts: int) -> int:
+        """Raise the user's "tokens not before" to `ts` (unix ms) unless it is higher already,
+        and return the value now stored. A max-merge: idempotent, and racing or replayed
+        calls in any order end at the largest `ts`. Tokens with `iat` at or before it are
+        refused. It is never lowered or deleted (erasure keeps it, or old tokens would work
+        again)."""
+
+    async def tokens_not_before(self, user: str) -> int | None:
+        """The user's "tokens not before" (unix ms), None if their tokens were never
+        revoked."""

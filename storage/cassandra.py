@@ -496,6 +496,20 @@ class CassandraStore:
                             user)
         return await self.get_settings(user)
 
+    # -- token revocations ----------------------------------------------------------------
+    async def revoke_tokens(self, user: str, ts: int) -> int:
+        """The write's timestamp is `ts` itself (in us): of any number of writes, in any
+        order, the largest value wins (docs/storage.md, "Token revocations"). Then the
+        stored value is read back, as another node may have raised it further."""
+        await self._run("revoke_tokens", ts * 1000, ts, user)
+        stored = await self.tokens_not_before(user)
+        return ts if stored is None else max(stored, ts)
+
+    async def tokens_not_before(self, user: str) -> int | None:
+        rows = await self._run("tokens_not_before", user)
+        value = rows[0]["not_before"] if rows else None
+        return None if value is None else int(value)
+
 
 # -- helpers ------------------------------------------------------------------------------
 def _encoded(encoder: StatementEncoder, values: tuple[Any, ...]) -> Statement:

@@ -164,6 +164,13 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
             match_id text,
             PRIMARY KEY ((user), ts, match_id)
         ) WITH CLUSTERING ORDER BY (ts DESC, match_id DESC)""",
+        # Each user's "tokens not before" (unix ms). Written only with USING TIMESTAMP of
+        # the value itself (in us), so the largest value is the newest cell and wins: a
+        # max-merge without a read or a lightweight transaction. Never deleted.
+        """CREATE TABLE IF NOT EXISTS {ks}.token_revocations (
+            user       text PRIMARY KEY,
+            not_before bigint
+        )""",
     ),
 }
 
@@ -247,6 +254,9 @@ CQL: dict[str, str] = {
                     " WHERE user = ?",
     "put_settings": "UPDATE {ks}.settings SET show_online = ?, read_receipts = ?,"
                     " push_previews = ? WHERE user = ?",
+    "revoke_tokens": "UPDATE {ks}.token_revocations USING TIMESTAMP ? SET not_before = ?"
+                     " WHERE user = ?",
+    "tokens_not_before": "SELECT not_before FROM {ks}.token_revocations WHERE user = ?",
 }
 
 

@@ -206,6 +206,15 @@ class SqliteStore:
             raise ValueError(f"unknown settings: {sorted(unknown)}")
         return await self._write(lambda c: _put_settings(c, user, changes))
 
+    # -- token revocations ----------------------------------------------------------------
+    async def revoke_tokens(self, user: str, ts: int) -> int:
+        return await self._write(lambda c: _revoke_tokens(c, user, ts))
+
+    async def tokens_not_before(self, user: str) -> int | None:
+        sql = "SELECT not_before FROM token_revocations WHERE user = ?"
+        rows = await self._read(lambda c: _rows(c, sql, (user,)))
+        return int(rows[0][0]) if rows else None
+
 
 # -- operations, run on the writer or a reader thread -------------------------------------
 def _rows(conn: sqlite3.Connection, sql: str, args: tuple[Any, ...] = ()) -> list[Row]:
@@ -393,3 +402,12 @@ def _put_settings(conn: sqlite3.Connection, user: str, changes: dict[str, bool])
                  (user, int(merged.show_online), int(merged.read_receipts),
                   int(merged.push_previews)))
     return merged
+
+
+def _revoke_tokens(conn: sqlite3.Connection, user: str, ts: int) -> int:
+    """The max-merge of `revoke_tokens`, and the value it left."""
+    conn.execute("INSERT INTO token_revocations (user, not_before) VALUES (?, ?)"
+                 " ON CONFLICT (user) DO UPDATE SET"
+                 " not_before = max(not_before, excluded.not_before)", (user, ts))
+    return int(conn.execute("SELECT not_before FROM token_revocations WHERE user = ?",
+                            (user,)).fetchone()[0])

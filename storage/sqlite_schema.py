@@ -1,14 +1,15 @@
 """The SQLite schema: the Cassandra tables, one for one, plus the indexes SQLite needs.
 
 Table and column names match the Cassandra layout so a reader of either schema knows the
-other. `schema_version` holds one row; a later migration reads it and upgrades in place.
+other. `schema_version` holds one row; a later migration reads it and upgrades in place:
+`MIGRATIONS` holds what each version after the first added, every statement idempotent.
 """
 
 from __future__ import annotations
 
 import sqlite3
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 TABLES = """
 CREATE TABLE IF NOT EXISTS schema_version (
@@ -107,6 +108,18 @@ CREATE TABLE IF NOT EXISTS settings (
 ) WITHOUT ROWID;
 """
 
+# What each version after 1 adds, run in order after TABLES on every start (so a file of an
+# older version is upgraded in place); each statement is idempotent (IF NOT EXISTS).
+MIGRATIONS: dict[int, tuple[str, ...]] = {
+    2: (
+        # each user's "tokens not before" (unix ms): only ever raised (log out everywhere)
+        """CREATE TABLE IF NOT EXISTS token_revocations (
+            user       TEXT    NOT NULL PRIMARY KEY,
+            not_before INTEGER NOT NULL
+        ) WITHOUT ROWID""",
+    ),
+}
+
 
 class SchemaTooNew(Exception):
     """The file was written by a newer version of the code; refuse rather than corrupt it."""
@@ -124,11 +137,17 @@ def create_or_check(conn: sqlite3.Connection) -> None:
             if statement.strip():
                 conn.execute(statement)
         rows = conn.execute("SELECT version FROM schema_version").fetchall()
-        if not rows:
+        stored = max((r[0] for r in rows), default=None)
+        if stored is not None and stored > SCHEMA_VERSION:
+            raise SchemaTooNew(f"schema version {stored} is newer than this code's "
+                               f"{SCHEMA_VERSION}")
+        for version in sorted(MIGRATIONS):
+            for statement in MIGRATIONS[version]:
+                conn.execute(statement)
+        if stored is None:
             conn.execute("INSERT INTO schema_version (version) VALUES (?)", (SCHEMA_VERSION,))
-        elif max(r[0] for r in rows) > SCHEMA_VERSION:
-            raise SchemaTooNew(f"schema version {max(r[0] for r in rows)} is newer than "
-                               f"this code's {SCHEMA_VERSION}")
+        elif stored < SCHEMA_VERSION:
+            conn.execute("UPDATE schema_version SET version = ?", (SCHEMA_VERSION,))
         conn.execute("COMMIT")
     except BaseException:
         conn.execute("ROLLBACK")

@@ -32,12 +32,13 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from protocol.codec import ids_as_strings
 from protocol.errors import HTTP_STATUS, ErrorCode, ProtocolError
 from server.config import Config
-from server.edge.auth import Authenticator, AuthError
+from server.edge.auth import Authenticator, AuthError, unrevoked
 from server.edge.connection_guard import ConnectionGuard
 from server.edge.demo import add_demo
 from server.edge.export_stream import ExportResponse, export_response
 from server.logs import RequestIds
 from server.metrics import Metrics
+from server.services.accounts import AccountService
 from server.services.caller import http_caller
 from server.services.chat import ChatService
 from server.services.export import ExportService
@@ -73,7 +74,8 @@ RETRY_AFTER = {"Retry-After": {"description": "seconds to wait before retrying",
                                "schema": {"type": "integer"}}}
 # The error answers of the OpenAPI description, by where they can happen.
 AUTHED: dict[int | str, dict[str, Any]] = {
-    401: _error("`unauthorized`: no bearer token, or one that is invalid or expired"),
+    401: _error("`unauthorized`: no bearer token, or one that is invalid, expired or "
+                "revoked"),
     429: _error("`rate_limited`: too many failed authentications from this address (on "
                 "`POST /v1/swipes` also: too many swipes); retry after `Retry-After`",
                 headers=RETRY_AFTER),
@@ -262,7 +264,8 @@ async def current_user(request: Request,
                        _: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
                        ) -> str:
     """The `sub` of the request's bearer token, or 401 (`_` only puts `bearer` in the
-    OpenAPI of every route that depends on this)."""
+    OpenAPI of every route that depends on this). A revoked token is refused too (its
+    not-before from the node's cache; 503 when that and the store are both unknown)."""
     auth: Authenticator = request.app.state.auth
     metrics: Metrics = request.app.state.metrics
     guard: ConnectionGuard | None = request.app.state.guard
@@ -280,8 +283,12 @@ async def current_user(request: Request,
         if guard is not None:
             await guard.auth_failed(ip)
         raise ProtocolError(ErrorCode.UNAUTHORIZED, "Authorization: Bearer <JWT> required")
+    accounts: AccountService | None = request.app.state.accounts
     try:
-        return auth.verify(header[7:].strip(), now=time.time()).user
+        claims = auth.verify(header[7:].strip(), now=time.time())
+        if accounts is not None:
+            claims = await unrevoked(claims, accounts.not_before)
+        return claims.user
     except AuthError as exc:
         metrics.auth_failures.labels(exc.reason).inc()
         if guard is not None:
@@ -299,6 +306,7 @@ def create_app(*, auth: Authenticator, matches: MatchService, chat: ChatService,
                ready: Callable[[], Awaitable[dict[str, bool]]],
                guard: ConnectionGuard | None = None,
                cors_origins: tuple[str, ...] = (),
+               accounts: AccountService | None = None,
                demo: tuple[Config, Callable[[], int]] | None = None) -> ASGIApp:
     """The API as one ASGI app; `demo` (the config and the gateway's port) adds /demo."""
     app = FastAPI(title="Rendezvous HTTP API", version="1", description=DESCRIPTION,
@@ -306,6 +314,7 @@ def create_app(*, auth: Authenticator, matches: MatchService, chat: ChatService,
     app.state.auth = auth
     app.state.metrics = metrics
     app.state.guard = guard
+    app.state.accounts = accounts
 
     @app.exception_handler(ProtocolError)
     async def protocol_error(request: Request, exc: ProtocolError) -> JSONResponse:
@@ -420,6 +429,15 @@ def create_app(*, auth: Authenticator, matches: MatchService, chat: ChatService,
                                     "retry after `Retry-After`", headers=RETRY_AFTER)})
     async def export(user: User) -> ExportResponse:
         return await export_response(exports, user)
+
+    if accounts is not None:
+        @app.post("/v1/me/logout-all", status_code=204, summary="Log out everywhere",
+                  description="Tokens issued at or before now are refused from now on (401, "
+                  "4001), and every open socket of the caller, on every node, closes with "
+                  "4001. Mint the next token in a later second.", responses=AUTHED)
+        async def logout_all(user: User) -> Response:
+            await accounts.logout_all(user)
+            return Response(status_code=204)
 
     @app.get("/healthz", summary="Liveness")
     async def healthz() -> dict[str, str]:

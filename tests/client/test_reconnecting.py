@@ -200,6 +200,8 @@ async def test_an_expired_token_is_replaced_by_the_provider(rdv: Harness) -> Non
     (4009, "", True, "backoff", False),
     (None, None, True, "backoff", False),
     (4001, "", True, "backoff", True),
+    (4001, "tokens revoked (log out everywhere): get a new token", True, "backoff", True),
+    (1013, "storage unavailable", True, "backoff", False),  # the token could not be checked
     (4002, "", True, "backoff", True),
     (4003, "", False, "backoff", False),
     (4008, "rate limited", True, "slow", False),

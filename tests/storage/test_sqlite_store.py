@@ -20,6 +20,7 @@ from protocol.ids import compose, ms_of
 from storage.base import MatchRecord, Message, StoreUnavailable, match_id_for
 from storage.buckets import bucket_of
 from storage.sqlite import SqliteStore
+from storage.sqlite_schema import SCHEMA_VERSION
 
 T0 = 1_700_000_000_000
 MATCH = match_id_for("ann", "bob")
@@ -239,7 +240,8 @@ async def test_on_disk_layout(db: SqliteStore, tmp_path: Path) -> None:
     conn = sqlite3.connect(tmp_path / "r.db")
     try:
         assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
-        assert conn.execute("SELECT version FROM schema_version").fetchall() == [(1,)]
+        assert conn.execute("SELECT version FROM schema_version").fetchall() == [
+            (SCHEMA_VERSION,)]
         rows = conn.execute("SELECT bucket, id, media FROM messages ORDER BY id").fetchall()
         assert rows == [(bucket_of(i), i, '{"kind":"image","url":"u"}') for i in ids]
         assert rows[0][0] != rows[1][0]
@@ -253,11 +255,38 @@ async def test_on_disk_layout(db: SqliteStore, tmp_path: Path) -> None:
 async def test_refuses_a_newer_schema(tmp_path: Path) -> None:
     conn = sqlite3.connect(tmp_path / "r.db")
     conn.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
-    conn.execute("INSERT INTO schema_version VALUES (2)")
+    conn.execute("INSERT INTO schema_version VALUES (?)", (SCHEMA_VERSION + 1,))
     conn.commit()
     conn.close()
     with pytest.raises(StoreUnavailable, match="newer"):
         await SqliteStore(tmp_path / "r.db").start()
+
+
+async def test_a_version_1_file_is_upgraded_in_place(tmp_path: Path) -> None:
+    """A file of version 1 (no token_revocations) gets version 2's tables, keeping its
+    data."""
+    old = SqliteStore(tmp_path / "r.db")
+    await old.start()
+    await old.record_swipe("ann", "bob", "like", T0)
+    await old.close()
+    conn = sqlite3.connect(tmp_path / "r.db")
+    conn.execute("DROP TABLE token_revocations")
+    conn.execute("UPDATE schema_version SET version = 1")
+    conn.commit()
+    conn.close()
+    store = SqliteStore(tmp_path / "r.db")
+    await store.start()
+    try:
+        assert await store.get_swipe("ann", "bob") == "like"
+        assert await store.revoke_tokens("ann", T0) == T0
+    finally:
+        await store.close()
+    conn = sqlite3.connect(tmp_path / "r.db")
+    try:
+        assert conn.execute("SELECT version FROM schema_version").fetchall() == [
+            (SCHEMA_VERSION,)]
+    finally:
+        conn.close()
 
 
 async def test_an_unopenable_file_is_store_unavailable(tmp_path: Path) -> None:

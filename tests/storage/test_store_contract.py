@@ -373,6 +373,34 @@ async def test_settings_default_then_merge(store: Store) -> None:
     assert await store.get_settings("bob") == Settings()
 
 
+# -- token revocations ------------------------------------------------------------------------
+async def test_tokens_not_before_only_rises(store: Store) -> None:
+    assert await store.tokens_not_before("ann") is None
+    assert await store.revoke_tokens("ann", T0) == T0
+    assert await store.revoke_tokens("ann", T0) == T0  # idempotent
+    assert await store.revoke_tokens("ann", T0 - 5_000) == T0  # an older one loses
+    assert await store.tokens_not_before("ann") == T0
+    assert await store.revoke_tokens("ann", T0 + 7) == T0 + 7
+    assert await store.tokens_not_before("ann") == T0 + 7
+    assert await store.tokens_not_before("bob") is None  # per user
+
+
+async def test_racing_revocations_end_at_the_largest(store: Store) -> None:
+    stamps = [T0 + n for n in (5, 1, 9, 3, 9, 0, 7)]
+    stored = await asyncio.gather(*(store.revoke_tokens("ann", ts) for ts in stamps))
+    assert all(value >= ts for value, ts in zip(stored, stamps, strict=True))
+    assert await store.tokens_not_before("ann") == T0 + 9
+
+
+async def test_a_revocation_survives_close_and_reopen(open_store: OpenStore) -> None:
+    first = await open_store()
+    assert await first.revoke_tokens("ann", T0) == T0
+    await first.close()
+    second = await open_store()
+    assert await second.tokens_not_before("ann") == T0
+    assert await second.revoke_tokens("ann", T0 - 1) == T0
+
+
 # -- ordering under concurrency ---------------------------------------------------------------
 async def test_concurrent_saves_started_in_id_order_are_all_stored(store: Store) -> None:
     m = await matched(store, "ann", "bob")

@@ -10,7 +10,7 @@ PYTEST_ARGS ?=
 
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install system-deps js-sdk cassandra cassandra-stop serve test lint bench side-by-side clean
+.PHONY: install system-deps js-sdk browser-deps demo-bundle screenshot cassandra cassandra-stop serve test lint bench side-by-side clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,7 +22,8 @@ install: $(STAMP)
 
 ## Services the integration tests run for real: redis-server, and Cassandra (Java 17 + Maven,
 ## jars from Maven Central cached in ~/.cache/rendezvous); promtool (Debian's prometheus) checks
-## and evaluates the alert rules (tests/ops/test_alerts_on_a_node.py)
+## and evaluates the alert rules (tests/ops/test_alerts_on_a_node.py); Debian's chromium is the
+## headless browser of tests/browser/ (playwright-core drives it: no browser download)
 system-deps:
 	@missing=""; \
 	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
@@ -30,6 +31,7 @@ system-deps:
 	command -v mvn >/dev/null || missing="$$missing maven"; \
 	command -v docker-compose >/dev/null || missing="$$missing docker-compose"; \
 	command -v promtool >/dev/null || missing="$$missing prometheus"; \
+	[ -x /usr/bin/chromium ] || missing="$$missing chromium"; \
 	if [ -n "$$missing" ]; then echo "installing$$missing from Debian"; \
 	  $(SUDO) apt-get update -qq && \
 	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; fi
@@ -50,6 +52,26 @@ $(JS_STAMP): $(JS_DIR)/package.json $(JS_DIR)/package-lock.json
 js-sdk: $(JS_STAMP)
 	cd $(JS_DIR) && npm run build
 
+## The SDK bundled for browsers (esbuild) into the demo's assets, server/edge/demo_static/:
+## committed, so `make serve` needs no Node; tests/browser checks it is up to date
+demo-bundle: $(JS_STAMP)
+	cd $(JS_DIR) && npm run bundle
+
+## The browser tests' npm packages (tests/browser: playwright-core, pinned in its lockfile)
+BROWSER_DIR   := tests/browser
+BROWSER_STAMP := $(BROWSER_DIR)/node_modules/.installed-stamp
+
+$(BROWSER_STAMP): $(BROWSER_DIR)/package.json $(BROWSER_DIR)/package-lock.json
+	@command -v npm >/dev/null || { echo "the browser tests need Node.js 20+ and npm"; exit 1; }
+	cd $(BROWSER_DIR) && npm ci --no-audit --no-fund
+	touch $@
+
+browser-deps: $(BROWSER_STAMP)
+
+## A screenshot of the demo mid-conversation for the README: docs/demo.png
+screenshot: $(STAMP) browser-deps
+	$(BIN)/python tools/demo_screenshot.py docs/demo.png
+
 ## A local Cassandra on 127.0.0.1:9042 for cluster mode (data in rendezvous-data/cassandra)
 cassandra:
 	$(PYTHON) scripts/cassandra start --dir rendezvous-data/cassandra --port 9042
@@ -60,8 +82,9 @@ cassandra-stop:
 serve: $(STAMP)
 	$(BIN)/rendezvous serve $(ARGS)
 
-## The whole test suite (real Redis included, the JS SDK's Node tests too), lint first
-test: $(STAMP) system-deps js-sdk
+## The whole test suite (real Redis included, the JS SDK's Node tests and the headless browser
+## tests too), lint first
+test: $(STAMP) system-deps js-sdk browser-deps
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
@@ -88,4 +111,4 @@ load: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
-	rm -rf $(JS_DIR)/node_modules $(JS_DIR)/dist $(JS_DIR)/build-test
+	rm -rf $(JS_DIR)/node_modules $(JS_DIR)/dist $(JS_DIR)/build-test $(BROWSER_DIR)/node_modules

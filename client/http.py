@@ -1,4 +1,5 @@
-"""`RendezvousHttp`: the HTTP API (swipes, matches, devices, settings) for tests and tools.
+"""`RendezvousHttp`: the HTTP API (swipes, matches, devices, settings, export) for tests and
+tools.
 
 Every method returns the parsed JSON body (None for 204) and raises `HttpError` otherwise,
 so a test reads `await api.swipe("bob")` and checks failures with `pytest.raises`. Message
@@ -79,6 +80,11 @@ class RendezvousHttp:
     async def block(self, user: str) -> None:
         await self._call("POST", "/v1/blocks", json={"user": user})
 
+    async def logout_all(self) -> None:
+        """Revoke every token of this user issued until now, this one included, and close
+        their sockets everywhere (4001). Mint the next token in a later second."""
+        await self._call("POST", "/v1/me/logout-all")
+
     async def put_device(
         self, token: str, platform: str, app: str | None = None, locale: str | None = None
     ) -> None:
@@ -121,6 +127,13 @@ class RendezvousHttp:
         )
         kept: list[str] = result["candidates"]
         return kept
+
+    async def export(self, timeout: float = 120) -> dict[str, Any]:
+        """The caller's data export (`GET /v1/me/export`), read whole and parsed; message
+        ids as ints. A cut-off export raises (httpx's transfer error, or a JSON error)."""
+        result: dict[str, Any] = await self._call("GET", "/v1/me/export", timeout=timeout)
+        ids_to_int(result.get("messages"))
+        return result
 
     async def aclose(self) -> None:
         await self.client.aclose()

@@ -1,9 +1,10 @@
 """Virtual users and the per-worker context they share.
 
-A `VirtualUser` is one generated user on one target node: a `RendezvousClient` whose events
-come straight from its reader task (`on_event`, no buffer), so receive times are taken the
-moment a frame is decoded. It keeps what an app keeps: the sync cursor, the message ids it
-holds (apps dedupe by id), and it reconnects and `sync`s after its socket drops.
+A `VirtualUser` is one generated user on one target node: a `ReconnectingClient` (client/)
+whose events come straight from its reader task (a `Listener`, no buffer), so receive times
+are taken the moment a frame is decoded. The client keeps what an app keeps: the sync
+cursor, the message ids it holds (apps dedupe by id), and it reconnects and `sync`s after
+its socket drops; the virtual user measures what it reports.
 
 Everything here runs in one worker process and one event loop; both users of a pair live in
 the same process, so the delivery latency `now - intended send time` needs no clock sync.
@@ -21,12 +22,13 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 import httpx
-from websockets.exceptions import InvalidHandshake, InvalidURI
 
 from client import (
-    ClientClosed,
     ConnectionRejected,
+    GaveUp,
     HttpError,
+    Listener,
+    ReconnectingClient,
     RendezvousClient,
     RendezvousHttp,
     ServerError,
@@ -42,8 +44,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 BODY_PREFIX = "lt1|"
-RECONNECT_BACKOFF_S = (0.2, 0.5, 1.0, 2.0, 5.0)
+RECONNECT_BASE_S, RECONNECT_CAP_S = 0.2, 5.0  # full jitter between failed attempts
 DROP_JITTER_S = (0.25, 5.0)  # an app's reconnect delay after losing its network
+DEDUPE_WINDOW = 100_000  # message ids a user remembers (apps dedupe by id)
 
 
 class Stopped(Exception):
@@ -200,8 +203,10 @@ def _resolve(fut: asyncio.Future[None]) -> None:
         fut.set_result(None)
 
 
-class VirtualUser:
-    """One generated user on one node; reconnects and syncs when its socket drops."""
+class VirtualUser(Listener):
+    """One generated user on one node. Its connection is a `ReconnectingClient` (client/),
+    which reconnects with full-jitter backoff and `sync`s after the socket drops; this class
+    measures what that client reports."""
 
     def __init__(self, ctx: WorkerContext, session: Session) -> None:
         self.ctx = ctx
@@ -210,24 +215,30 @@ class VirtualUser:
         self.target = ctx.pick_target()
         self.node = self.target.name
         self.source = ctx.next_source()
-        self.client: RendezvousClient | None = None
-        self.wanted = False
-        self.cursor: str | None = None
-        self.synced = False
-        self.seen: set[int] = set()
         self.last_from_partner: int | None = None
         self.frame_at: dict[str, float] = {}
-        self._online = asyncio.Event()
         self._waiters: list[tuple[str, asyncio.Future[None]]] = []
-        self._reconnect_delay: float | None = None
-        self._dropping = False
-        self._watch: asyncio.Task[None] | None = None
-        self._reconnecting: asyncio.Task[bool] | None = None
         self._http: RendezvousHttp | None = None
+        options: dict[str, Any] = {"max_size": 2 ** 20, "ping_interval": None}
+        if self.source is not None:
+            options["local_addr"] = (self.source, 0)
+        self.conn = ReconnectingClient(
+            self.target.ws, lambda: ctx.token(self.name), subprotocol=ctx.scenario.subprotocol,
+            open_timeout=ctx.scenario.connect_timeout_s, backoff_base_s=RECONNECT_BASE_S,
+            backoff_cap_s=RECONNECT_CAP_S, dedupe_window=DEDUPE_WINDOW, listener=self,
+            rng=random.Random(ctx.rng.random()), sleep=ctx.sleep, **options)
+
+    @property
+    def client(self) -> RendezvousClient | None:
+        return self.conn.client
 
     @property
     def online(self) -> bool:
-        return self._online.is_set()
+        return self.conn.online
+
+    @property
+    def wanted(self) -> bool:
+        return self.conn.wanted
 
     @property
     def http(self) -> RendezvousHttp:
@@ -239,156 +250,83 @@ class VirtualUser:
 
     async def connect(self) -> bool:
         """Open the socket (first time); False (counted) if the node refused or timed out."""
-        self.wanted = True
-        if not await self._open():
-            return False
-        if self.session.needs_cursor and not self.synced:
-            await self.sync_all()
-        return True
-
-    async def _open(self) -> bool:
-        ctx, rec, node = self.ctx, self.ctx.recorder, self.node
-        options: dict[str, Any] = {}
-        if self.source is not None:
-            options["local_addr"] = (self.source, 0)
-        start = ctx.now()
-        try:
-            client = await RendezvousClient.connect(
-                self.target.ws, ctx.token(self.name), subprotocol=ctx.scenario.subprotocol,
-                open_timeout=ctx.scenario.connect_timeout_s, on_event=self._on_event,
-                max_size=2 ** 20, ping_interval=None, **options)
-        except ConnectionRejected as exc:
-            rec.count("connect_failures", node=node)
-            rec.count(f"errors.connect_{exc.error_code or exc.status or exc.code}", node=node)
-            return False
-        except (OSError, TimeoutError, InvalidHandshake, InvalidURI) as exc:
-            rec.count("connect_failures", node=node)
-            rec.count(f"errors.connect_{type(exc).__name__}", node=node)
-            return False
-        now = ctx.now()
-        rec.latency("connect", now - start, node)
-        rec.count("connects", node=node)
-        self.client = client
-        self._online.set()
-        ctx.online.add(self)
-        self.session.mark_presence(self, True, now)
-        self._watch = asyncio.create_task(self._watch_closed(client))
-        return True
-
-    async def _watch_closed(self, client: RendezvousClient) -> None:
-        """Notice a socket that ended without us closing it, and come back like an app."""
-        try:
-            await client.wait_closed(None)
-        except asyncio.CancelledError:
-            return
-        if self.client is not client:
-            return
-        self._went_offline()
-        rec = self.ctx.recorder
-        rec.count("disconnects", node=self.node)
-        if not self._dropping:  # chaos is counted as chaos_drops, not as an error
-            rec.count(f"errors.close_{client.close_code}", node=self.node)
-        self._dropping = False
-        if self.wanted and not self.ctx.stopping.is_set():
-            delay = self._reconnect_delay
-            if delay is None:
-                delay = self.ctx.rng.uniform(*DROP_JITTER_S)
-            self._reconnect_delay = None
-            self._start_reconnect(delay)
-
-    def _went_offline(self) -> None:
-        self.client = None
-        self._online.clear()
-        self.ctx.online.discard(self)
-        self.session.mark_presence(self, False, self.ctx.now())
-
-    def _start_reconnect(self, delay: float) -> None:
-        if self._reconnecting is None or self._reconnecting.done():
-            self._reconnecting = asyncio.create_task(self.reconnect(delay))
+        return await self.conn.connect(sync=self.session.needs_cursor)
 
     async def reconnect(self, delay: float = 0.0) -> bool:
         """Come back after `delay`: open (retrying with backoff), then `sync` what was missed.
         Records `reconnect_sync` from the first attempt to the end of the sync."""
-        ctx = self.ctx
-        self.wanted = True
         try:
-            if delay > 0:
-                await ctx.sleep(delay)
-            start = ctx.now()
-            for attempt in itertools.count():
-                if await self._open():
-                    break
-                backoff = RECONNECT_BACKOFF_S[min(attempt, len(RECONNECT_BACKOFF_S) - 1)]
-                await ctx.sleep(backoff * ctx.rng.uniform(0.5, 1.0))
-            await self.sync_all()
+            return await self.conn.reconnect(delay)
         except Stopped:
             return False
-        ctx.recorder.latency("reconnect_sync", ctx.now() - start, self.node)
-        ctx.recorder.count("reconnects", node=self.node)
-        return True
-
-    async def sync_all(self) -> None:
-        """Page through `sync` from the cursor, taking in every message not seen yet."""
-        client = self.client
-        if client is None:
-            return
-        try:
-            while True:
-                reply = await client.sync(self.cursor)
-                for frame in reply.get("msgs") or ():
-                    self._on_msg(frame, live=False)
-                self.cursor = reply.get("cursor") or self.cursor
-                self.synced = True
-                if not reply.get("more"):
-                    return
-        except ServerError as exc:
-            self.ctx.recorder.count(f"errors.{exc.code}", node=self.node)
-        except (ClientClosed, TimeoutError):
-            self.ctx.recorder.count("errors.sync_interrupted", node=self.node)
 
     async def wait_online(self, timeout: float = 30.0) -> RendezvousClient | None:
-        if self.client is not None and self._online.is_set():
-            return self.client
-        if not self.wanted:
+        if not self.wanted and not self.online:
             return None
         try:
-            async with asyncio.timeout(timeout):
-                while self.client is None:
-                    await self._online.wait()
-                    if self.client is None:
-                        await asyncio.sleep(0.01)
-        except TimeoutError:
+            return await self.conn.wait_online(timeout)
+        except (TimeoutError, GaveUp):
             return None
-        return self.client
 
     async def disconnect(self, *, counted: bool = True) -> None:
-        """Close the socket cleanly and stay away (`wanted` off); `counted` in
-        `disconnects` unless the session is simply over."""
-        self.wanted = False
-        client = self.client
-        if client is None:
-            return
-        self._went_offline()
-        if counted:
-            self.ctx.recorder.count("disconnects", node=self.node)
-        if self._watch is not None:
-            self._watch.cancel()
-        await client.close()
+        """Close the socket cleanly and stay away; `counted` in `disconnects` unless the
+        session is simply over."""
+        was_online = self.conn.client is not None
+        if was_online:
+            self._went_offline()
+            if counted:
+                self.ctx.recorder.count("disconnects", node=self.node)
+        await self.conn.close()
 
     def abort(self, reconnect_after_s: float | None) -> bool:
-        """Cut the socket abruptly; it reconnects after the delay (None: app-like jitter)."""
-        client = self.client
-        if client is None or not self.wanted:
-            return False
-        self._reconnect_delay = reconnect_after_s
-        self._dropping = True
-        client.abort()
-        return True
+        """Cut the socket abruptly; it reconnects after the delay (None: an app's jittered
+        reaction to losing its network)."""
+        if reconnect_after_s is None:
+            reconnect_after_s = self.ctx.rng.uniform(*DROP_JITTER_S)
+        return self.conn.drop(reconnect_after_s)
 
     async def close(self) -> None:
         await self.disconnect(counted=False)
-        if self._reconnecting is not None and not self._reconnecting.done():
-            self._reconnecting.cancel()
+
+    def _went_offline(self) -> None:
+        self.ctx.online.discard(self)
+        self.session.mark_presence(self, False, self.ctx.now())
+
+    # -- what the connection reports (Listener) ----------------------------------------------
+
+    def on_connected(self, client: RendezvousClient, took_s: float) -> None:
+        rec, node = self.ctx.recorder, self.node
+        rec.latency("connect", took_s, node)
+        rec.count("connects", node=node)
+        self.ctx.online.add(self)
+        self.session.mark_presence(self, True, self.ctx.now())
+
+    def on_connect_failed(self, error: BaseException) -> None:
+        rec, node = self.ctx.recorder, self.node
+        rec.count("connect_failures", node=node)
+        if isinstance(error, ConnectionRejected):
+            rec.count(f"errors.connect_{error.error_code or error.status or error.code}",
+                      node=node)
+        else:
+            rec.count(f"errors.connect_{type(error).__name__}", node=node)
+
+    def on_disconnected(self, client: RendezvousClient, dropped: bool) -> None:
+        self._went_offline()
+        rec = self.ctx.recorder
+        rec.count("disconnects", node=self.node)
+        if not dropped:  # chaos is counted as chaos_drops, not as an error
+            rec.count(f"errors.close_{client.close_code}", node=self.node)
+
+    def on_reconnected(self, took_s: float) -> None:
+        self.ctx.recorder.latency("reconnect_sync", took_s, self.node)
+        self.ctx.recorder.count("reconnects", node=self.node)
+
+    def on_sync_failed(self, error: BaseException) -> None:
+        name = error.code if isinstance(error, ServerError) else "sync_interrupted"
+        self.ctx.recorder.count(f"errors.{name}", node=self.node)
+
+    def on_gave_up(self, error: BaseException | None) -> None:
+        self.ctx.recorder.count("errors.gave_up", node=self.node)
 
     # -- receiving -------------------------------------------------------------------------
 
@@ -409,37 +347,30 @@ class VirtualUser:
             if entry in self._waiters:
                 self._waiters.remove(entry)
 
-    def _on_event(self, frame: dict[str, Any]) -> None:
+    def on_frame(self, frame: dict[str, Any]) -> None:
         kind = frame.get("t")
         if not isinstance(kind, str):
             return
         now = self.ctx.now()
         self.frame_at[kind] = now
-        if kind == "msg":
-            self._on_msg(frame, live=True)
-        elif kind in ("typing", "presence", "match"):
+        if kind in ("typing", "presence", "match"):
             self.session.on_fanout(self, kind, frame, now)
         elif kind == "error":
             self.ctx.recorder.count(f"errors.{frame.get('code')}", node=self.node)
-        elif kind == "reconnect":
-            after = frame.get("after_ms")
-            self._reconnect_delay = after / 1000 if isinstance(after, int | float) else None
         if self._waiters:
             for want, fut in self._waiters:
                 if want == kind and not fut.done():
                     fut.set_result(None)
 
-    def _on_msg(self, frame: dict[str, Any], *, live: bool) -> None:
+    def on_duplicate(self, frame: dict[str, Any], live: bool) -> None:
+        if live and frame.get("from") != self.name:
+            self.ctx.recorder.count("duplicated", node=self.node)
+
+    def on_msg(self, frame: dict[str, Any], live: bool) -> None:
         rec, node = self.ctx.recorder, self.node
-        sender = frame.get("from")
         msg_id = frame.get("id")
-        if sender == self.name or not isinstance(msg_id, int):
+        if frame.get("from") == self.name or not isinstance(msg_id, int):
             return
-        if msg_id in self.seen:
-            if live:
-                rec.count("duplicated", node=node)
-            return
-        self.seen.add(msg_id)
         if self.last_from_partner is None or msg_id > self.last_from_partner:
             self.last_from_partner = msg_id
         body = frame.get("body")

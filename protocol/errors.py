@@ -27,6 +27,7 @@ class CloseCode(IntEnum):
     GOING_AWAY = 1001  # reconnect with jitter
     TOO_BIG = 1009  # a frame over the size limit
     RESTART = 1012  # node restarting: reconnect with jitter
+    TRY_AGAIN_LATER = 1013  # a token could not be checked (storage down): reconnect later
     UNAUTHORIZED = 4001  # get a new token first
     TOKEN_EXPIRED = 4002
     FORBIDDEN = 4003

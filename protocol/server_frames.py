@@ -30,8 +30,15 @@ def ack(r: int, m: str, c: str, message_id: int, ts: int) -> Frame:
 
 def message_entry(m: str, message_id: int, sender: str, ts: int, c: str, body: str | None,
                   media: dict[str, Any] | None) -> Frame:
-    """A stored message as it appears in `msg`, `history` and `sync` (without `t`)."""
+    """A stored message as it appears in `msg`, `history` and `sync` (without `t`).
+
+    A message with neither body nor media is a tombstone (unsent, or its sender erased):
+    `deleted: true` and nothing of its content, not even the client id.
+    """
     frame: Frame = {"m": m, "id": message_id, "from": sender, "ts": ts}
+    if body is None and media is None:
+        frame["deleted"] = True
+        return frame
     if body is not None:
         frame["body"] = body
     if media is not None:

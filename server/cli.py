@@ -144,9 +144,12 @@ async def serve(config: Config, secret_origin: str) -> None:
     fanout = ("Redis Cluster " + ",".join(config.redis_cluster_nodes)
               if config.redis_cluster_nodes else f"Redis {config.redis_url}"
               if config.redis_url else "in-process (single node)")
+    demo = (f"  Demo       http://{host}:{node.http_port}/demo  (two tabs, two users; "
+            "docs/demo.md)\n" if config.demo else "")
     print(f"Rendezvous {config.node} ready (node id {node.node_id}, pid {os.getpid()})\n"
           f"  WebSocket  ws://{host}:{node.ws_port}/v1/ws  (rdv.v1.msgpack, rdv.v1.json)\n"
           f"  HTTP API   http://{host}:{node.http_port}  (docs /docs, metrics /metrics)\n"
+          f"{demo}"
           f"  Storage    SQLite in {config.data_dir}/\n"
           f"  Fan-out    {fanout}\n"
           f"  Tokens     {entry_point()} token USER --data-dir "

@@ -54,9 +54,11 @@ from server.edge.http_swipes import swipe_router
 from server.edge.hub import Hub
 from server.metrics import Metrics, timed_store
 from server.push_providers import apns_pusher, fcm_pusher
+from server.services.accounts import AccountService, NotBefore
 from server.services.caches import Caches
 from server.services.chat import ChatService
 from server.services.deck import DeckService
+from server.services.export import ExportService
 from server.services.matching import MatchService
 from server.services.presence import PresenceService
 from server.services.quotas import QuotaPolicy, QuotaService
@@ -244,6 +246,7 @@ class Services:
     presence: PresenceService
     chat: ChatService
     matches: MatchService
+    accounts: AccountService
     guard: ConnectionGuard
     gateway: Gateway
     http: EmbeddedUvicorn
@@ -274,16 +277,23 @@ def compose_services(config: Config, backends: Backends, *, metrics: Metrics, hu
                            forget_typing=chat.forget_typing, quotas=quotas)
     swipes = SwipeService(store=store, matches=matches, quotas=quotas,
                           undo_window_s=config.undo_window_s)
+    not_before = NotBefore(store.tokens_not_before, ttl_s=config.revocation_cache_s,
+                           max_entries=config.revocation_cache_entries)
+    accounts = AccountService(store=store, broker=broker, not_before=not_before,
+                              sessions_of=hub.sessions_of)
     guard = ConnectionGuard(node=config.node, cap=backends.connection_cap,
                             max_per_user=config.max_connections_per_user,
                             throttle=backends.auth_throttle, broker=broker,
                             metrics=metrics, ip_header=config.client_ip_header)
     gateway = Gateway(config=config, auth=auth, hub=hub, broker=broker, presence=presence,
-                      chat=chat, metrics=metrics, guard=guard)
-    app = create_app(auth=auth, matches=matches, chat=chat, metrics=metrics,
+                      chat=chat, metrics=metrics, guard=guard, not_before=not_before)
+    exports = ExportService(store, metrics)
+    app = create_app(auth=auth, matches=matches, chat=chat, exports=exports, metrics=metrics,
                      max_body_bytes=config.max_http_body_bytes, ready=ready, guard=guard,
-                     cors_origins=config.cors_origins,
+                     cors_origins=config.cors_origins, accounts=accounts,
+                     demo=(config, lambda: gateway.port) if config.demo else None,
                      routers=[swipe_router(swipes=swipes, deck=DeckService(store),
                                            quotas=quotas)])
     return Services(caches=caches, pushes=pushes, presence=presence, chat=chat,
-                    matches=matches, guard=guard, gateway=gateway, http=http_server(app, config))
+                    matches=matches, accounts=accounts, guard=guard, gateway=gateway,
+                    http=http_server(app, config))

@@ -6,6 +6,7 @@ bad setting in its error so an operator knows what to fix.
 
 from __future__ import annotations
 
+import hmac
 import os
 import re
 import socket
@@ -20,6 +21,7 @@ JWT_ALGORITHMS = ("HS256", "RS256", "ES256", "EdDSA")
 SECRET_ENV = "RENDEZVOUS_JWT_SECRET"
 MIN_SECRET_BYTES = 32  # RFC 7518 3.2: an HS256 key at least as long as the hash
 # An origin as a browser sends it: lowercase scheme://host[:port], no path, no trailing slash
+DEMO_CHOICES = ("auto", "true", "false")
 ORIGIN = re.compile(r"[a-z][a-z0-9+.-]*://(\[[0-9a-f:.]+\]|[a-z0-9_.-]+)(:(\d{1,5}))?")
 
 
@@ -77,6 +79,7 @@ class Config:
     swipe_burst: int = 100
     max_http_body_bytes: int = 65_536
     cors_origins: tuple[str, ...] = ()  # browser origins the HTTP API answers; "*": any
+    demo_enabled: str = "auto"  # /demo: auto (on unless clustered), true or false
     presence_ttl_s: float = 60.0
     sqlite_synchronous: str = "FULL"
     log_level: str = "INFO"  # DEBUG, INFO, WARNING or ERROR
@@ -109,6 +112,9 @@ class Config:
     auth_failure_window_s: float = 60.0
     client_ip_header: str | None = None  # e.g. X-Forwarded-For, set by a trusted proxy
     presence_grace_s: float = 5.0  # a reconnect within this is no offline/online flap
+    # -- token revocation (docs/operations.md, "Log out everywhere") ---------------
+    revocation_cache_s: float = 5.0  # a node trusts its copy of a not-before this long
+    revocation_cache_entries: int = 100_000  # users whose not-before a node keeps
     startup_wait_s: float = 60.0  # waiting for a locked SQLite file and for Redis
     worker_max_fast_crashes: int = 5  # in a row, then the supervisor gives up (exit 1)
     worker_fast_crash_s: float = 10.0  # a worker that dies this soon after start crashed
@@ -181,9 +187,13 @@ class Config:
             raise ConfigError("send_queue_frames must exceed inflight_per_connection, or a "
                               "client's own replies could fill its queue")
         self._validate_cors()
+        if self.demo_enabled not in DEMO_CHOICES:
+            raise ConfigError(f"demo_enabled must be auto, true or false, got "
+                              f"{self.demo_enabled!r}")
         self._validate_push()
         self._validate_guards()
         self._validate_quotas()
+        self._validate_revocation()
         return self
 
     def _validate_quotas(self) -> None:
@@ -202,6 +212,13 @@ class Config:
         if self.undo_window_s < 0:
             raise ConfigError(f"undo_window_s must not be negative (0 turns undo off), got "
                               f"{self.undo_window_s:g}")
+
+    def _validate_revocation(self) -> None:
+        if self.revocation_cache_s < 0:
+            raise ConfigError("revocation_cache_s must not be negative (0: read the store at "
+                              "every authentication)")
+        if self.revocation_cache_entries < 1:
+            raise ConfigError("revocation_cache_entries must be at least 1")
 
     def _validate_cors(self) -> None:
         for origin in self.cors_origins:
@@ -266,6 +283,14 @@ class Config:
         return bool(self.apns_key_file or self.apns_cert_file)
 
     @property
+    def demo(self) -> bool:
+        """Whether the node serves the browser demo at /demo (docs/demo.md): by default
+        on the embedded default only, since a cluster is rarely a developer's machine."""
+        if self.demo_enabled == "auto":
+            return not self.clustered
+        return self.demo_enabled == "true"
+
+    @property
     def clustered(self) -> bool:
         """Whether this node shares fan-out and presence with others through Redis."""
         return bool(self.redis_url or self.redis_cluster_nodes)
@@ -295,6 +320,20 @@ def dev_secret(data_dir: Path) -> str:
     with os.fdopen(fd, "w") as out:
         out.write(secret + "\n")
     return secret
+
+
+def dev_secret_in_force(config: Config) -> str | None:
+    """The data dir's dev secret if the node verifies tokens with it, else None (the node
+    runs on $RENDEZVOUS_JWT_SECRET or public keys). Only then may the demo mint tokens."""
+    try:
+        secret = (config.data_dir / "jwt-secret").read_text().strip()
+    except OSError:
+        return None
+    for key in config.jwt_keys:
+        if secret and key.algorithm == "HS256" and hmac.compare_digest(key.key.encode(),
+                                                                     secret.encode()):
+            return secret
+    return None
 
 
 def hs256_secret(data_dir: Path,

@@ -133,6 +133,9 @@ def _check(raw: Mapping[str, Any], source: str) -> dict[str, Any]:
             out[key] = coerce(key, tuple[str, ...], value, source)
         elif key == "jwt_hs256":
             out[key] = coerce(key, bool, value, source)
+        elif key == "demo_enabled":  # TOML true/false, or "auto"/"true"/"false" in any case
+            out[key] = (str(value).lower() if isinstance(value, bool)
+                        else coerce(key, str, value, source).strip().lower())
         elif key in fields:
             out[key] = coerce(key, fields[key], value, source)
         else:

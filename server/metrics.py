@@ -49,13 +49,16 @@ class Children(dict[str, Any]):
 # that a panel or a rate() has a series before the first event (tests/ops/test_metrics_queries.py
 # checks the code counts no other value under these names).
 CLOSE_CODES = (1000, 1002, 1007, 1011, *CloseCode)  # 100x/1011: closes the library starts
-RATE_LIMITED_KINDS = ("frames", "refresh", "send", "swipe", "auth", "connections", "quota")
+RATE_LIMITED_KINDS = ("frames", "refresh", "send", "swipe", "auth", "connections", "export",
+                      "quota")
 AUTH_FAILURE_REASONS = ("missing", "malformed", "algorithm", "signature", "expired",
-                        "not_yet_valid", "invalid", "timeout", "no_auth", "bad_frame")
+                        "not_yet_valid", "invalid", "timeout", "no_auth", "bad_frame",
+                        "revoked")
 REDIS_FALLBACKS = ("publish", "presence", "connection_cap", "auth_throttle", "presence_flaps",
                    "rate_limit", "claims", "node_id", "node_id_conflict", "quotas")
 PRESENCE_OPS = ("connect", "disconnect", "refresh", "status", "reap")
 PUSH_OUTCOMES = (*Outcome, "gave_up")
+EXPORT_OUTCOMES = ("done", "cut", "left")  # finished; a failure mid-way; the client went away
 PUSH_SKIPPED = ("online", "delivered", "coalesced", "no_device", "duplicate", "no_provider")
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
@@ -135,6 +138,10 @@ class Metrics:
                                        ["what"], registry=r)
         self.drain_sessions = Gauge("rendezvous_drain_sessions_left", "Sessions still open "
                                     "while draining", registry=r)
+        self.exports = Counter("rendezvous_exports", "Data exports (GET /v1/me/export) that "
+                               "started streaming, by outcome: done, cut (the store failed "
+                               "mid-way: the document ends unclosed), left (the client went "
+                               "away)", ["outcome"], registry=r)
         # -- operations (docs/operations.md, "Metrics") -------------------------------------
         self.build = Info("rendezvous_build", "Version and identity of this node", registry=r)
         self.draining = Gauge("rendezvous_draining", "1 while this node drains (stopping)",
@@ -166,6 +173,7 @@ class Metrics:
         self.closes_by = Children(self.closes)
         self.rate_limited_by = Children(self.rate_limited)
         self.push_skipped_by = Children(self.push_skipped)
+        self.exports_by = Children(self.exports)
         self._initialise_children()
 
     def _initialise_children(self) -> None:
@@ -188,6 +196,8 @@ class Metrics:
         for outcome in ("abandoned", "store_unavailable"):  # jobs, before any provider
             self.pushes.labels("any", outcome)
         self.push_shed.labels("queue")
+        for outcome in EXPORT_OUTCOMES:
+            self.exports_by[outcome]
 
     def initialise_providers(self, providers: Iterable[str]) -> None:
         """The push series of each configured provider at 0."""
@@ -265,9 +275,11 @@ class TimedStore:
         self.advance_cursor = timed("advance_cursor", store.advance_cursor)
         self.record_swipe = timed("record_swipe", store.record_swipe)
         self.get_swipe = timed("get_swipe", store.get_swipe)
+        self.swipes_given = timed("swipes_given", store.swipes_given)
         self.create_match = timed("create_match", store.create_match)
         self.get_match = timed("get_match", store.get_match)
         self.matches_for_user = timed("matches_for_user", store.matches_for_user)
+        self.matches_ever = timed("matches_ever", store.matches_ever)
         self.close_match = timed("close_match", store.close_match)
         self.add_block = timed("add_block", store.add_block)
         self.is_blocked = timed("is_blocked", store.is_blocked)
@@ -281,6 +293,8 @@ class TimedStore:
         self.undo_swipe = timed("undo_swipe", store.undo_swipe)
         self.likes_received = timed("likes_received", store.likes_received)
         self.deck_exclusions = timed("deck_exclusions", store.deck_exclusions)
+        self.revoke_tokens = timed("revoke_tokens", store.revoke_tokens)
+        self.tokens_not_before = timed("tokens_not_before", store.tokens_not_before)
 
     def __getattr__(self, name: str) -> Any:  # only what is not a store operation
         return getattr(self.inner, name)

@@ -204,10 +204,12 @@ class Node:
         return [(s.user, s.id) for s in self.hub.sessions()]
 
     def _on_control(self, message: dict[str, Any]) -> None:
-        """A control message from any node: cache invalidations, evictions, IP blocks."""
+        """A control message from any node: cache invalidations, evictions, IP blocks,
+        token revocations."""
         services = self.services
         services.caches.on_control(message)
         services.guard.on_control(message)
+        services.accounts.on_control(message)
 
     async def readiness(self) -> dict[str, bool]:
         try:

@@ -10,6 +10,7 @@ from storage.base import (
     Settings,
     Store,
     StoreUnavailable,
+    SwipeRecord,
     match_id_for,
 )
 
@@ -23,5 +24,6 @@ __all__ = [
     "Settings",
     "Store",
     "StoreUnavailable",
+    "SwipeRecord",
     "match_id_for",
 ]

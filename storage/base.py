@@ -38,6 +38,12 @@ class Message:
     body: str | None = None
     media: dict[str, Any] | None = None  # the wire form of `protocol.frames.Media`
 
+    @property
+    def deleted(self) -> bool:
+        """A tombstone: unsent, or its sender's account erased. Every sent message has a
+        body or media, so a stored row with neither is one (docs/privacy.md)."""
+        return self.body is None and self.media is None
+
 
 @dataclass(frozen=True, slots=True)
 class MatchRecord:
@@ -58,6 +64,15 @@ class MatchRecord:
     def peer_of(self, user: str) -> str:
         a, b = self.users
         return b if user == a else a
+
+
+@dataclass(frozen=True, slots=True)
+class SwipeRecord:
+    """One user's standing swipe on one target (the latest one wins)."""
+
+    target: str
+    action: SwipeAction
+    ts: int  # unix ms
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,7 +146,7 @@ def decode_page_cursor(cursor: str) -> tuple[int, str]:
 
 
 @dataclass(frozen=True, slots=True)
-class SwipeRecord:
+class Swipe:
     """One swipe as stored: who swiped whom, how, and when (unix ms)."""
 
     swiper: str
@@ -226,6 +241,12 @@ class Store(Protocol):
     async def get_swipe(self, swiper: str, target: str) -> SwipeAction | None:
         """The swiper's standing action on target, if any."""
 
+    async def swipes_given(self, swiper: str, after: str | None,
+                           limit: int) -> list[SwipeRecord]:
+        """Up to `limit` of the swiper's standing swipes with target > `after` (all when
+        None), ordered by target: a keyset page of one partition (`swipes_by_swiper`), so a
+        user with any number of swipes is read a page at a time (the export's swipes)."""
+
     async def create_match(self, match: MatchRecord) -> tuple[MatchRecord, bool]:
         """Insert the match if no match with its id exists (whatever its state) and add it
         to both users' matches. Returns the stored match and whether this call created it;
@@ -240,6 +261,10 @@ class Store(Protocol):
                                cursor: str | None = None) -> Page:
         """The user's open matches, newest first (ties by id), `limit` per page. A cursor
         that this store did not make raises ValueError (the caller's `bad_request`)."""
+
+    async def matches_ever(self, user: str) -> list[MatchRecord]:
+        """Every match the user was ever in, open or closed, newest first: what an export
+        lists and an erasure walks (one partition, `user_matches`)."""
 
     async def close_match(self, match_id: str, by_user: str, ts: int) -> MatchRecord | None:
         """Close the match for sending and reading (unmatch or block). Idempotent: a closed
@@ -268,17 +293,17 @@ class Store(Protocol):
     async def put_settings(self, user: str, changes: dict[str, bool]) -> Settings:
         """Apply `changes` (keys from `SETTING_NAMES`) and return the full settings."""
 
-    # -- the swipe economy (schema version 2; docs/storage.md, "Undo, likes and the deck") --
-    async def index_swipe(self, swipe: SwipeRecord) -> None:
-        """Keep the rows a recorded swipe adds to the version-2 tables: the swiper's latest
+    # -- the swipe economy (schema version 3; docs/storage.md, "Undo, likes and the deck") --
+    async def index_swipe(self, swipe: Swipe) -> None:
+        """Keep the rows a recorded swipe adds to the version-3 tables: the swiper's latest
         swipe (for undo) and, for a like, its place in the target's likes by time. Called
         with the same swipe right after `record_swipe`; idempotent; of two swipes of one
         swiper, the latest `ts` stays the latest."""
 
-    async def last_swipe(self, swiper: str) -> SwipeRecord | None:
+    async def last_swipe(self, swiper: str) -> Swipe | None:
         """The swiper's latest swipe as `index_swipe` kept it, unless it was undone."""
 
-    async def undo_swipe(self, swipe: SwipeRecord) -> bool:
+    async def undo_swipe(self, swipe: Swipe) -> bool:
         """Take back `swipe`: its swipe row, the like it left with the target and the
         swiper's latest-swipe row, each only if it is still this swipe (a later swipe of
         the same pair, or a later latest swipe, stays). False when this store can tell that
@@ -286,7 +311,7 @@ class Store(Protocol):
         without a read returns True. Idempotent."""
 
     async def likes_received(self, target: str, limit: int,
-                             before: tuple[int, str] | None = None) -> list[SwipeRecord]:
+                             before: tuple[int, str] | None = None) -> list[Swipe]:
         """Up to `limit` standing likes and super likes received by `target`, newest first
         (ties by swiper, descending), strictly after the keyset `before` = (ts, swiper) of
         the last one of the previous page. Blocks and the target's own swipes are the
@@ -297,3 +322,14 @@ class Store(Protocol):
         or that blocked `user`: one round of reads for the lot (for Cassandra, one
         single-partition query per table, sent together). A match implies a swipe, so
         matched users are among the swiped."""
+    # -- token revocations (docs/protocol.md, "Log out everywhere") ------------------------
+    async def revoke_tokens(self, user: str, ts: int) -> int:
+        """Raise the user's "tokens not before" to `ts` (unix ms) unless it is higher already,
+        and return the value now stored. A max-merge: idempotent, and racing or replayed
+        calls in any order end at the largest `ts`. Tokens with `iat` at or before it are
+        refused. It is never lowered or deleted (erasure keeps it, or old tokens would work
+        again)."""
+
+    async def tokens_not_before(self, user: str) -> int | None:
+        """The user's "tokens not before" (unix ms), None if their tokens were never
+        revoked."""

@@ -40,6 +40,7 @@ from storage.base import (
     Platform,
     Settings,
     StoreUnavailable,
+    Swipe,
     SwipeAction,
     SwipeRecord,
     decode_page_cursor,
@@ -336,12 +337,22 @@ class CassandraStore:
         rows = await self._run("get_swipe", swiper, target)
         return cast(SwipeAction, rows[0]["action"]) if rows else None
 
+    async def swipes_given(self, swiper: str, after: str | None,
+                           limit: int) -> list[SwipeRecord]:
+        rows = await (self._run("swipes_first", swiper, limit) if after is None else
+                      self._run("swipes_next", swiper, after, limit))
+        return [SwipeRecord(r["target"], cast(SwipeAction, r["action"]), r["ts"])
+                for r in rows]  # clustered by target
+
     async def create_match(self, match: MatchRecord) -> tuple[MatchRecord, bool]:
         async with self._turn(match.id):  # racing calls here queue, not contend
             stored, created = await self._insert_match(match)
         self._members.put(stored.id, stored.users)
+        remember: list[Awaitable[list[Row]]] = [
+            self._run("remember_match", user, stored.ts, stored.id) for user in stored.users]
         if stored.is_open:  # (again, if an earlier call stopped half-way)
-            await self._all(self._list_match(stored))
+            remember += self._list_match(stored)
+        await self._all(remember)
         return stored, created
 
     async def _insert_match(self, m: MatchRecord) -> tuple[MatchRecord, bool]:
@@ -395,6 +406,14 @@ class CassandraStore:
     async def get_match(self, match_id: str) -> MatchRecord | None:
         rows = await self._run("get_match", match_id)
         return match_of(rows[0]) if rows else None
+
+    async def matches_ever(self, user: str) -> list[MatchRecord]:
+        ids = [row["match_id"] for row in await self._run("matches_ever", user)]
+        found: list[MatchRecord] = []
+        for start in range(0, len(ids), 64):  # a bounded number of reads in flight
+            batch = await asyncio.gather(*(self.get_match(i) for i in ids[start:start + 64]))
+            found += [m for m in batch if m is not None]
+        return found
 
     async def matches_for_user(self, user: str, limit: int,
                                cursor: str | None = None) -> Page:
@@ -482,23 +501,36 @@ class CassandraStore:
         return await self.get_settings(user)
 
     # -- the swipe economy (storage/cassandra_swipes.py) ---------------------------------------
-    async def index_swipe(self, swipe: SwipeRecord) -> None:
+    async def index_swipe(self, swipe: Swipe) -> None:
         await self._swipes.index_swipe(swipe)
 
-    async def last_swipe(self, swiper: str) -> SwipeRecord | None:
+    async def last_swipe(self, swiper: str) -> Swipe | None:
         return await self._swipes.last_swipe(swiper)
 
-    async def undo_swipe(self, swipe: SwipeRecord) -> bool:
+    async def undo_swipe(self, swipe: Swipe) -> bool:
         return await self._swipes.undo_swipe(swipe)
 
     async def likes_received(self, target: str, limit: int,
-                             before: tuple[int, str] | None = None) -> list[SwipeRecord]:
+                             before: tuple[int, str] | None = None) -> list[Swipe]:
         return await self._swipes.likes_received(target, limit, before)
 
     async def deck_exclusions(self, user: str, candidates: Sequence[str]) -> set[str]:
         if not candidates:
             return set()
         return await self._swipes.deck_exclusions(user, candidates)
+    # -- token revocations ----------------------------------------------------------------
+    async def revoke_tokens(self, user: str, ts: int) -> int:
+        """The write's timestamp is `ts` itself (in us): of any number of writes, in any
+        order, the largest value wins (docs/storage.md, "Token revocations"). Then the
+        stored value is read back, as another node may have raised it further."""
+        await self._run("revoke_tokens", ts * 1000, ts, user)
+        stored = await self.tokens_not_before(user)
+        return ts if stored is None else max(stored, ts)
+
+    async def tokens_not_before(self, user: str) -> int | None:
+        rows = await self._run("tokens_not_before", user)
+        value = rows[0]["not_before"] if rows else None
+        return None if value is None else int(value)
 
 
 # -- helpers ------------------------------------------------------------------------------

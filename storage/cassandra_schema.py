@@ -36,7 +36,7 @@ from storage.base import MatchRecord, Message
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 COMPONENT = "rendezvous"  # the row of `schema_version` this code owns
 
 _MSG = "match_id, id, sender, client_id, ts, body, media"
@@ -155,6 +155,24 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
         )""",
     ),
     2: (
+        # Every match a user was ever in, closed too (matches_by_user drops closed ones):
+        # the one partition an export lists and an erasure walks (docs/privacy.md).
+        # `migrate` fills it from `matches` once, when it upgrades a version-1 keyspace.
+        """CREATE TABLE IF NOT EXISTS {ks}.user_matches (
+            user     text,
+            ts       bigint,
+            match_id text,
+            PRIMARY KEY ((user), ts, match_id)
+        ) WITH CLUSTERING ORDER BY (ts DESC, match_id DESC)""",
+        # Each user's "tokens not before" (unix ms). Written only with USING TIMESTAMP of
+        # the value itself (in us), so the largest value is the newest cell and wins: a
+        # max-merge without a read or a lightweight transaction. Never deleted.
+        """CREATE TABLE IF NOT EXISTS {ks}.token_revocations (
+            user       text PRIMARY KEY,
+            not_before bigint
+        )""",
+    ),
+    3: (
         # -- the swipe economy (docs/storage.md, "Undo, likes and the deck") --
         # each swiper's latest swipe, for undo; written with the swipe's stamp, so the
         # latest stays whatever the order the writes land in
@@ -226,6 +244,10 @@ CQL: dict[str, str] = {
     "put_swipe": "INSERT INTO {ks}.swipes_by_swiper (swiper, target, action, ts)"
                  " VALUES (?, ?, ?, ?) USING TIMESTAMP ?",
     "get_swipe": "SELECT action FROM {ks}.swipes_by_swiper WHERE swiper = ? AND target = ?",
+    "swipes_first": "SELECT target, action, ts FROM {ks}.swipes_by_swiper WHERE swiper = ?"
+                    " LIMIT ?",
+    "swipes_next": "SELECT target, action, ts FROM {ks}.swipes_by_swiper WHERE swiper = ?"
+                   " AND target > ? LIMIT ?",
     "put_like": "INSERT INTO {ks}.likes_received (target, swiper, action, ts)"
                 " VALUES (?, ?, ?, ?) USING TIMESTAMP ?",
     "drop_like": "DELETE FROM {ks}.likes_received USING TIMESTAMP ? WHERE target = ?"
@@ -243,6 +265,8 @@ CQL: dict[str, str] = {
                      " WHERE user = ? LIMIT ?",
     "matches_next": "SELECT match_id, ts, peer, superlike FROM {ks}.matches_by_user"
                     " WHERE user = ? AND (ts, match_id) < (?, ?) LIMIT ?",
+    "remember_match": "INSERT INTO {ks}.user_matches (user, ts, match_id) VALUES (?, ?, ?)",
+    "matches_ever": "SELECT match_id FROM {ks}.user_matches WHERE user = ?",
     "add_block": "INSERT INTO {ks}.blocks (user, target, ts) VALUES (?, ?, ?)",
     "get_block": "SELECT ts FROM {ks}.blocks WHERE user = ? AND target = ?",
     "get_owner": 'SELECT user FROM {ks}.device_owner WHERE "token" = ?',
@@ -283,6 +307,9 @@ CQL: dict[str, str] = {
     "deck_blocked": "SELECT target FROM {ks}.blocks WHERE user = ? AND target IN ?",
     "deck_blocked_by": "SELECT user FROM {ks}.blocks_received WHERE target = ?"
                        " AND user IN ?",
+    "revoke_tokens": "UPDATE {ks}.token_revocations USING TIMESTAMP ? SET not_before = ?"
+                     " WHERE user = ?",
+    "tokens_not_before": "SELECT not_before FROM {ks}.token_revocations WHERE user = ?",
 }
 
 
@@ -397,10 +424,22 @@ def migrate(session: Any, keyspace: str, replication: Mapping[str, Any]) -> int:
     for version in sorted(v for v in MIGRATIONS if v > current):
         for statement in MIGRATIONS[version]:
             session.execute(statement.format(ks=ks))
+        if version == 2 and current >= 1:
+            _fill_user_matches(session, ks)
         session.execute(f"INSERT INTO {ks}.schema_version (component, version, updated_ts)"
                         " VALUES (%s, %s, toTimestamp(now()))", (COMPONENT, version))
         current = version
     return current
+
+
+def _fill_user_matches(session: Any, ks: str) -> None:
+    """Index the matches a version-1 keyspace already holds. The one full read of a table
+    this code makes, once, at the upgrade; paged by the driver, idempotent if cut short."""
+    insert = session.prepare(CQL["remember_match"].format(ks=ks))
+    for row in session.execute(f"SELECT id, user_a, user_b, ts FROM {ks}.matches"):
+        r = row if isinstance(row, dict) else row._asdict()
+        for user in (r["user_a"], r["user_b"]):
+            session.execute(insert, (user, r["ts"], r["id"]))
 
 
 def stored_version(session: Any, keyspace: str) -> int:

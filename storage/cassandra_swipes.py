@@ -1,6 +1,6 @@
 """The swipe economy on Cassandra: latest swipes for undo, likes by time, the deck filter.
 
-Every query reads or writes one partition (`storage.cassandra_schema.MIGRATIONS[2]`). No
+Every query reads or writes one partition (`storage.cassandra_schema.MIGRATIONS[3]`). No
 read before a write and no lightweight transaction: a swipe's rows carry a write stamp made
 from the swipe's time (ms * 1000 + a sub-ms count, `SubMsStamps`), so undoing the swipe of
 time `ts` is a delete stamped `ts * 1000 + 999`. It removes what that swipe wrote and
@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any, cast
 
-from storage.base import SwipeAction, SwipeRecord
+from storage.base import Swipe, SwipeAction
 
 Row = dict[str, Any]
 Run = Callable[..., Awaitable[list[Row]]]
@@ -40,21 +40,21 @@ class SwipeTables:
         self._all = all_
         self._stamp = stamp  # the store's swipe stamps: the later call wins a tie
 
-    async def index_swipe(self, s: SwipeRecord) -> None:
+    async def index_swipe(self, s: Swipe) -> None:
         stamp = self._stamp(s.ts)
         calls = [self._run("put_last_swipe", s.swiper, s.target, s.action, s.ts, stamp)]
         if s.action in LIKES:
             calls.append(self._run("put_timed_like", s.target, s.ts, s.swiper, s.action, stamp))
         await self._all(calls)
 
-    async def last_swipe(self, swiper: str) -> SwipeRecord | None:
+    async def last_swipe(self, swiper: str) -> Swipe | None:
         rows = await self._run("get_last_swipe", swiper)
         if not rows or rows[0]["target"] is None:
             return None
         r = rows[0]
-        return SwipeRecord(swiper, r["target"], cast(SwipeAction, r["action"]), r["ts"])
+        return Swipe(swiper, r["target"], cast(SwipeAction, r["action"]), r["ts"])
 
-    async def undo_swipe(self, s: SwipeRecord) -> bool:
+    async def undo_swipe(self, s: Swipe) -> bool:
         rows = await self._run("get_swipe_row", s.swiper, s.target)
         standing = bool(rows) and rows[0]["ts"] == s.ts and rows[0]["action"] == s.action
         stamp = undo_stamp(s.ts)
@@ -68,8 +68,8 @@ class SwipeTables:
         return standing
 
     async def likes_received(self, target: str, limit: int,
-                             before: tuple[int, str] | None) -> list[SwipeRecord]:
-        out: list[SwipeRecord] = []
+                             before: tuple[int, str] | None) -> list[Swipe]:
+        out: list[Swipe] = []
         for _ in range(MAX_STALE_ROUNDS):
             want = limit - len(out)
             if before is None:
@@ -84,7 +84,7 @@ class SwipeTables:
             for r in rows:
                 now = standing.get(r["swiper"])
                 if now is not None and now["ts"] == r["ts"]:
-                    out.append(SwipeRecord(r["swiper"], target,
+                    out.append(Swipe(r["swiper"], target,
                                            cast(SwipeAction, now["action"]), r["ts"]))
                 else:
                     stale.append(self._run("drop_timed_like", target, r["ts"], r["swiper"]))

@@ -26,6 +26,7 @@ from storage.base import (
     Page,
     Platform,
     Settings,
+    Swipe,
     SwipeAction,
     SwipeRecord,
     decode_page_cursor,
@@ -136,6 +137,13 @@ class SqliteStore:
         rows = await self._read(lambda c: _rows(c, sql, (swiper, target)))
         return cast(SwipeAction, rows[0][0]) if rows else None
 
+    async def swipes_given(self, swiper: str, after: str | None,
+                           limit: int) -> list[SwipeRecord]:
+        sql = ("SELECT target, action, ts FROM swipes_by_swiper WHERE swiper = ?"
+               " AND target > ? ORDER BY target LIMIT ?")
+        rows = await self._read(lambda c: _rows(c, sql, (swiper, after or "", limit)))
+        return [SwipeRecord(t, cast(SwipeAction, a), ts) for t, a, ts in rows]
+
     async def create_match(self, match: MatchRecord) -> tuple[MatchRecord, bool]:
         return await self._write(lambda c: _create_match(c, match))
 
@@ -157,6 +165,14 @@ class SqliteStore:
         items = [_match(r) for r in rows[:limit]]
         more = len(rows) > limit and bool(items)
         return Page(items, encode_page_cursor(items[-1]) if more else None)
+
+    async def matches_ever(self, user: str) -> list[MatchRecord]:
+        # matches_by_user keeps closed matches here (the join filters them for listings)
+        sql = (f"SELECT {', '.join('m.' + col for col in _MATCH.split(', '))}"
+               " FROM matches_by_user u JOIN matches m ON m.id = u.match_id"
+               " WHERE u.user = ? ORDER BY u.ts DESC, u.match_id DESC")
+        rows = await self._read(lambda c: _rows(c, sql, (user,)))
+        return [_match(r) for r in rows]
 
     async def close_match(self, match_id: str, by_user: str, ts: int) -> MatchRecord | None:
         return await self._write(lambda c: _close_match(c, match_id, by_user, ts))
@@ -194,17 +210,17 @@ class SqliteStore:
         return await self._write(lambda c: _put_settings(c, user, changes))
 
     # -- the swipe economy (storage/sqlite_swipes.py) ---------------------------------------
-    async def index_swipe(self, swipe: SwipeRecord) -> None:
+    async def index_swipe(self, swipe: Swipe) -> None:
         await self._write(lambda c: sqlite_swipes.index_swipe(c, swipe))
 
-    async def last_swipe(self, swiper: str) -> SwipeRecord | None:
+    async def last_swipe(self, swiper: str) -> Swipe | None:
         return await self._read(lambda c: sqlite_swipes.last_swipe(c, swiper))
 
-    async def undo_swipe(self, swipe: SwipeRecord) -> bool:
+    async def undo_swipe(self, swipe: Swipe) -> bool:
         return await self._write(lambda c: sqlite_swipes.undo_swipe(c, swipe))
 
     async def likes_received(self, target: str, limit: int,
-                             before: tuple[int, str] | None = None) -> list[SwipeRecord]:
+                             before: tuple[int, str] | None = None) -> list[Swipe]:
         return await self._read(
             lambda c: sqlite_swipes.likes_received(c, target, limit, before))
 
@@ -212,6 +228,14 @@ class SqliteStore:
         if not candidates:
             return set()
         return await self._read(lambda c: sqlite_swipes.deck_exclusions(c, user, candidates))
+    # -- token revocations ----------------------------------------------------------------
+    async def revoke_tokens(self, user: str, ts: int) -> int:
+        return await self._write(lambda c: _revoke_tokens(c, user, ts))
+
+    async def tokens_not_before(self, user: str) -> int | None:
+        sql = "SELECT not_before FROM token_revocations WHERE user = ?"
+        rows = await self._read(lambda c: _rows(c, sql, (user,)))
+        return int(rows[0][0]) if rows else None
 
 
 # -- operations, run on the writer or a reader thread -------------------------------------
@@ -400,3 +424,12 @@ def _put_settings(conn: sqlite3.Connection, user: str, changes: dict[str, bool])
                  (user, int(merged.show_online), int(merged.read_receipts),
                   int(merged.push_previews)))
     return merged
+
+
+def _revoke_tokens(conn: sqlite3.Connection, user: str, ts: int) -> int:
+    """The max-merge of `revoke_tokens`, and the value it left."""
+    conn.execute("INSERT INTO token_revocations (user, not_before) VALUES (?, ?)"
+                 " ON CONFLICT (user) DO UPDATE SET"
+                 " not_before = max(not_before, excluded.not_before)", (user, ts))
+    return int(conn.execute("SELECT not_before FROM token_revocations WHERE user = ?",
+                            (user,)).fetchone()[0])

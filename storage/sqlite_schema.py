@@ -1,14 +1,15 @@
 """The SQLite schema: the Cassandra tables, one for one, plus the indexes SQLite needs.
 
 Table and column names match the Cassandra layout so a reader of either schema knows the
-other. `schema_version` holds one row; a later migration reads it and upgrades in place.
+other. `schema_version` holds one row; a later migration reads it and upgrades in place:
+`MIGRATIONS` holds what each version after the first added, every statement idempotent.
 """
 
 from __future__ import annotations
 
 import sqlite3
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 TABLES = """
 CREATE TABLE IF NOT EXISTS schema_version (
@@ -107,10 +108,17 @@ CREATE TABLE IF NOT EXISTS settings (
 ) WITHOUT ROWID;
 """
 
-# Statements added by each later version, in order. Each is idempotent (IF NOT EXISTS) and
-# runs at every start, as TABLES does, so a file of any older version is brought up to date.
+# What each version after 1 adds, run in order after TABLES on every start (so a file of an
+# older version is upgraded in place); each statement is idempotent (IF NOT EXISTS).
 MIGRATIONS: dict[int, tuple[str, ...]] = {
     2: (
+        # each user's "tokens not before" (unix ms): only ever raised (log out everywhere)
+        """CREATE TABLE IF NOT EXISTS token_revocations (
+            user       TEXT    NOT NULL PRIMARY KEY,
+            not_before INTEGER NOT NULL
+        ) WITHOUT ROWID""",
+    ),
+    3: (
         # the swipe economy (docs/storage.md, "Undo, likes and the deck"): each swiper's
         # latest swipe, for undo
         """CREATE TABLE IF NOT EXISTS last_swipes (
@@ -143,15 +151,16 @@ def create_or_check(conn: sqlite3.Connection) -> None:
             if statement.strip():
                 conn.execute(statement)
         rows = conn.execute("SELECT version FROM schema_version").fetchall()
-        if rows and max(r[0] for r in rows) > SCHEMA_VERSION:
-            raise SchemaTooNew(f"schema version {max(r[0] for r in rows)} is newer than "
-                               f"this code's {SCHEMA_VERSION}")
-        for version in sorted(v for v in MIGRATIONS if v <= SCHEMA_VERSION):
+        stored = max((r[0] for r in rows), default=None)
+        if stored is not None and stored > SCHEMA_VERSION:
+            raise SchemaTooNew(f"schema version {stored} is newer than this code's "
+                               f"{SCHEMA_VERSION}")
+        for version in sorted(MIGRATIONS):
             for statement in MIGRATIONS[version]:
                 conn.execute(statement)
-        if not rows:
+        if stored is None:
             conn.execute("INSERT INTO schema_version (version) VALUES (?)", (SCHEMA_VERSION,))
-        elif max(r[0] for r in rows) < SCHEMA_VERSION:
+        elif stored < SCHEMA_VERSION:
             conn.execute("UPDATE schema_version SET version = ?", (SCHEMA_VERSION,))
         conn.execute("COMMIT")
     except BaseException:

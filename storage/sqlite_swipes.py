@@ -2,7 +2,7 @@
 
 Plain functions of a connection, run by `SqliteStore` on its writer (inside the group's
 transaction) or on a reader thread, like the others of `storage.sqlite`. Tables and indexes:
-`storage.sqlite_schema.MIGRATIONS[2]`.
+`storage.sqlite_schema.MIGRATIONS[3]`.
 """
 
 from __future__ import annotations
@@ -12,12 +12,12 @@ import sqlite3
 from collections.abc import Sequence
 from typing import cast
 
-from storage.base import SwipeAction, SwipeRecord
+from storage.base import Swipe, SwipeAction
 
 LIKES = ("like", "superlike")
 
 
-def index_swipe(conn: sqlite3.Connection, s: SwipeRecord) -> None:
+def index_swipe(conn: sqlite3.Connection, s: Swipe) -> None:
     """The swiper's latest swipe; the like's time is already in `likes_received`."""
     conn.execute("INSERT INTO last_swipes (swiper, target, action, ts) VALUES (?, ?, ?, ?)"
                  " ON CONFLICT (swiper) DO UPDATE SET target = excluded.target,"
@@ -25,16 +25,16 @@ def index_swipe(conn: sqlite3.Connection, s: SwipeRecord) -> None:
                  " WHERE excluded.ts >= last_swipes.ts", (s.swiper, s.target, s.action, s.ts))
 
 
-def last_swipe(conn: sqlite3.Connection, swiper: str) -> SwipeRecord | None:
+def last_swipe(conn: sqlite3.Connection, swiper: str) -> Swipe | None:
     rows = conn.execute("SELECT target, action, ts FROM last_swipes WHERE swiper = ?",
                         (swiper,)).fetchall()
     if not rows:
         return None
     target, action, ts = rows[0]
-    return SwipeRecord(swiper, target, cast(SwipeAction, action), ts)
+    return Swipe(swiper, target, cast(SwipeAction, action), ts)
 
 
-def undo_swipe(conn: sqlite3.Connection, s: SwipeRecord) -> bool:
+def undo_swipe(conn: sqlite3.Connection, s: Swipe) -> bool:
     """Each row goes only while it still is this swipe (same action and time)."""
     removed = conn.execute("DELETE FROM swipes_by_swiper WHERE swiper = ? AND target = ?"
                            " AND action = ? AND ts = ?",
@@ -48,7 +48,7 @@ def undo_swipe(conn: sqlite3.Connection, s: SwipeRecord) -> bool:
 
 
 def likes_received(conn: sqlite3.Connection, target: str, limit: int,
-                   before: tuple[int, str] | None) -> list[SwipeRecord]:
+                   before: tuple[int, str] | None) -> list[Swipe]:
     sql = "SELECT swiper, action, ts FROM likes_received WHERE target = ?"
     args: tuple[object, ...] = (target,)
     if before is not None:
@@ -56,7 +56,7 @@ def likes_received(conn: sqlite3.Connection, target: str, limit: int,
         args += before
     rows = conn.execute(sql + " ORDER BY ts DESC, swiper DESC LIMIT ?",
                         (*args, limit)).fetchall()
-    return [SwipeRecord(swiper, target, cast(SwipeAction, action), ts)
+    return [Swipe(swiper, target, cast(SwipeAction, action), ts)
             for swiper, action, ts in rows]
 
 

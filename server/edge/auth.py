@@ -20,6 +20,7 @@ from typing import Any
 import jwt
 
 from server.config import JwtKey
+from server.services.accounts import NotBefore
 
 
 class AuthError(Exception):
@@ -48,6 +49,7 @@ class Claims:
     exp: int
     # the string values of the configured `quota_exempt_claim` (a string or a list of them)
     tier: tuple[str, ...] = ()
+    iat: float | None = None  # unix s; None when absent (see `unrevoked`)
 
 
 class Authenticator:
@@ -118,8 +120,8 @@ class Authenticator:
         iat = _numeric_date(claims, "iat")
         if iat is not None and iat - self._leeway > now:
             raise AuthError("not_yet_valid", "the token is not valid yet (iat)")
-        return Claims(user=sub, exp=int(exp), tier=_strings(claims.get(self._tier_claim))
-                      if self._tier_claim else ())
+        return Claims(user=sub, exp=int(exp), iat=iat,
+                      tier=_strings(claims.get(self._tier_claim)) if self._tier_claim else ())
 
 
 def _strings(value: Any) -> tuple[str, ...]:
@@ -129,6 +131,19 @@ def _strings(value: Any) -> tuple[str, ...]:
     if isinstance(value, list):
         return tuple(v for v in value[:32] if isinstance(v, str))
     return ()
+
+
+REVOKED_MSG = "the token was revoked (log out everywhere): get a new token"
+
+
+async def unrevoked(claims: Claims, not_before: NotBefore) -> Claims:
+    """`claims`, unless the user's tokens were revoked since this one was issued (its `iat`
+    at or before their not-before; a token without `iat` once they have one): then
+    `AuthError("revoked")`. `StoreUnavailable` when that cannot be known (docs/protocol.md,
+    "Log out everywhere")."""
+    if await not_before.is_revoked(claims.user, claims.iat):
+        raise AuthError("revoked", REVOKED_MSG)
+    return claims
 
 
 def _numeric_date(claims: dict[str, Any], name: str) -> float | None:

@@ -44,15 +44,17 @@ from protocol.frames import (
 from server.backends.broker import Broker
 from server.backends.ratelimit import TokenBucket
 from server.config import Config
-from server.edge.auth import Authenticator, AuthError, Claims
+from server.edge.auth import REVOKED_MSG, Authenticator, AuthError, Claims, unrevoked
 from server.edge.connection_guard import ConnectionGuard
 from server.edge.connection_io import Requests, write_now
 from server.edge.hub import Hub, Session
 from server.logs import new_connection_id
 from server.metrics import Metrics
+from server.services.accounts import NotBefore, revoked
 from server.services.caller import Caller, Reply
 from server.services.chat import ChatService
 from server.services.presence import PresenceService
+from storage import StoreUnavailable
 
 log = logging.getLogger("rendezvous.gateway")
 # a connection that ends waits at most this long for the requests it read to answer
@@ -125,8 +127,9 @@ LISTEN_BACKLOG = 2048
 class Gateway:
     def __init__(self, *, config: Config, auth: Authenticator, hub: Hub, broker: Broker,
                  presence: PresenceService, chat: ChatService, metrics: Metrics,
-                 guard: ConnectionGuard) -> None:
+                 guard: ConnectionGuard, not_before: NotBefore) -> None:
         self.config = config
+        self.not_before = not_before  # token revocations, checked at auth and refresh
         self.guard = guard  # connection cap, failed-auth throttle
         self.limits = config.limits
         self.auth = auth
@@ -218,8 +221,13 @@ class Gateway:
         session = Session(claims.user, conn_id, codec, ws, claims.exp,
                           self.config.send_queue_frames, self.metrics, write_now(ws),
                           drop=ws.transport.abort, close_timeout_s=self.config.close_timeout_s)
+        session.iat = claims.iat
         expiry = self._expire_at(session)
         first_here = self.hub.add(session)  # events pushed from now on wait for the welcome
+        if revoked(session.iat, self.not_before.known(session.user)):
+            # revoked while this auth was checked, and its closes passed the hub before this
+            # session was in it: it closes as they did (from here on they find it)
+            session.close_when_answered(CloseCode.UNAUTHORIZED, REVOKED_MSG)
         self.guard.opened(session)
         self.metrics.connections.inc()
         try:
@@ -274,9 +282,12 @@ class Gateway:
                 return None
             token = frame.token
         try:
-            return self.auth.verify(token, now=time.time())
+            return await unrevoked(self.auth.verify(token, now=time.time()), self.not_before)
         except AuthError as exc:
             await self._refuse(ws, codec, exc.msg, r, exc.reason)
+            return None
+        except StoreUnavailable:
+            await self._unavailable(ws, codec, r)
             return None
 
     async def _refuse(self, ws: ServerConnection, codec: Codec, msg: str, r: int | None,
@@ -290,6 +301,21 @@ class Gateway:
         try:
             await ws.send(codec.encode(sf.error(ErrorCode.UNAUTHORIZED, msg, r)))
             await ws.close(CloseCode.UNAUTHORIZED, "unauthorized")
+        except ConnectionClosed:
+            pass
+
+    async def _unavailable(self, ws: ServerConnection, codec: Codec, r: int | None) -> None:
+        """The token's revocation cannot be checked (the store is down and this node has not
+        seen the user lately): no admission unchecked; the client tries again later."""
+        self.metrics.closes_by[str(int(CloseCode.TRY_AGAIN_LATER))].inc()
+        self.metrics.errors_by[str(ErrorCode.UNAVAILABLE)].inc()
+        self.metrics.frames_out_by["error"].inc()
+        log.info("refused a connection: revocations unreadable")
+        try:
+            await ws.send(codec.encode(sf.error(
+                ErrorCode.UNAVAILABLE, "storage is unavailable: reconnect later", r,
+                retry_ms=1000)))
+            await ws.close(CloseCode.TRY_AGAIN_LATER, "storage unavailable")
         except ConnectionClosed:
             pass
 
@@ -339,7 +365,9 @@ class Gateway:
                             ErrorCode.RATE_LIMITED, "too many refreshes", r=frame.r,
                             retry_ms=max(1, int(wait * 1000))))
                     else:
-                        self._refresh(session, frame, expiry)
+                        if requests.full():
+                            await requests.wait_for_slot()
+                        requests.start(self._refresh(session, frame, expiry, requests))
                 elif isinstance(frame, Auth):
                     self._reply_error(session.push, ProtocolError(
                         ErrorCode.BAD_REQUEST, "already authenticated", r=frame.r))
@@ -407,20 +435,39 @@ class Gateway:
         finally:
             requests.finished(asyncio.current_task())
 
-    def _refresh(self, session: Session, frame: Refresh,
-                 expiry: list[asyncio.TimerHandle]) -> None:
+    async def _refresh(self, session: Session, frame: Refresh,
+                       expiry: list[asyncio.TimerHandle], requests: Requests) -> None:
+        """A request task of its own: the revocation check may read the store."""
         try:
-            claims = self.auth.verify(frame.token, now=time.time())
+            await self._refreshed(session, frame, expiry)
+        except Exception:
+            log.exception("refresh failed")
+            self._reply_error(session.push, ProtocolError(ErrorCode.INTERNAL, "internal error",
+                                                          r=frame.r))
+        finally:
+            requests.finished(asyncio.current_task())
+
+    async def _refreshed(self, session: Session, frame: Refresh,
+                         expiry: list[asyncio.TimerHandle]) -> None:
+        try:
+            claims = await unrevoked(self.auth.verify(frame.token, now=time.time()),
+                                     self.not_before)
         except AuthError as exc:
             self.metrics.auth_failures.labels(exc.reason).inc()
             self._reply_error(session.push, ProtocolError(ErrorCode.UNAUTHORIZED, exc.msg,
                                                      r=frame.r))
+            return
+        except StoreUnavailable:
+            self._reply_error(session.push, ProtocolError(
+                ErrorCode.UNAVAILABLE, "storage is unavailable: retry", r=frame.r,
+                retry_ms=1000))
             return
         if claims.user != session.user:
             self._reply_error(session.push, ProtocolError(
                 ErrorCode.UNAUTHORIZED, "the new token is for another user", r=frame.r))
             return
         session.exp = claims.exp
+        session.iat = claims.iat
         expiry[0].cancel()
         expiry[0] = self._expire_at(session)[0]
         session.push(sf.ok(frame.r, exp=claims.exp))

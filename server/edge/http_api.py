@@ -9,7 +9,9 @@ strings in JSON, as on the JSON WebSocket subprotocol.
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import logging
+import os
 import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import Annotated, Any, Literal
@@ -26,17 +28,20 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.cors import CORSMiddleware
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
-from swagger_ui_bundle import swagger_ui_path
 
 from protocol.codec import ids_as_strings
 from protocol.errors import HTTP_STATUS, ErrorCode, ProtocolError
 from server.config import Config
-from server.edge.auth import Authenticator, AuthError
+from server.edge.auth import Authenticator, AuthError, unrevoked
 from server.edge.connection_guard import ConnectionGuard
+from server.edge.demo import add_demo
+from server.edge.export_stream import ExportResponse, export_response
 from server.logs import RequestIds
 from server.metrics import Metrics
+from server.services.accounts import AccountService
 from server.services.caller import http_caller
 from server.services.chat import ChatService
+from server.services.export import ExportService
 from server.services.matching import MatchService
 from storage import StoreUnavailable
 
@@ -71,7 +76,8 @@ RETRY_AFTER = {"Retry-After": {"description": "seconds to wait before retrying",
                                "schema": {"type": "integer"}}}
 # The error answers of the OpenAPI description, by where they can happen.
 AUTHED: dict[int | str, dict[str, Any]] = {
-    401: _error("`unauthorized`: no bearer token, or one that is invalid or expired"),
+    401: _error("`unauthorized`: no bearer token, or one that is invalid, expired or "
+                "revoked"),
     429: _error("`rate_limited`: too many failed authentications from this address (on "
                 "`POST /v1/swipes` also: too many swipes); retry after `Retry-After`",
                 headers=RETRY_AFTER),
@@ -105,6 +111,16 @@ limits ("Rate limits", "Limits").
 Every `/v1` route needs `Authorization: Bearer <JWT>`: press **Authorize** and paste a
 token (without the `Bearer ` prefix). Errors answer `{"error": {"code", "msg"}}`."""
 DOCS_ASSETS = "/docs/assets"
+
+
+def swagger_ui_assets() -> str:
+    """Swagger UI 5's files as the swagger-ui-py package ships them (5 reads OpenAPI 3.1,
+    which FastAPI writes; the 4.x of swagger-ui-bundle showed "Unable to render this
+    definition"). Found without importing the package, whose handlers need jinja2."""
+    spec = importlib.util.find_spec("swagger_ui")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("the swagger-ui-py package is missing (a dependency: pip install .)")
+    return os.path.join(spec.submodule_search_locations[0], "static")
 
 
 class SwipeBody(BaseModel):
@@ -256,7 +272,8 @@ async def current_user(request: Request,
                        _: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
                        ) -> str:
     """The `sub` of the request's bearer token, or 401 (`_` only puts `bearer` in the
-    OpenAPI of every route that depends on this)."""
+    OpenAPI of every route that depends on this). A revoked token is refused too (its
+    not-before from the node's cache; 503 when that and the store are both unknown)."""
     auth: Authenticator = request.app.state.auth
     metrics: Metrics = request.app.state.metrics
     guard: ConnectionGuard | None = request.app.state.guard
@@ -274,8 +291,11 @@ async def current_user(request: Request,
         if guard is not None:
             await guard.auth_failed(ip)
         raise ProtocolError(ErrorCode.UNAUTHORIZED, "Authorization: Bearer <JWT> required")
+    accounts: AccountService | None = request.app.state.accounts
     try:
         claims = auth.verify(header[7:].strip(), now=time.time())
+        if accounts is not None:
+            claims = await unrevoked(claims, accounts.not_before)
         request.state.claims = claims  # for routes that need more than the user (tier)
         return claims.user
     except AuthError as exc:
@@ -291,17 +311,21 @@ Token = Annotated[str, Path(min_length=1, max_length=4096)]
 
 
 def create_app(*, auth: Authenticator, matches: MatchService, chat: ChatService,
-               metrics: Metrics, max_body_bytes: int,
+               exports: ExportService, metrics: Metrics, max_body_bytes: int,
                ready: Callable[[], Awaitable[dict[str, bool]]],
                guard: ConnectionGuard | None = None,
                cors_origins: tuple[str, ...] = (),
-               routers: Sequence[APIRouter] = ()) -> ASGIApp:
-    """The API; `routers` add the routes of other modules (server/edge/http_swipes.py)."""
+               routers: Sequence[APIRouter] = (),
+               accounts: AccountService | None = None,
+               demo: tuple[Config, Callable[[], int]] | None = None) -> ASGIApp:
+    """The API as one ASGI app; `demo` (the config and the gateway's port) adds /demo;
+    `routers` add the routes of other modules (server/edge/http_swipes.py)."""
     app = FastAPI(title="Rendezvous HTTP API", version="1", description=DESCRIPTION,
                   docs_url=None, redoc_url=None)
     app.state.auth = auth
     app.state.metrics = metrics
     app.state.guard = guard
+    app.state.accounts = accounts
 
     @app.exception_handler(ProtocolError)
     async def protocol_error(request: Request, exc: ProtocolError) -> JSONResponse:
@@ -337,8 +361,8 @@ def create_app(*, auth: Authenticator, matches: MatchService, chat: ChatService,
         code = STATUS_CODES.get(exc.status_code, ErrorCode.BAD_REQUEST)
         return error_response(code, str(exc.detail), exc.status_code)
 
-    # Swagger UI from the swagger-ui-bundle package: /docs works without internet.
-    app.mount(DOCS_ASSETS, StaticFiles(directory=str(swagger_ui_path)), name="docs-assets")
+    # Swagger UI from the swagger-ui-py package: /docs works without internet.
+    app.mount(DOCS_ASSETS, StaticFiles(directory=swagger_ui_assets()), name="docs-assets")
 
     @app.get("/docs", include_in_schema=False)
     async def docs() -> HTMLResponse:
@@ -347,6 +371,9 @@ def create_app(*, auth: Authenticator, matches: MatchService, chat: ChatService,
             swagger_js_url=f"{DOCS_ASSETS}/swagger-ui-bundle.js",
             swagger_css_url=f"{DOCS_ASSETS}/swagger-ui.css",
             swagger_favicon_url=f"{DOCS_ASSETS}/favicon-32x32.png")
+
+    if demo is not None:
+        add_demo(app, *demo)
 
     @app.post("/v1/swipes", summary="Like, pass or super-like a user",
               responses={**AUTHED, **WITH_BODY, 429: QUOTA_OR_RATE})
@@ -406,6 +433,27 @@ def create_app(*, auth: Authenticator, matches: MatchService, chat: ChatService,
     async def put_settings(body: SettingsBody, user: User) -> dict[str, bool]:
         changes = body.model_dump(exclude_none=True)
         return (await matches.put_settings(user, changes)).as_dict()
+
+    @app.get("/v1/me/export", summary="Everything the server holds about the caller, as one "
+             "streamed JSON document (docs/privacy.md, \"Export\")",
+             response_class=ExportResponse, status_code=200,
+             responses={**AUTHED, 200: {"description": "the document, streamed; a body that "
+                                        "ends early (unparseable) means the export failed "
+                                        "mid-way: retry", "content": {"application/json": {}}},
+                        429: _error("`rate_limited`: an export of this account is already "
+                                    "running (one at a time), or the node runs too many; "
+                                    "retry after `Retry-After`", headers=RETRY_AFTER)})
+    async def export(user: User) -> ExportResponse:
+        return await export_response(exports, user)
+
+    if accounts is not None:
+        @app.post("/v1/me/logout-all", status_code=204, summary="Log out everywhere",
+                  description="Tokens issued at or before now are refused from now on (401, "
+                  "4001), and every open socket of the caller, on every node, closes with "
+                  "4001. Mint the next token in a later second.", responses=AUTHED)
+        async def logout_all(user: User) -> Response:
+            await accounts.logout_all(user)
+            return Response(status_code=204)
 
     @app.get("/healthz", summary="Liveness")
     async def healthz() -> dict[str, str]:

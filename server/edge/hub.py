@@ -50,6 +50,7 @@ class Session:
         self.codec = codec
         self.sink = sink
         self.exp = exp
+        self.iat: float | None = None  # of the token in force: set by the gateway (revocation)
         self.metrics = metrics
         self.closing = False
         self._queue: deque[Any] = deque()
@@ -255,6 +256,9 @@ class Hub:
 
     def max_queued_frames(self) -> int:
         return max((s.queued() for s in self.sessions()), default=0)
+
+    def sessions_of(self, user: str) -> list[Session]:
+        return list(self._by_user.get(user, {}).values())
 
     def has_user(self, user: str) -> bool:
         return user in self._by_user

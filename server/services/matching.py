@@ -23,7 +23,7 @@ from server.services.caches import Caches
 from server.services.presence import PresenceService
 from server.services.quotas import QuotaService
 from storage import Device, MatchRecord, Settings, Store, match_id_for
-from storage.base import Platform, SwipeAction, SwipeRecord
+from storage.base import Platform, Swipe, SwipeAction
 
 LIKES = ("like", "superlike")
 
@@ -91,7 +91,7 @@ class MatchService:
         try:  # both writes at once: one commit group on SQLite, parallel on Cassandra
             for outcome in await asyncio.gather(
                     self.store.record_swipe(user, target, action, ts),
-                    self.store.index_swipe(SwipeRecord(user, target, action, ts)),
+                    self.store.index_swipe(Swipe(user, target, action, ts)),
                     return_exceptions=True):
                 if isinstance(outcome, BaseException):
                     raise outcome

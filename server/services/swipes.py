@@ -21,12 +21,12 @@ from protocol.errors import ErrorCode, ProtocolError
 from server.services.matching import LIKES, MatchService
 from server.services.quotas import QuotaService
 from storage import Store, match_id_for
-from storage.base import SwipeRecord
+from storage.base import Swipe
 
 LIKES_PAGE_ROUNDS = 5  # store pages one `likes` call reads past filtered-out entries
 
 
-def encode_likes_cursor(last: SwipeRecord) -> str:
+def encode_likes_cursor(last: Swipe) -> str:
     return base64.urlsafe_b64encode(f"{last.ts}:{last.swiper}".encode()).decode()
 
 
@@ -78,7 +78,7 @@ class SwipeService:
         newest first. A page may hold fewer than `limit` with a `next` when many entries
         in a row were filtered out; the last page has no `next`."""
         before = decode_likes_cursor(cursor) if cursor else None
-        out: list[SwipeRecord] = []
+        out: list[Swipe] = []
         exhausted = False
         for _ in range(LIKES_PAGE_ROUNDS):
             want = limit + 1 - len(out)
@@ -97,7 +97,7 @@ class SwipeService:
         if len(out) > limit:
             result["next"] = encode_likes_cursor(out[limit - 1])
         elif not exhausted and before is not None:  # a short page: go on from where it stopped
-            result["next"] = encode_likes_cursor(SwipeRecord(before[1], user, "like", before[0]))
+            result["next"] = encode_likes_cursor(Swipe(before[1], user, "like", before[0]))
         return result
 
 

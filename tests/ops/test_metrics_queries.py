@@ -25,6 +25,7 @@ from protocol.errors import ErrorCode
 from server.metrics import (
     AUTH_FAILURE_REASONS,
     CLOSE_CODES,
+    EXPORT_OUTCOMES,
     PRESENCE_OPS,
     PUSH_OUTCOMES,
     PUSH_SKIPPED,
@@ -281,6 +282,8 @@ async def test_a_fresh_node_exports_every_known_counter_at_zero(node: Node) -> N
     expected += [("rendezvous_presence_ops_total", {"op": op}) for op in PRESENCE_OPS]
     expected += [("rendezvous_push_skipped_total", {"reason": reason})
                  for reason in PUSH_SKIPPED]
+    expected += [("rendezvous_exports_total", {"outcome": outcome})
+                 for outcome in EXPORT_OUTCOMES]
     expected += [("rendezvous_pushes_total", {"provider": "any", "outcome": "abandoned"}),
                  ("rendezvous_push_shed_total", {"provider": "queue"})]
     for provider in {p.provider for p in node.backends.pushers.values()}:
@@ -304,10 +307,12 @@ def test_the_known_label_values_cover_the_code() -> None:
         | set(re.findall(r'redis_fallbacks\.labels\("(\w+)"\)', source)),
         "auth_failures": set(re.findall(r'AuthError\("(\w+)"', source)),
         "presence_ops": set(re.findall(r'_ops\.labels\("(\w+)"\)', source)),
+        "exports": set(re.findall(r'exports_by\["(\w+)"\]', source)),
     }
     known = {"rate_limited": set(RATE_LIMITED_KINDS), "push_skipped": set(PUSH_SKIPPED),
              "redis_fallbacks": set(REDIS_FALLBACKS),
-             "auth_failures": set(AUTH_FAILURE_REASONS), "presence_ops": set(PRESENCE_OPS)}
+             "auth_failures": set(AUTH_FAILURE_REASONS), "presence_ops": set(PRESENCE_OPS),
+             "exports": set(EXPORT_OUTCOMES)}
     for metric, values in found.items():
         assert values, metric  # the pattern still finds the call sites
         assert values <= known[metric], (metric, values - known[metric])

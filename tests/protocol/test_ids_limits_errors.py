@@ -148,7 +148,8 @@ def test_http_status_of_each_code(code: ErrorCode, status: int) -> None:
 
 
 def test_close_codes_are_the_contract_list() -> None:
-    assert {c.value for c in CloseCode} == {1001, 1009, 1012, 4001, 4002, 4003, 4008, 4009}
+    assert {c.value for c in CloseCode} == {1001, 1009, 1012, 1013, 4001, 4002, 4003, 4008,
+                                          4009}
 
 
 def test_protocol_error_carries_its_decision() -> None:

@@ -51,6 +51,8 @@ def test_precedence_flags_env_file_defaults(tmp_path: Path) -> None:
     ('jwt_public_keys = ["RS256"]\n', "jwt_public_keys"),
     ("jwt_hs256 = false\n", "jwt_keys: no key configured"),
     ("heartbeat_s = true\n", "heartbeat_s (from file"),
+    ("revocation_cache_s = -1\n", "revocation_cache_s must not be negative"),
+    ("revocation_cache_entries = 0\n", "revocation_cache_entries must be at least 1"),
     ("this is not toml", "not valid TOML"),
 ])
 def test_a_bad_file_names_the_key(tmp_path: Path, text: str, named: str) -> None:

@@ -112,23 +112,24 @@ async def presence_events(client: RendezvousClient, within_s: float) -> list[dic
 async def test_a_flapping_user_does_not_go_offline_and_online_for_their_matches(
         node_factory: NodeFactory, subprotocol: str) -> None:
     """150 connect/disconnect flaps: the match sees one online, and one offline a grace
-    after the last disconnect, not 300 events."""
-    rdv = Harness(await node_factory(presence_grace_s=1.0))
+    after the last disconnect, not 300 events. (The grace is long enough that a flap on a
+    loaded test machine, one close to the next connect, stays well inside it.)"""
+    rdv = Harness(await node_factory(presence_grace_s=2.5))
     try:
         await rdv.pair("ann", "bob")
         bob = await rdv.connect("bob", subprotocol=subprotocol)
         for _ in range(150):
             ann = await rdv.connect("ann", subprotocol=subprotocol)
             await ann.close()
-        events = await presence_events(bob, 2.5)
+        events = await presence_events(bob, 4.5)
         assert [(e["u"], e["on"]) for e in events] == [("ann", True), ("ann", False)]
         # and a real departure is still announced: once, about a grace after it
         ann = await rdv.connect("ann")
         assert (await bob.next_event("presence"))["on"] is True
         await ann.close()
         started = time.monotonic()
-        offline = await bob.next_event("presence", timeout=3)
-        assert offline["on"] is False and 0.8 <= time.monotonic() - started < 2.5
+        offline = await bob.next_event("presence", timeout=6)
+        assert offline["on"] is False and 2.3 <= time.monotonic() - started < 5.0
     finally:
         await rdv.close()
 

@@ -503,6 +503,48 @@ async def test_migrate_is_repeatable_and_refuses_a_newer_schema(
         await CassandraStore([node.contact_point], keyspace=keyspace).start()
 
 
+async def test_upgrading_from_version_1_indexes_the_matches_already_stored(
+        store: CassandraStore, cql: Any, keyspace: str) -> None:
+    open_ = await store.create_match(MatchRecord(match_id_for("ann", "bob"), ("ann", "bob"), T0))
+    old = MatchRecord(match_id_for("ann", "cat"), ("ann", "cat"), T0 + 1)
+    await store.create_match(old)
+    closed = await store.close_match(old.id, "cat", T0 + 2)
+    cql.execute(f"TRUNCATE {keyspace}.user_matches")  # as a version-1 keyspace has it
+    cql.execute(f"UPDATE {keyspace}.schema_version SET version = 1"
+                " WHERE component = 'rendezvous'")
+    assert await store.matches_ever("ann") == []
+    replication = {"class": "SimpleStrategy", "replication_factor": 1}
+    assert migrate(cql, keyspace, replication) == SCHEMA_VERSION
+    assert await store.matches_ever("ann") == [closed, open_[0]]
+    assert await store.matches_ever("cat") == [closed]
+
+
+async def test_a_version_1_keyspace_gets_version_2s_tables(
+        store: CassandraStore, cql: Any, keyspace: str) -> None:
+    """A keyspace migrated by version 1 gets `token_revocations` and keeps its data."""
+    await store.record_swipe("ann", "bob", "like", T0)
+    cql.execute(f"DROP TABLE {keyspace}.token_revocations", timeout=60)  # DDL: slow
+    cql.execute(f"UPDATE {keyspace}.schema_version SET version = 1"
+                " WHERE component = 'rendezvous'")
+    replication = {"class": "SimpleStrategy", "replication_factor": 1}
+    assert migrate(cql, keyspace, replication) == SCHEMA_VERSION == 2
+    assert await store.get_swipe("ann", "bob") == "like"
+    cql.execute(f"INSERT INTO {keyspace}.token_revocations (user, not_before)"
+                " VALUES ('ann', 5)")
+    assert [(r["user"], r["not_before"]) for r in cql.execute(
+        f"SELECT user, not_before FROM {keyspace}.token_revocations")] == [("ann", 5)]
+
+
+async def test_a_revocation_is_one_write_stamped_with_its_value(
+        store: CassandraStore, cql: Any, keyspace: str) -> None:
+    """The max-merge is Cassandra's own: the cell's write time is the value (in us)."""
+    await store.revoke_tokens("ann", T0 + 3)
+    await store.revoke_tokens("ann", T0)  # older: its cell loses to the stored one
+    rows = list(cql.execute(f"SELECT not_before, WRITETIME(not_before) AS at"
+                            f" FROM {keyspace}.token_revocations WHERE user = 'ann'"))
+    assert [(r["not_before"], r["at"]) for r in rows] == [(T0 + 3, (T0 + 3) * 1000)]
+
+
 def test_settings_are_checked_before_connecting() -> None:
     assert host_port("10.0.0.1", 9042) == ("10.0.0.1", 9042)
     assert host_port("db-1:9142", 9042) == ("db-1", 9142)

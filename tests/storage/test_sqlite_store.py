@@ -262,6 +262,33 @@ async def test_refuses_a_newer_schema(tmp_path: Path) -> None:
         await SqliteStore(tmp_path / "r.db").start()
 
 
+async def test_a_version_1_file_is_upgraded_in_place(tmp_path: Path) -> None:
+    """A file of version 1 (no token_revocations) gets version 2's tables, keeping its
+    data."""
+    old = SqliteStore(tmp_path / "r.db")
+    await old.start()
+    await old.record_swipe("ann", "bob", "like", T0)
+    await old.close()
+    conn = sqlite3.connect(tmp_path / "r.db")
+    conn.execute("DROP TABLE token_revocations")
+    conn.execute("UPDATE schema_version SET version = 1")
+    conn.commit()
+    conn.close()
+    store = SqliteStore(tmp_path / "r.db")
+    await store.start()
+    try:
+        assert await store.get_swipe("ann", "bob") == "like"
+        assert await store.revoke_tokens("ann", T0) == T0
+    finally:
+        await store.close()
+    conn = sqlite3.connect(tmp_path / "r.db")
+    try:
+        assert conn.execute("SELECT version FROM schema_version").fetchall() == [
+            (SCHEMA_VERSION,)]
+    finally:
+        conn.close()
+
+
 async def test_an_unopenable_file_is_store_unavailable(tmp_path: Path) -> None:
     with pytest.raises(StoreUnavailable):
         await SqliteStore(tmp_path).start()  # a directory

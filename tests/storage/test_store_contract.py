@@ -22,6 +22,7 @@ from storage.base import (
     Settings,
     Store,
     StoreUnavailable,
+    SwipeRecord,
     match_id_for,
 )
 from storage.buckets import BUCKET_MS, bucket_of
@@ -249,6 +250,22 @@ async def test_a_late_older_swipe_does_not_override(store: Store) -> None:
     assert await store.get_swipe("ann", "bob") == "pass"
 
 
+async def test_swipes_given_pages_the_standing_swipes_by_target(store: Store) -> None:
+    await store.record_swipe("ann", "dan", "pass", T0)
+    await store.record_swipe("ann", "bob", "like", T0 + 1)
+    await store.record_swipe("ann", "cat", "superlike", T0 + 2)
+    await store.record_swipe("ann", "bob", "pass", T0 + 3)  # the latest stands
+    await store.record_swipe("ann", "eve", "like", T0 + 4)
+    await store.record_swipe("bob", "ann", "like", T0 + 5)  # someone else's swipe
+    first = await store.swipes_given("ann", None, 2)
+    assert first == [SwipeRecord("bob", "pass", T0 + 3), SwipeRecord("cat", "superlike", T0 + 2)]
+    second = await store.swipes_given("ann", first[-1].target, 2)
+    assert second == [SwipeRecord("dan", "pass", T0), SwipeRecord("eve", "like", T0 + 4)]
+    assert await store.swipes_given("ann", "eve", 2) == []
+    assert await store.swipes_given("bob", None, 10) == [SwipeRecord("ann", "like", T0 + 5)]
+    assert await store.swipes_given("nobody", None, 10) == []
+
+
 async def test_racing_create_match_exactly_one_wins(store: Store) -> None:
     record = MatchRecord(match_id_for("ann", "bob"), ("ann", "bob"), T0, superlike=True)
     results = await asyncio.gather(*(store.create_match(record) for _ in range(20)))
@@ -291,6 +308,16 @@ async def test_matches_for_user_pages_newest_first(store: Store) -> None:
     assert [m.id for m in seen] == [m.id for m in expect]
     assert sizes == [3, 3, 2]
     assert await store.matches_for_user("nobody", 3) == Page([], None)
+
+
+async def test_matches_ever_lists_closed_matches_too_newest_first(store: Store) -> None:
+    old = await matched(store, "ann", "bob", ts=T0)
+    new = await matched(store, "cat", "ann", ts=T0 + 5)
+    await matched(store, "zed", "yan")  # someone else's match
+    closed = await store.close_match(old.id, "bob", T0 + 9)
+    assert await store.matches_ever("ann") == [new, closed]
+    assert await store.matches_ever("bob") == [closed]
+    assert await store.matches_ever("nobody") == []
 
 
 async def test_close_match_is_idempotent_and_keeps_the_first_closing(store: Store) -> None:
@@ -344,6 +371,34 @@ async def test_settings_default_then_merge(store: Store) -> None:
     assert await store.get_settings("ann") == merged
     assert await store.put_settings("ann", {}) == merged
     assert await store.get_settings("bob") == Settings()
+
+
+# -- token revocations ------------------------------------------------------------------------
+async def test_tokens_not_before_only_rises(store: Store) -> None:
+    assert await store.tokens_not_before("ann") is None
+    assert await store.revoke_tokens("ann", T0) == T0
+    assert await store.revoke_tokens("ann", T0) == T0  # idempotent
+    assert await store.revoke_tokens("ann", T0 - 5_000) == T0  # an older one loses
+    assert await store.tokens_not_before("ann") == T0
+    assert await store.revoke_tokens("ann", T0 + 7) == T0 + 7
+    assert await store.tokens_not_before("ann") == T0 + 7
+    assert await store.tokens_not_before("bob") is None  # per user
+
+
+async def test_racing_revocations_end_at_the_largest(store: Store) -> None:
+    stamps = [T0 + n for n in (5, 1, 9, 3, 9, 0, 7)]
+    stored = await asyncio.gather(*(store.revoke_tokens("ann", ts) for ts in stamps))
+    assert all(value >= ts for value, ts in zip(stored, stamps, strict=True))
+    assert await store.tokens_not_before("ann") == T0 + 9
+
+
+async def test_a_revocation_survives_close_and_reopen(open_store: OpenStore) -> None:
+    first = await open_store()
+    assert await first.revoke_tokens("ann", T0) == T0
+    await first.close()
+    second = await open_store()
+    assert await second.tokens_not_before("ann") == T0
+    assert await second.revoke_tokens("ann", T0 - 1) == T0
 
 
 # -- ordering under concurrency ---------------------------------------------------------------

@@ -3,14 +3,14 @@ on every backend (tests/storage/conftest.py: SQLite and a real Cassandra node)."
 
 from __future__ import annotations
 
-from storage.base import MAX_DECK_CANDIDATES, Store, SwipeRecord
+from storage.base import MAX_DECK_CANDIDATES, Store, Swipe
 from tests.storage.conftest import OpenStore
 
 T0 = 1_700_000_000_000
 
 
-async def swipe(store: Store, swiper: str, target: str, action: str, ts: int) -> SwipeRecord:
-    s = SwipeRecord(swiper, target, action, ts)  # type: ignore[arg-type]
+async def swipe(store: Store, swiper: str, target: str, action: str, ts: int) -> Swipe:
+    s = Swipe(swiper, target, action, ts)  # type: ignore[arg-type]
     await store.record_swipe(swiper, target, s.action, ts)
     await store.index_swipe(s)
     return s
@@ -44,10 +44,10 @@ async def test_undo_leaves_a_later_swipe_of_the_pair(store: Store) -> None:
     await swipe(store, "ann", "bob", "pass", T0 + 10)
     assert await store.undo_swipe(old) is False
     assert await store.get_swipe("ann", "bob") == "pass"
-    assert (await store.last_swipe("ann")) == SwipeRecord("ann", "bob", "pass", T0 + 10)
+    assert (await store.last_swipe("ann")) == Swipe("ann", "bob", "pass", T0 + 10)
     # and a swipe made again after an undo stands
     await swipe(store, "ann", "cat", "like", T0 + 20)
-    await store.undo_swipe(SwipeRecord("ann", "cat", "like", T0 + 20))
+    await store.undo_swipe(Swipe("ann", "cat", "like", T0 + 20))
     await swipe(store, "ann", "cat", "like", T0 + 30)
     assert await store.get_swipe("ann", "cat") == "like"
     assert [x.ts for x in await store.likes_received("cat", 10)] == [T0 + 30]

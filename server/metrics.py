@@ -56,7 +56,8 @@ REDIS_FALLBACKS = ("publish", "presence", "connection_cap", "auth_throttle", "pr
                    "rate_limit", "claims", "node_id", "node_id_conflict")
 PRESENCE_OPS = ("connect", "disconnect", "refresh", "status", "reap")
 PUSH_OUTCOMES = (*Outcome, "gave_up")
-PUSH_SKIPPED = ("online", "delivered", "coalesced", "no_device", "duplicate", "no_provider")
+PUSH_SKIPPED = ("online", "delivered", "coalesced", "no_device", "duplicate", "no_provider",
+                "muted", "kind_off", "unsent")
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
                    5.0)
@@ -277,6 +278,12 @@ class TimedStore:
         self.devices = timed("devices", store.devices)
         self.get_settings = timed("get_settings", store.get_settings)
         self.put_settings = timed("put_settings", store.put_settings)
+        self.get_message = timed("get_message", store.get_message)
+        self.tombstone_message = timed("tombstone_message", store.tombstone_message)
+        self.has_sent = timed("has_sent", store.has_sent)
+        self.put_mute = timed("put_mute", store.put_mute)
+        self.delete_mute = timed("delete_mute", store.delete_mute)
+        self.mute_until = timed("mute_until", store.mute_until)
 
     def __getattr__(self, name: str) -> Any:  # only what is not a store operation
         return getattr(self.inner, name)

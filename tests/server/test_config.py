@@ -51,6 +51,9 @@ def test_precedence_flags_env_file_defaults(tmp_path: Path) -> None:
     ('jwt_public_keys = ["RS256"]\n', "jwt_public_keys"),
     ("jwt_hs256 = false\n", "jwt_keys: no key configured"),
     ("heartbeat_s = true\n", "heartbeat_s (from file"),
+    ("openers_per_day = -1\n", "openers_per_day must not be negative"),
+    ("unsend_window_s = -5\n", "unsend_window_s must not be negative"),
+    ("reject_duplicate_openers = 3\n", "reject_duplicate_openers (from file"),
     ("this is not toml", "not valid TOML"),
 ])
 def test_a_bad_file_names_the_key(tmp_path: Path, text: str, named: str) -> None:

@@ -60,8 +60,8 @@ async def test_a_muted_match_gets_no_push_but_its_unread_still_counts(
     assert {r["m"] for r in after} == {muted}
 
 
-async def test_a_mute_until_a_time_ends_by_itself(make_node: MakeNode,
-                                                  http: Apis) -> None:  # noqa: F811
+async def test_a_mute_until_a_time_ends_by_itself(
+        make_node: MakeNode, http: Apis) -> None:  # noqa: F811
     rdv = await make_node(push_coalesce_s=0)
     m = await http.pair(rdv, "ann", "bob")
     await register_both(http, rdv, "bob")
@@ -137,8 +137,8 @@ def test_every_job_kind_has_its_switch() -> None:
         assert Settings().wants_push(PUSH_KIND_OF.get(kind, kind)), kind
 
 
-async def test_a_queued_push_of_an_unsent_message_is_dropped(make_node: MakeNode,
-                                                             http: Apis) -> None:  # noqa: F811
+async def test_a_queued_push_of_an_unsent_message_is_dropped(
+        make_node: MakeNode, http: Apis) -> None:  # noqa: F811
     fake = FakePusher(sent)
     fake.gate = asyncio.Event()  # holds every message push until opened
     rdv = await make_node(pushers={"apns": fake, "fcm": fake}, push_workers=1,

@@ -43,7 +43,7 @@ async def code_of(call: Awaitable[object]) -> ServerError:
 
 def test_normalise_folds_case_spacing_and_compatibility_forms() -> None:
     assert normalise("  Hey\u00a0 THERE\n\twhat's up? ") == "hey there what's up?"
-    assert normalise("ＨＥＹ") == "hey"  # full-width letters
+    assert normalise("\uff28\uff25\uff39") == "hey"  # full-width letters
     assert normalise("Straße") == normalise("STRASSE")
     assert normalise("hey!") != normalise("hey")  # punctuation counts
 
@@ -121,7 +121,7 @@ async def test_with_the_rules_off_a_send_does_no_opener_work(make_rdv: MakeHarne
     assert rdv.node.services.chat.openers is None and rdv.node.backends.openers is None
     m = await http.pair(rdv, "ann", "bob")
     ann = await rdv.connect("ann")
-    for i in range(5):
+    for _ in range(5):
         await ann.send(m, "same words")  # duplicates are no concern either
     assert await store_ops(rdv, http, "has_sent") == 0
 

@@ -267,29 +267,30 @@ class PushDispatcher:
     async def _run(self, job: PushJob) -> None:
         if (await self.presence.status([job.user]))[job.user].online:
             return self._skip("online")
-        if job.kind == "message":
-            if await self.gates.recently_delivered(job.user, job.match_id):
-                return self._skip("delivered")
+        message_job = job.kind == "message"
+        if message_job and await self.gates.recently_delivered(job.user, job.match_id):
+            return self._skip("delivered")
+        # before the burst's slot is taken: a muted or switched-off job must not use it up
+        settings = await self.store.get_settings(job.user)
+        if not settings.wants_push(PUSH_KIND_OF.get(job.kind, job.kind)):
+            return self._skip("kind_off")
+        if message_job:
+            if await self.store.mute_until(job.user, job.match_id) > self._clock() * 1000:
+                return self._skip("muted")
             first_try = job.attempt == 0 and not job.devices
             if first_try and not await self.gates.first_in_burst(job.user, job.match_id,
                                                                  self.policy.coalesce_s):
                 return self._skip("coalesced")
-        settings = await self.store.get_settings(job.user)
-        if not settings.wants_push(PUSH_KIND_OF.get(job.kind, job.kind)):
-            return self._skip("kind_off")
-        if job.kind == "message" and await self.store.mute_until(
-                job.user, job.match_id) > self._clock() * 1000:
-            return self._skip("muted")
         devices = await self.store.devices(job.user)
         if job.devices:
             devices = [d for d in devices if token_id(d.token) in job.devices]
         if not devices:
             return self._skip("no_device")
-        previews = job.kind == "message" and settings.push_previews
+        previews = message_job and settings.push_previews
         message = job.message()
         badge = await unread_badge(self.store, job.user,
                                    conversations=self.policy.badge_conversations)
-        if job.kind == "message":  # last, nearest the send: it may have been unsent
+        if message_job:  # last, nearest the send: it may have been unsent
             stored = await self.store.get_message(job.match_id, job.message_id)
             if stored is None or stored.deleted:
                 return self._skip("unsent")

@@ -284,6 +284,7 @@ class TimedStore:
         self.put_mute = timed("put_mute", store.put_mute)
         self.delete_mute = timed("delete_mute", store.delete_mute)
         self.mute_until = timed("mute_until", store.mute_until)
+        self.mutes = timed("mutes", store.mutes)
 
     def __getattr__(self, name: str) -> Any:  # only what is not a store operation
         return getattr(self.inner, name)

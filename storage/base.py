@@ -312,3 +312,7 @@ class Store(Protocol):
     async def mute_until(self, user: str, match_id: str) -> int:
         """Unix ms until which `user` muted the match; 0 when not muted (an expired mute
         may still be returned: compare with now)."""
+
+    async def mutes(self, user: str) -> dict[str, int]:
+        """Every mute of `user`: match id -> `until` as put (expired ones too); one
+        partition, for the match list."""

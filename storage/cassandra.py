@@ -509,6 +509,9 @@ class CassandraStore:
     async def mute_until(self, user: str, match_id: str) -> int:
         return await self._controls.mute_until(user, match_id)
 
+    async def mutes(self, user: str) -> dict[str, int]:
+        return await self._controls.mutes(user)
+
 
 # -- helpers ------------------------------------------------------------------------------
 def _encoded(encoder: StatementEncoder, values: tuple[Any, ...]) -> Statement:

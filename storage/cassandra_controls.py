@@ -56,3 +56,7 @@ class ChatControls:
     async def mute_until(self, user: str, match_id: str) -> int:
         rows = await self._run("mute_until", user, match_id)
         return int(rows[0]["until_ms"] or 0) if rows else 0
+
+    async def mutes(self, user: str) -> dict[str, int]:
+        rows = await self._run("mutes", user)
+        return {r["match_id"]: int(r["until_ms"] or 0) for r in rows}

@@ -261,6 +261,7 @@ CQL: dict[str, str] = {
     "put_mute": "INSERT INTO {ks}.mutes (user, match_id, until_ms) VALUES (?, ?, ?)",
     "delete_mute": "DELETE FROM {ks}.mutes WHERE user = ? AND match_id = ?",
     "mute_until": "SELECT until_ms FROM {ks}.mutes WHERE user = ? AND match_id = ?",
+    "mutes": "SELECT match_id, until_ms FROM {ks}.mutes WHERE user = ?",
 }
 
 

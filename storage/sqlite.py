@@ -221,6 +221,9 @@ class SqliteStore:
     async def mute_until(self, user: str, match_id: str) -> int:
         return await self._read(lambda c: controls.mute_until(c, user, match_id))
 
+    async def mutes(self, user: str) -> dict[str, int]:
+        return await self._read(lambda c: controls.mutes(c, user))
+
 
 # -- operations, run on the writer or a reader thread -------------------------------------
 def _rows(conn: sqlite3.Connection, sql: str, args: tuple[Any, ...] = ()) -> list[Row]:

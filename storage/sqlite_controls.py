@@ -45,6 +45,11 @@ def delete_mute(conn: sqlite3.Connection, user: str, match_id: str) -> None:
     conn.execute("DELETE FROM mutes WHERE user = ? AND match_id = ?", (user, match_id))
 
 
+def mutes(conn: sqlite3.Connection, user: str) -> dict[str, int]:
+    rows = conn.execute("SELECT match_id, until_ms FROM mutes WHERE user = ?", (user,))
+    return {match_id: int(until) for match_id, until in rows}
+
+
 def mute_until(conn: sqlite3.Connection, user: str, match_id: str) -> int:
     row = conn.execute("SELECT until_ms FROM mutes WHERE user = ? AND match_id = ?",
                        (user, match_id)).fetchone()

@@ -35,6 +35,8 @@ async def test_a_muted_match_gets_no_push_but_its_unread_still_counts(
     await register_both(http, rdv, "bob")
     bob_api = http(rdv, "bob")
     assert await bob_api.mute(muted) == {"muted_until": None}  # no end
+    listed = {e["id"]: e for e in (await bob_api.matches())["matches"]}
+    assert listed[muted]["muted_until"] is None and "muted_until" not in listed[loud]
     ann, cat = await rdv.connect("ann"), await rdv.connect("cat")
     await ann.send(muted, "one")
     await ann.send(muted, "two")
@@ -67,12 +69,14 @@ async def test_a_mute_until_a_time_ends_by_itself(
     await register_both(http, rdv, "bob")
     until = int(time.time() * 1000) + 700
     assert await http(rdv, "bob").mute(m, until) == {"muted_until": until}
+    assert (await http(rdv, "bob").matches())["matches"][0]["muted_until"] == until
     ann = await rdv.connect("ann")
     await ann.send(m, "while muted")
     assert await stays(lambda: records(rdv, "bob", "message") == [], within=0.3)
     await asyncio.sleep(max(0.0, until / 1000 - time.time()) + 0.1)
     await ann.send(m, "after the mute")
     await wait_until(lambda: len(records(rdv, "bob", "message")) == 2)
+    assert "muted_until" not in (await http(rdv, "bob").matches())["matches"][0]
 
 
 async def test_mute_refuses_strangers_and_bad_times(rdv: Harness, http: Apis) -> None:

@@ -416,9 +416,13 @@ async def test_mutes_put_replace_delete(store: Store) -> None:
     assert await store.mute_until("ann", "m1") == MUTED_FOREVER
     assert await store.mute_until("bob", "m1") == 0  # per user
     assert await store.mute_until("ann", "m2") == 0  # per match
+    await store.put_mute("ann", "m2", T0 + 5)
+    assert await store.mutes("ann") == {"m1": MUTED_FOREVER, "m2": T0 + 5}
+    assert await store.mutes("bob") == {}
     await store.delete_mute("ann", "m1")
     await store.delete_mute("ann", "m1")
     assert await store.mute_until("ann", "m1") == 0
+    assert await store.mutes("ann") == {"m2": T0 + 5}
 
 
 # -- ordering under concurrency ---------------------------------------------------------------

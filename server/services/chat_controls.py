@@ -15,7 +15,7 @@ from server.services.caller import Caller, unavailable
 from storage import MatchRecord, Store, StoreUnavailable
 from storage.base import MUTED_FOREVER
 
-OpenMatch = Callable[[str, str, "int | None"], Awaitable[MatchRecord]]
+OpenMatch = Callable[[str, str, int | None], Awaitable[MatchRecord]]
 
 
 class ChatControls:

@@ -18,6 +18,8 @@ class ErrorCode(StrEnum):
     RATE_LIMITED = "rate_limited"
     UNAVAILABLE = "unavailable"
     INTERNAL = "internal"
+    OPENER_LIMIT = "opener_limit"  # past openers_per_day, with retry_ms
+    DUPLICATE_OPENER = "duplicate_opener"  # the same first message in another match lately
 
 
 class CloseCode(IntEnum):
@@ -46,6 +48,8 @@ HTTP_STATUS: dict[ErrorCode, int] = {
     ErrorCode.RATE_LIMITED: 429,
     ErrorCode.UNAVAILABLE: 503,
     ErrorCode.INTERNAL: 500,
+    ErrorCode.OPENER_LIMIT: 429,
+    ErrorCode.DUPLICATE_OPENER: 409,
 }
 
 

@@ -43,6 +43,7 @@ from server.backends.guards import (
     MemoryConnectionCap,
     MemoryFlapMarks,
 )
+from server.backends.openers import MemoryOpenerLedger, OpenerLedger, OpenerRules
 from server.backends.presence import MemoryPresence, Presence
 from server.config import Config
 from server.edge.auth import Authenticator
@@ -55,8 +56,10 @@ from server.push_providers import apns_pusher, fcm_pusher
 from server.services.accounts import AccountService, NotBefore
 from server.services.caches import Caches
 from server.services.chat import ChatService
+from server.services.chat_controls import ChatControls
 from server.services.export import ExportService
 from server.services.matching import MatchService
+from server.services.openers import OpenerGate
 from server.services.presence import PresenceService
 from storage import Store
 from storage.sqlite import SqliteStore
@@ -82,6 +85,7 @@ class Backends:
     push_queue: PushQueue
     push_gates: PushGates
     pushers: Mapping[str, Pusher]
+    openers: OpenerLedger | None = None  # only when an opener rule is on
     redis: RedisClient | None = None  # the shared client, closed last
     batcher: TurnBatcher | None = None  # the one pipeline per loop turn on that client
 
@@ -113,10 +117,13 @@ def compose_backends(config: Config, metrics: Metrics, *, store: Store | None = 
                                              config.auth_failure_window_s),
             flap_marks=MemoryFlapMarks(),
             push_queue=MemoryPushQueue(max_jobs=config.push_queue_max),
-            push_gates=MemoryPushGates(), pushers=pushers)
+            push_gates=MemoryPushGates(), pushers=pushers,
+            openers=MemoryOpenerLedger(opener_rules(config)) if config.opener_rules_on
+            else None)
     from push.redis_queue import RedisPushGates, RedisPushQueue
     from server.backends.redis_broker import RedisBroker
     from server.backends.redis_guards import RedisAuthThrottle, RedisConnectionCap, RedisFlapMarks
+    from server.backends.redis_openers import RedisOpenerLedger
     from server.backends.redis_presence import RedisPresence
     from server.backends.redis_state import (
         RedisLimiter,
@@ -168,9 +175,16 @@ def compose_backends(config: Config, metrics: Metrics, *, store: Store | None = 
                                   batcher=batcher),
         push_gates=RedisPushGates(client, prefix=prefix),
         pushers=pushers,
+        openers=RedisOpenerLedger(batcher, opener_rules(config), prefix=prefix)
+        if config.opener_rules_on else None,
         redis=client,
         batcher=batcher,
     )
+
+
+def opener_rules(config: Config) -> OpenerRules:
+    return OpenerRules(per_day=config.openers_per_day,
+                       reject_duplicates=config.reject_duplicate_openers)
 
 
 def build_store(config: Config) -> Store:
@@ -229,6 +243,7 @@ class Services:
     pushes: PushDispatcher
     presence: PresenceService
     chat: ChatService
+    controls: ChatControls
     matches: MatchService
     accounts: AccountService
     guard: ConnectionGuard
@@ -253,7 +268,11 @@ def compose_services(config: Config, backends: Backends, *, metrics: Metrics, hu
     chat = ChatService(store=store, broker=broker, caches=caches, ids=IdGenerator(node_id),
                        limits=config.limits, metrics=metrics, pushes=pushes,
                        claims=backends.claims, send_gate=backends.send_gate,
-                       held_here=hub.has_user)
+                       held_here=hub.has_user,
+                       openers=OpenerGate(store, backends.openers, opener_rules(config))
+                       if backends.openers is not None else None)
+    controls = ChatControls(store=store, broker=broker, open_match=chat.open_match,
+                            unsend_window_s=config.unsend_window_s)
     matches = MatchService(store=store, broker=broker, caches=caches, presence=presence,
                            pushes=pushes, metrics=metrics, swipe_limiter=backends.swipe_limiter,
                            forget_typing=chat.forget_typing)
@@ -266,12 +285,14 @@ def compose_services(config: Config, backends: Backends, *, metrics: Metrics, hu
                             throttle=backends.auth_throttle, broker=broker,
                             metrics=metrics, ip_header=config.client_ip_header)
     gateway = Gateway(config=config, auth=auth, hub=hub, broker=broker, presence=presence,
-                      chat=chat, metrics=metrics, guard=guard, not_before=not_before)
+                      chat=chat, controls=controls, metrics=metrics, guard=guard,
+                      not_before=not_before)
     exports = ExportService(store, metrics)
-    app = create_app(auth=auth, matches=matches, chat=chat, exports=exports, metrics=metrics,
-                     max_body_bytes=config.max_http_body_bytes, ready=ready, guard=guard,
-                     cors_origins=config.cors_origins, accounts=accounts,
+    app = create_app(auth=auth, matches=matches, chat=chat, controls=controls, exports=exports,
+                     metrics=metrics, max_body_bytes=config.max_http_body_bytes, ready=ready,
+                     guard=guard, cors_origins=config.cors_origins, accounts=accounts,
                      demo=(config, lambda: gateway.port) if config.demo else None)
     return Services(caches=caches, pushes=pushes, presence=presence, chat=chat,
-                    matches=matches, accounts=accounts, guard=guard, gateway=gateway,
+                    controls=controls, matches=matches, accounts=accounts, guard=guard,
+                    gateway=gateway,
                     http=http_server(app, config))

@@ -99,7 +99,8 @@ class RendezvousHttp:
         await self._call("DELETE", f"/v1/devices/{_seg(token)}")
 
     async def put_settings(self, **changes: Any) -> dict[str, Any]:
-        """Change some of `show_online`, `read_receipts`, `push_previews`; returns them all."""
+        """Change some of `show_online`, `read_receipts`, `push_previews` and `push_kinds`
+        (a map of `message`, `match`, `like` to booleans; merged); returns them all."""
         result: dict[str, Any] = await self._call("PUT", "/v1/me/settings", json=changes)
         return result
 
@@ -134,6 +135,21 @@ class RendezvousHttp:
         result: dict[str, Any] = await self._call("GET", "/v1/me/export", timeout=timeout)
         ids_to_int(result.get("messages"))
         return result
+
+    async def get_settings(self) -> dict[str, Any]:
+        result: dict[str, Any] = await self._call("GET", "/v1/me/settings")
+        return result
+
+    async def mute(self, match_id: str, until: int | None = None) -> dict[str, Any]:
+        """No pushes for the match until unix ms `until` (forever when None):
+        `{"muted_until": ms | null}`."""
+        body: dict[str, Any] = {} if until is None else {"until": until}
+        result: dict[str, Any] = await self._call(
+            "PUT", f"/v1/matches/{_seg(match_id)}/mute", json=body)
+        return result
+
+    async def unmute(self, match_id: str) -> None:
+        await self._call("DELETE", f"/v1/matches/{_seg(match_id)}/mute")
 
     async def aclose(self) -> None:
         await self.client.aclose()

@@ -283,6 +283,11 @@ class RendezvousClient:
     async def presence(self) -> Frame:
         return await self.request({"t": "presence"})
 
+    async def unsend(self, m: str, id: int) -> Frame:
+        """Unsend one of your own messages (within the server's window); returns the `ok`.
+        Both members' other devices get `{"t": "unsent", "m", "id"}`."""
+        return await self.request({"t": "unsend", "m": m, "id": id})
+
     async def refresh(self, token: str) -> Frame:
         return await self.request({"t": "refresh", "token": token})
 

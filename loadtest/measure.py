@@ -31,7 +31,8 @@ from typing import Any
 
 from hdrh.histogram import HdrHistogram
 
-LATENCIES = ("delivery", "ack", "typing", "presence", "match", "connect", "reconnect_sync", "http")
+LATENCIES = ("delivery", "ack", "typing", "presence", "match", "connect", "reconnect_sync", "http",
+             "unsend")
 LOWEST_US = 1
 HIGHEST_US = 120_000_000
 SIGNIFICANT_DIGITS = 3

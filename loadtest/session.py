@@ -32,6 +32,7 @@ from loadtest.steps import (
     Step,
     Think,
     Typing,
+    Unsend,
 )
 
 SEND_ATTEMPTS = 4
@@ -156,6 +157,8 @@ class Session:
             await self._each(step.who, lambda u: self._flap(u, step))
         elif isinstance(step, Chaos):
             await self._each(step.who, lambda u: self._chaos(u, step))
+        elif isinstance(step, Unsend):
+            await self._each(step.who, self._unsend)
 
     async def _each(self, who: str, action: Any) -> None:
         users = self.users(who)
@@ -242,6 +245,25 @@ class Session:
             await client.read(self.match_id, user.last_from_partner)
         except ClientClosed:
             return
+
+    async def _unsend(self, user: VirtualUser) -> None:
+        """Send a message the delivery tracker does not follow (no `BODY_PREFIX`), then
+        unsend it: the partner sees `msg` and `unsent`, history a tombstone."""
+        client, ctx = user.client, self.ctx
+        if client is None or self.match_id is None:
+            return
+        started = ctx.now()
+        try:
+            ack = await client.send(self.match_id, "unsend me", timeout=ACK_TIMEOUT_S)
+            await client.unsend(self.match_id, ack["id"])
+        except (ClientClosed, TimeoutError):
+            ctx.recorder.count("errors.unsend_offline", node=user.node)
+            return
+        except ServerError as exc:
+            ctx.recorder.count(f"errors.{exc.code}", node=user.node)
+            return
+        ctx.recorder.count("unsent", node=user.node)
+        ctx.recorder.latency("unsend", ctx.epoch(ctx.now()) - ctx.epoch(started), user.node)
 
     async def _expect(self, user: VirtualUser, step: Expect) -> None:
         if not await user.expect(step.type, self._prev_step_started, step.timeout_s):

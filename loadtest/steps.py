@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
 WHO = ("a", "b", "both")
-FRAME_TYPES = ("msg", "typing", "read", "delivered", "presence", "match", "unmatch",
+FRAME_TYPES = ("msg", "typing", "read", "delivered", "presence", "match", "unmatch", "unsent",
                "reconnect", "error")
 HTTP_OPS = ("swipe", "matches", "settings", "quota", "undo", "likes", "deck_filter")
 MAX_CANDIDATES = 500  # the deck filter's batch limit (docs/protocol.md)
@@ -73,6 +73,14 @@ class Read:
 
 
 @dataclass(frozen=True, slots=True)
+class Unsend:
+    """Each chosen user sends its partner one message (outside the delivery figures) and
+    unsends it as soon as it is acknowledged; the round trip is the `unsend` latency."""
+
+    who: str = "a"
+
+
+@dataclass(frozen=True, slots=True)
 class Expect:
     """Wait for a frame `type` that arrived since the previous step began, or within timeout."""
 
@@ -119,9 +127,9 @@ class Chaos:
 
 
 Step = (Connect | Disconnect | Pair | Http | Send | Typing | Read | Expect | Think | Loop | Choice
-        | Flap | Chaos)
+        | Flap | Chaos | Unsend)
 BARE = {"connect": Connect, "disconnect": Disconnect, "pair": Pair, "typing": Typing,
-        "read": Read, "flap": Flap}
+        "read": Read, "flap": Flap, "unsend": Unsend}
 
 
 def parse_flow(field: Field, paired: bool = False) -> tuple[Step, ...]:
@@ -140,7 +148,7 @@ def parse_flow(field: Field, paired: bool = False) -> tuple[Step, ...]:
 
 def _check_needs_pair(item: Field, step: Step, paired: bool) -> None:
     who = getattr(step, "who", "a")
-    if isinstance(step, Send | Read) and not paired:
+    if isinstance(step, Send | Read | Unsend) and not paired:
         raise item.error(f"{type(step).__name__.lower()} needs a pair step before it")
     if isinstance(step, Typing) and not paired:
         raise item.error("typing needs a pair step before it")
@@ -236,6 +244,10 @@ def _read(value: Field, paired: bool) -> Step:
     return Read(_who(_options(value, ("who",)), "both"))
 
 
+def _unsend(value: Field, paired: bool) -> Step:
+    return Unsend(_who(_options(value, ("who",)), "a"))
+
+
 def _expect(value: Field, paired: bool) -> Step:
     keys = value.mapping(("type", "timeout", "who"), required=("type",))
     kind = keys["type"].string()
@@ -303,5 +315,5 @@ def _chaos(value: Field, paired: bool) -> Step:
 PARSERS: dict[str, Callable[[Field, bool], Step]] = {
     "connect": _connect, "disconnect": _disconnect, "pair": _pair, "http": _http,
     "send": _send, "typing": _typing, "read": _read, "expect": _expect, "think": _think,
-    "loop": _loop, "choice": _choice, "flap": _flap, "chaos": _chaos,
+    "loop": _loop, "choice": _choice, "flap": _flap, "chaos": _chaos, "unsend": _unsend,
 }

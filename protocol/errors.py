@@ -18,6 +18,8 @@ class ErrorCode(StrEnum):
     RATE_LIMITED = "rate_limited"
     UNAVAILABLE = "unavailable"
     INTERNAL = "internal"
+    OPENER_LIMIT = "opener_limit"  # past openers_per_day, with retry_ms
+    DUPLICATE_OPENER = "duplicate_opener"  # the same first message in another match lately
     QUOTA_EXCEEDED = "quota_exceeded"  # with `reset_ms` (WS) / `reset_at` (HTTP)
 
 
@@ -47,6 +49,8 @@ HTTP_STATUS: dict[ErrorCode, int] = {
     ErrorCode.RATE_LIMITED: 429,
     ErrorCode.UNAVAILABLE: 503,
     ErrorCode.INTERNAL: 500,
+    ErrorCode.OPENER_LIMIT: 429,
+    ErrorCode.DUPLICATE_OPENER: 409,
     ErrorCode.QUOTA_EXCEEDED: 429,
 }
 

@@ -74,6 +74,13 @@ class Delivered:
 
 
 @dataclass(frozen=True, slots=True)
+class Unsend:
+    r: int
+    m: str
+    id: int
+
+
+@dataclass(frozen=True, slots=True)
 class History:
     r: int
     m: str
@@ -104,7 +111,7 @@ class Ping:
 
 
 ClientFrame = (Auth | Send | Typing | Read | Delivered | History | Sync | PresenceQuery
-               | Refresh | Ping)
+               | Refresh | Ping | Unsend)
 
 
 def request_id(frame: dict[str, Any]) -> int | None:
@@ -260,6 +267,13 @@ def _receipt(kind: type[_Receipt]) -> Callable[[_Fields], _Receipt]:
     return parse
 
 
+def _unsend(f: _Fields) -> Unsend:
+    r = f.required_r()
+    message_id = f.message_id("id")
+    assert message_id is not None
+    return Unsend(r=r, m=f.match_id(), id=message_id)
+
+
 def _history(f: _Fields) -> History:
     r = f.required_r()
     limit = f.frame.get("limit")
@@ -302,5 +316,6 @@ _PARSERS: Final[dict[str, Callable[[_Fields], ClientFrame]]] = {
     "presence": _presence,
     "refresh": _refresh,
     "ping": _ping,
+    "unsend": _unsend,
 }
 CLIENT_TYPES: Final = frozenset(_PARSERS)

@@ -104,6 +104,12 @@ def match(m: str, peer: str, ts: int, superlike: bool = False) -> Frame:
     return frame
 
 
+def unsent(m: str, message_id: int) -> Frame:
+    """Message `message_id` of match `m` was unsent: drop its content (history keeps a
+    tombstone)."""
+    return {"t": "unsent", "m": m, "id": message_id}
+
+
 def unmatch(m: str) -> Frame:
     return {"t": "unmatch", "m": m}
 

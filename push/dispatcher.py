@@ -4,7 +4,9 @@ The chat and match paths only queue a small job (`PushJob`) and never wait on a 
 Workers take jobs from the `PushQueue` (in memory, or a Redis Stream in a cluster) and:
 
 1. skip a user who is online (a live socket got the frame), or whose device confirmed
-   delivery in the match a moment ago;
+   delivery in the match a moment ago, who turned this kind of push off (`push_kinds`)
+   or muted the match; and a message unsent since it was queued (read again just before
+   the send: docs/chat-controls.md);
 2. coalesce a burst: the first message job of (user, match) in `coalesce_s` notifies, the
    rest of the burst does not (the notification carries a collapse id per match anyway);
 3. render one discreet notification per registered device, with the unread badge, and send
@@ -48,6 +50,9 @@ from storage import Device, MatchRecord, Message, Store, StoreUnavailable
 log = logging.getLogger("rendezvous.push")
 
 CONFIG_ERROR_LOG_EVERY_S = 60.0  # a wrong key fails every push: one line a minute is enough
+# The `push_kinds` switch (storage.base.PUSH_KINDS) that governs each job kind: a super
+# like that made a match is a match push; any other kind (a `like`) is its own switch.
+PUSH_KIND_OF = {"message": "message", "match": "match", "superlike": "match"}
 
 
 class OnlineCheck(Protocol):
@@ -161,8 +166,10 @@ class PushDispatcher:
     def __init__(self, *, store: Store, presence: OnlineCheck, pushers: Mapping[str, Pusher],
                  metrics: PushMetrics, queue: PushQueue | None = None,
                  gates: PushGates | None = None, policy: PushPolicy | None = None,
-                 rng: Callable[[], float] = random.random) -> None:
+                 rng: Callable[[], float] = random.random,
+                 clock: Callable[[], float] = time.time) -> None:
         self.store = store
+        self._clock = clock  # wall clock, for mutes (unix ms)
         self._rng = rng  # the backoff's jitter
         self.presence = presence
         self.pushers = pushers
@@ -270,9 +277,16 @@ class PushDispatcher:
         # a like has no live frame: an open app gets the push too
         if job.kind != "like" and (await self.presence.status([job.user]))[job.user].online:
             return self._skip("online")
-        if job.kind == "message":
-            if await self.gates.recently_delivered(job.user, job.match_id):
-                return self._skip("delivered")
+        message_job = job.kind == "message"
+        if message_job and await self.gates.recently_delivered(job.user, job.match_id):
+            return self._skip("delivered")
+        # before the burst's slot is taken: a muted or switched-off job must not use it up
+        settings = await self.store.get_settings(job.user)
+        if not settings.wants_push(PUSH_KIND_OF.get(job.kind, job.kind)):
+            return self._skip("kind_off")
+        if message_job:
+            if await self.store.mute_until(job.user, job.match_id) > self._clock() * 1000:
+                return self._skip("muted")
             first_try = job.attempt == 0 and not job.devices
             if first_try and not await self.gates.first_in_burst(job.user, job.match_id,
                                                                  self.policy.coalesce_s):
@@ -282,14 +296,16 @@ class PushDispatcher:
             devices = [d for d in devices if token_id(d.token) in job.devices]
         if not devices:
             return self._skip("no_device")
-        previews = False
+        previews = message_job and settings.push_previews
         message = job.message()
-        if job.kind == "message":
-            previews = (await self.store.get_settings(job.user)).push_previews
-            if previews:
-                message = await self._stored_message(job)
         badge = await unread_badge(self.store, job.user,
                                    conversations=self.policy.badge_conversations)
+        if message_job:  # last, nearest the send: it may have been unsent
+            stored = await self.store.get_message(job.match_id, job.message_id)
+            if stored is None or stored.deleted:
+                return self._skip("unsent")
+            if previews:
+                message = stored
         # Every device of the user at once: one batch per provider that takes batches
         # (FCM's send_each_async), one send each otherwise (APNS).
         batches: dict[int, tuple[Pusher, list[_Delivery]]] = {}
@@ -313,12 +329,6 @@ class PushDispatcher:
 
     def _skip(self, reason: str) -> None:
         self.metrics.push_skipped_by[reason].inc()
-
-    async def _stored_message(self, job: PushJob) -> Message:
-        """The message with its body (jobs carry none), for a preview."""
-        found = await self.store.messages_after(job.match_id, job.message_id - 1, 1,
-                                                newest=job.message_id)
-        return found[0] if found and found[0].id == job.message_id else job.message()
 
     @staticmethod
     def _render(job: PushJob, device_id: str, message: Message, previews: bool,

@@ -43,6 +43,7 @@ from server.backends.guards import (
     MemoryConnectionCap,
     MemoryFlapMarks,
 )
+from server.backends.openers import MemoryOpenerLedger, OpenerLedger, OpenerRules
 from server.backends.presence import MemoryPresence, Presence
 from server.backends.quotas import MemoryQuotas, Quotas
 from server.config import Config
@@ -57,9 +58,11 @@ from server.push_providers import apns_pusher, fcm_pusher
 from server.services.accounts import AccountService, NotBefore
 from server.services.caches import Caches
 from server.services.chat import ChatService
+from server.services.chat_controls import ChatControls
 from server.services.deck import DeckService
 from server.services.export import ExportService
 from server.services.matching import MatchService
+from server.services.openers import OpenerGate
 from server.services.presence import PresenceService
 from server.services.quotas import QuotaPolicy, QuotaService
 from server.services.swipes import SwipeService
@@ -87,6 +90,7 @@ class Backends:
     push_queue: PushQueue
     push_gates: PushGates
     pushers: Mapping[str, Pusher]
+    openers: OpenerLedger | None = None  # only when an opener rule is on
     quotas: Quotas = field(default_factory=MemoryQuotas)  # daily likes (cluster-wide: Redis)
     redis: RedisClient | None = None  # the shared client, closed last
     batcher: TurnBatcher | None = None  # the one pipeline per loop turn on that client
@@ -119,10 +123,13 @@ def compose_backends(config: Config, metrics: Metrics, *, store: Store | None = 
                                              config.auth_failure_window_s),
             flap_marks=MemoryFlapMarks(),
             push_queue=MemoryPushQueue(max_jobs=config.push_queue_max),
-            push_gates=MemoryPushGates(), pushers=pushers, quotas=MemoryQuotas())
+            push_gates=MemoryPushGates(), pushers=pushers, quotas=MemoryQuotas(),
+            openers=MemoryOpenerLedger(opener_rules(config)) if config.opener_rules_on
+            else None)
     from push.redis_queue import RedisPushGates, RedisPushQueue
     from server.backends.redis_broker import RedisBroker
     from server.backends.redis_guards import RedisAuthThrottle, RedisConnectionCap, RedisFlapMarks
+    from server.backends.redis_openers import RedisOpenerLedger
     from server.backends.redis_presence import RedisPresence
     from server.backends.redis_quotas import RedisQuotas
     from server.backends.redis_state import (
@@ -176,9 +183,16 @@ def compose_backends(config: Config, metrics: Metrics, *, store: Store | None = 
         push_gates=RedisPushGates(client, prefix=prefix),
         pushers=pushers,
         quotas=RedisQuotas(batcher, prefix=prefix, fallback=MemoryQuotas(), metrics=metrics),
+        openers=RedisOpenerLedger(batcher, opener_rules(config), prefix=prefix)
+        if config.opener_rules_on else None,
         redis=client,
         batcher=batcher,
     )
+
+
+def opener_rules(config: Config) -> OpenerRules:
+    return OpenerRules(per_day=config.openers_per_day,
+                       reject_duplicates=config.reject_duplicate_openers)
 
 
 def build_store(config: Config) -> Store:
@@ -245,6 +259,7 @@ class Services:
     pushes: PushDispatcher
     presence: PresenceService
     chat: ChatService
+    controls: ChatControls
     matches: MatchService
     accounts: AccountService
     guard: ConnectionGuard
@@ -270,7 +285,11 @@ def compose_services(config: Config, backends: Backends, *, metrics: Metrics, hu
     chat = ChatService(store=store, broker=broker, caches=caches, ids=IdGenerator(node_id),
                        limits=config.limits, metrics=metrics, pushes=pushes,
                        claims=backends.claims, send_gate=backends.send_gate,
-                       held_here=hub.has_user)
+                       held_here=hub.has_user,
+                       openers=OpenerGate(store, backends.openers, opener_rules(config))
+                       if backends.openers is not None else None)
+    controls = ChatControls(store=store, broker=broker, open_match=chat.open_match,
+                            unsend_window_s=config.unsend_window_s)
     quotas = QuotaService(backends.quotas, quota_policy(config))
     matches = MatchService(store=store, broker=broker, caches=caches, presence=presence,
                            pushes=pushes, metrics=metrics, swipe_limiter=backends.swipe_limiter,
@@ -286,14 +305,16 @@ def compose_services(config: Config, backends: Backends, *, metrics: Metrics, hu
                             throttle=backends.auth_throttle, broker=broker,
                             metrics=metrics, ip_header=config.client_ip_header)
     gateway = Gateway(config=config, auth=auth, hub=hub, broker=broker, presence=presence,
-                      chat=chat, metrics=metrics, guard=guard, not_before=not_before)
+                      chat=chat, controls=controls, metrics=metrics, guard=guard,
+                      not_before=not_before)
     exports = ExportService(store, metrics)
-    app = create_app(auth=auth, matches=matches, chat=chat, exports=exports, metrics=metrics,
-                     max_body_bytes=config.max_http_body_bytes, ready=ready, guard=guard,
-                     cors_origins=config.cors_origins, accounts=accounts,
+    app = create_app(auth=auth, matches=matches, chat=chat, controls=controls, exports=exports,
+                     metrics=metrics, max_body_bytes=config.max_http_body_bytes, ready=ready,
+                     guard=guard, cors_origins=config.cors_origins, accounts=accounts,
                      demo=(config, lambda: gateway.port) if config.demo else None,
                      routers=[swipe_router(swipes=swipes, deck=DeckService(store),
                                            quotas=quotas)])
     return Services(caches=caches, pushes=pushes, presence=presence, chat=chat,
-                    matches=matches, accounts=accounts, guard=guard, gateway=gateway,
+                    controls=controls, matches=matches, accounts=accounts, guard=guard,
+                    gateway=gateway,
                     http=http_server(app, config))

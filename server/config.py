@@ -77,6 +77,10 @@ class Config:
     close_timeout_s: float = 2.0  # a close the client does not take by then drops the socket
     swipes_per_s: float = 20.0
     swipe_burst: int = 100
+    # -- chat controls (docs/chat-controls.md) ---------------------------------------------
+    unsend_window_s: float = 900.0  # a sender may unsend a message this long after its ts
+    openers_per_day: int = 0  # first messages per user in 24 h across matches; 0: no limit
+    reject_duplicate_openers: bool = False  # refuse an opener sent in another match in 24 h
     max_http_body_bytes: int = 65_536
     cors_origins: tuple[str, ...] = ()  # browser origins the HTTP API answers; "*": any
     demo_enabled: str = "auto"  # /demo: auto (on unless clustered), true or false
@@ -194,6 +198,7 @@ class Config:
         self._validate_guards()
         self._validate_quotas()
         self._validate_revocation()
+        self._validate_chat_controls()
         return self
 
     def _validate_quotas(self) -> None:
@@ -227,6 +232,16 @@ class Config:
                 raise ConfigError(f"cors_origins: {origin!r} is not an origin: give "
                                   "scheme://host[:port] in lowercase (no path, no trailing "
                                   "slash), or \"*\" for any origin")
+
+    def _validate_chat_controls(self) -> None:
+        if self.unsend_window_s < 0:
+            raise ConfigError("unsend_window_s must not be negative (0 turns unsend off)")
+        if self.openers_per_day < 0:
+            raise ConfigError("openers_per_day must not be negative (0 turns the limit off)")
+
+    @property
+    def opener_rules_on(self) -> bool:
+        return self.openers_per_day > 0 or self.reject_duplicate_openers
 
     def _validate_guards(self) -> None:
         for name in ("max_connections_per_user", "auth_failures_per_ip",

@@ -59,7 +59,8 @@ REDIS_FALLBACKS = ("publish", "presence", "connection_cap", "auth_throttle", "pr
 PRESENCE_OPS = ("connect", "disconnect", "refresh", "status", "reap")
 PUSH_OUTCOMES = (*Outcome, "gave_up")
 EXPORT_OUTCOMES = ("done", "cut", "left")  # finished; a failure mid-way; the client went away
-PUSH_SKIPPED = ("online", "delivered", "coalesced", "no_device", "duplicate", "no_provider")
+PUSH_SKIPPED = ("online", "delivered", "coalesced", "no_device", "duplicate", "no_provider",
+                "muted", "kind_off", "unsent")
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
                    5.0)
@@ -295,6 +296,13 @@ class TimedStore:
         self.deck_exclusions = timed("deck_exclusions", store.deck_exclusions)
         self.revoke_tokens = timed("revoke_tokens", store.revoke_tokens)
         self.tokens_not_before = timed("tokens_not_before", store.tokens_not_before)
+        self.get_message = timed("get_message", store.get_message)
+        self.tombstone_message = timed("tombstone_message", store.tombstone_message)
+        self.has_sent = timed("has_sent", store.has_sent)
+        self.put_mute = timed("put_mute", store.put_mute)
+        self.delete_mute = timed("delete_mute", store.delete_mute)
+        self.mute_until = timed("mute_until", store.mute_until)
+        self.mutes = timed("mutes", store.mutes)
 
     def __getattr__(self, name: str) -> Any:  # only what is not a store operation
         return getattr(self.inner, name)

@@ -105,18 +105,40 @@ class Device:
     updated_ts: int = 0
 
 
+PUSH_KINDS = ("message", "match", "like")  # the switches of `push_kinds` (docs/push.md)
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     show_online: bool = True
     read_receipts: bool = True
     push_previews: bool = False
+    # one switch per push kind: stored flat, one column each, shown as `push_kinds`
+    push_message: bool = True
+    push_match: bool = True
+    push_like: bool = True
 
     def as_dict(self) -> dict[str, bool]:
+        """Every setting by its stored name (the columns, in `SETTING_COLUMNS` order)."""
         return {"show_online": self.show_online, "read_receipts": self.read_receipts,
-                "push_previews": self.push_previews}
+                "push_previews": self.push_previews, "push_message": self.push_message,
+                "push_match": self.push_match, "push_like": self.push_like}
+
+    def to_wire(self) -> dict[str, Any]:
+        """What `GET /v1/me/settings` answers: the push switches grouped in `push_kinds`."""
+        return {"show_online": self.show_online, "read_receipts": self.read_receipts,
+                "push_previews": self.push_previews,
+                "push_kinds": {"message": self.push_message, "match": self.push_match,
+                               "like": self.push_like}}
+
+    def wants_push(self, kind: str) -> bool:
+        """Whether the user takes pushes of `kind`; a kind with no switch is always on."""
+        return bool(getattr(self, f"push_{kind}")) if kind in PUSH_KINDS else True
 
 
-SETTING_NAMES = frozenset(Settings().as_dict())
+SETTING_COLUMNS = tuple(Settings().as_dict())
+SETTING_NAMES = frozenset(SETTING_COLUMNS)
+MUTED_FOREVER = (1 << 63) - 1  # `mute_until` of a match muted with no end (wire: null)
 
 
 def match_id_for(a: str, b: str) -> str:
@@ -333,3 +355,34 @@ class Store(Protocol):
     async def tokens_not_before(self, user: str) -> int | None:
         """The user's "tokens not before" (unix ms), None if their tokens were never
         revoked."""
+
+    # -- chat controls: unsend, openers, mutes (docs/chat-controls.md) --------------------
+    async def get_message(self, match_id: str, message_id: int) -> Message | None:
+        """The stored message with this id in the match (a tombstone too), or None."""
+
+    async def tombstone_message(self, match_id: str, message_id: int) -> bool:
+        """Clear the message's body and media: it stays in history and sync as a
+        tombstone (`Message.deleted`) with its id, sender and time. Idempotent; False if
+        the match holds no message with this id."""
+
+    async def has_sent(self, match_id: str, user: str) -> bool:
+        """Whether `user` ever sent a message in the match (tombstones count): a send
+        after one is not an opener. Exact on SQLite (the idempotency keys); Cassandra reads
+        the match's messages oldest first and answers True past a bound it names
+        (`cassandra_controls.SENT_SCAN_LIMIT`): a user silent through that many of the
+        peer's messages is no longer opening a conversation."""
+
+    async def put_mute(self, user: str, match_id: str, until: int) -> None:
+        """Mute the match's pushes for `user` until unix ms `until` (`MUTED_FOREVER`: no
+        end), replacing an earlier mute."""
+
+    async def delete_mute(self, user: str, match_id: str) -> None:
+        """Unmute (idempotent)."""
+
+    async def mute_until(self, user: str, match_id: str) -> int:
+        """Unix ms until which `user` muted the match; 0 when not muted (an expired mute
+        may still be returned: compare with now)."""
+
+    async def mutes(self, user: str) -> dict[str, int]:
+        """Every mute of `user`: match id -> `until` as put (expired ones too); one
+        partition, for the match list."""

@@ -29,6 +29,7 @@ from typing import Any, cast
 from cassandra.query import UNSET_VALUE
 
 from storage.base import (
+    SETTING_COLUMNS,
     SETTING_NAMES,
     Conversation,
     CursorKind,
@@ -48,6 +49,7 @@ from storage.base import (
 )
 from storage.buckets import bucket_of
 from storage.cassandra_bridge import TEMPORARY, DriverBridge
+from storage.cassandra_controls import ChatControls
 from storage.cassandra_reads import MessageReads
 from storage.cassandra_schema import (
     CURSOR_COLUMNS,
@@ -118,6 +120,7 @@ class CassandraStore:
         self._busy: dict[Hashable, asyncio.Future[None]] = {}
         self._reads = MessageReads(self._run)
         self._swipes = SwipeTables(self._run, self._all, self._swipe_stamps.at)
+        self._controls = ChatControls(self._run)
 
     # -- lifecycle ------------------------------------------------------------------------
     async def start(self) -> None:
@@ -496,8 +499,7 @@ class CassandraStore:
             raise ValueError(f"unknown settings: {sorted(unknown)}")
         if changes:
             await self._run("put_settings", *(_unset(changes.get(name)) for name in
-                                              ("show_online", "read_receipts", "push_previews")),
-                            user)
+                                              SETTING_COLUMNS), user)
         return await self.get_settings(user)
 
     # -- the swipe economy (storage/cassandra_swipes.py) ---------------------------------------
@@ -531,6 +533,28 @@ class CassandraStore:
         rows = await self._run("tokens_not_before", user)
         value = rows[0]["not_before"] if rows else None
         return None if value is None else int(value)
+
+    # -- chat controls (storage/cassandra_controls.py) ------------------------------------
+    async def get_message(self, match_id: str, message_id: int) -> Message | None:
+        return await self._controls.get_message(match_id, message_id)
+
+    async def tombstone_message(self, match_id: str, message_id: int) -> bool:
+        return await self._controls.tombstone_message(match_id, message_id)
+
+    async def has_sent(self, match_id: str, user: str) -> bool:
+        return await self._controls.has_sent(match_id, user)
+
+    async def put_mute(self, user: str, match_id: str, until: int) -> None:
+        await self._controls.put_mute(user, match_id, until)
+
+    async def delete_mute(self, user: str, match_id: str) -> None:
+        await self._controls.delete_mute(user, match_id)
+
+    async def mute_until(self, user: str, match_id: str) -> int:
+        return await self._controls.mute_until(user, match_id)
+
+    async def mutes(self, user: str) -> dict[str, int]:
+        return await self._controls.mutes(user)
 
 
 # -- helpers ------------------------------------------------------------------------------

@@ -31,7 +31,7 @@ from cassandra.policies import (
 from cassandra.query import dict_factory
 
 from protocol.ids import TIME_SHIFT, ms_of
-from storage.base import MatchRecord, Message
+from storage.base import SETTING_COLUMNS, MatchRecord, Message
 
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
@@ -171,6 +171,18 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
             user       text PRIMARY KEY,
             not_before bigint
         )""",
+        # One switch per push kind (docs/push.md); a null reads as the default, on.
+        # `migrate` skips an ADD whose column exists (a migration cut short, run again).
+        "ALTER TABLE {ks}.settings ADD push_message boolean",
+        "ALTER TABLE {ks}.settings ADD push_match boolean",
+        "ALTER TABLE {ks}.settings ADD push_like boolean",
+        # Muted matches per user (docs/chat-controls.md): the push worker reads one row.
+        """CREATE TABLE IF NOT EXISTS {ks}.mutes (
+            user     text,
+            match_id text,
+            until_ms bigint,
+            PRIMARY KEY ((user), match_id)
+        )""",
     ),
     3: (
         # -- the swipe economy (docs/storage.md, "Undo, likes and the deck") --
@@ -201,6 +213,7 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
         )""",
     ),
 }
+_ADD_COLUMN = re.compile(r"ALTER TABLE \{ks\}\.(\w+) ADD (\w+) ")
 
 
 # Every statement `CassandraStore` sends, prepared at start; {ks} is the keyspace. Each
@@ -278,10 +291,16 @@ CQL: dict[str, str] = {
     "drop_device": 'DELETE FROM {ks}.devices_by_user WHERE user = ? AND "token" = ?',
     "devices": 'SELECT user, "token", platform, app, locale, updated_ts FROM {ks}.devices_by_user'
                " WHERE user = ?",
-    "get_settings": "SELECT show_online, read_receipts, push_previews FROM {ks}.settings"
+    "get_settings": f"SELECT {', '.join(SETTING_COLUMNS)} FROM {{ks}}.settings"
                     " WHERE user = ?",
-    "put_settings": "UPDATE {ks}.settings SET show_online = ?, read_receipts = ?,"
-                    " push_previews = ? WHERE user = ?",
+    "put_settings": "UPDATE {ks}.settings SET "
+                    + ", ".join(f"{col} = ?" for col in SETTING_COLUMNS) + " WHERE user = ?",
+    "tombstone_message": "DELETE body, media FROM {ks}.messages WHERE match_id = ?"
+                         " AND bucket = ? AND id = ?",
+    "put_mute": "INSERT INTO {ks}.mutes (user, match_id, until_ms) VALUES (?, ?, ?)",
+    "delete_mute": "DELETE FROM {ks}.mutes WHERE user = ? AND match_id = ?",
+    "mute_until": "SELECT until_ms FROM {ks}.mutes WHERE user = ? AND match_id = ?",
+    "mutes": "SELECT match_id, until_ms FROM {ks}.mutes WHERE user = ?",
     # -- the swipe economy (storage/cassandra_swipes.py) --
     "put_last_swipe": "INSERT INTO {ks}.last_swipes (swiper, target, action, ts)"
                       " VALUES (?, ?, ?, ?) USING TIMESTAMP ?",
@@ -423,13 +442,27 @@ def migrate(session: Any, keyspace: str, replication: Mapping[str, Any]) -> int:
                            f"code's {SCHEMA_VERSION}")
     for version in sorted(v for v in MIGRATIONS if v > current):
         for statement in MIGRATIONS[version]:
-            session.execute(statement.format(ks=ks))
+            if not _column_exists(session, ks, statement):
+                session.execute(statement.format(ks=ks))
         if version == 2 and current >= 1:
             _fill_user_matches(session, ks)
         session.execute(f"INSERT INTO {ks}.schema_version (component, version, updated_ts)"
                         " VALUES (%s, %s, toTimestamp(now()))", (COMPONENT, version))
         current = version
     return current
+
+
+def _column_exists(session: Any, ks: str, statement: str) -> bool:
+    """True for an `ALTER TABLE ... ADD` whose column is there already (Cassandra has no
+    ADD IF NOT EXISTS for columns): one read of the table's schema partition."""
+    added = _ADD_COLUMN.match(statement)
+    if added is None:
+        return False
+    table, column = added.groups()
+    rows = session.execute("SELECT column_name FROM system_schema.columns WHERE"
+                           " keyspace_name = %s AND table_name = %s", (ks.lower(), table))
+    names = {r["column_name"] if isinstance(r, dict) else r[0] for r in rows}
+    return column in names
 
 
 def _fill_user_matches(session: Any, ks: str) -> None:

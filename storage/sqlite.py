@@ -14,8 +14,10 @@ import sqlite3
 from collections.abc import Sequence
 from typing import Any, cast
 
+from storage import sqlite_controls as controls
 from storage import sqlite_swipes
 from storage.base import (
+    SETTING_COLUMNS,
     SETTING_NAMES,
     Conversation,
     CursorKind,
@@ -237,6 +239,30 @@ class SqliteStore:
         rows = await self._read(lambda c: _rows(c, sql, (user,)))
         return int(rows[0][0]) if rows else None
 
+    # -- chat controls (storage/sqlite_controls.py) ---------------------------------------
+    async def get_message(self, match_id: str, message_id: int) -> Message | None:
+        row = await self._read(lambda c: controls.get_message(c, match_id, message_id))
+        return None if row is None else _message(row)
+
+    async def tombstone_message(self, match_id: str, message_id: int) -> bool:
+        return await self._write(
+            lambda c: controls.tombstone_message(c, match_id, message_id))
+
+    async def has_sent(self, match_id: str, user: str) -> bool:
+        return await self._read(lambda c: controls.has_sent(c, match_id, user))
+
+    async def put_mute(self, user: str, match_id: str, until: int) -> None:
+        await self._write(lambda c: controls.put_mute(c, user, match_id, until))
+
+    async def delete_mute(self, user: str, match_id: str) -> None:
+        await self._write(lambda c: controls.delete_mute(c, user, match_id))
+
+    async def mute_until(self, user: str, match_id: str) -> int:
+        return await self._read(lambda c: controls.mute_until(c, user, match_id))
+
+    async def mutes(self, user: str) -> dict[str, int]:
+        return await self._read(lambda c: controls.mutes(c, user))
+
 
 # -- operations, run on the writer or a reader thread -------------------------------------
 def _rows(conn: sqlite3.Connection, sql: str, args: tuple[Any, ...] = ()) -> list[Row]:
@@ -409,21 +435,21 @@ def _delete_device(conn: sqlite3.Connection, user: str, token: str) -> bool:
     return existed
 
 
+_SETTINGS_SELECT = f"SELECT {', '.join(SETTING_COLUMNS)} FROM settings WHERE user = ?"
+_SETTINGS_PUT = (f"INSERT INTO settings (user, {', '.join(SETTING_COLUMNS)}) VALUES"
+                 f" (?{', ?' * len(SETTING_COLUMNS)}) ON CONFLICT (user) DO UPDATE SET "
+                 + ", ".join(f"{col} = excluded.{col}" for col in SETTING_COLUMNS))
+
+
 def _settings(conn: sqlite3.Connection, user: str) -> Settings:
-    rows = _rows(conn, "SELECT show_online, read_receipts, push_previews FROM settings"
-                 " WHERE user = ?", (user,))
+    rows = _rows(conn, _SETTINGS_SELECT, (user,))
     return Settings(*(bool(v) for v in rows[0])) if rows else Settings()
 
 
 def _put_settings(conn: sqlite3.Connection, user: str, changes: dict[str, bool]) -> Settings:
-    merged = Settings(**{**_settings(conn, user).as_dict(), **changes})
-    conn.execute("INSERT INTO settings (user, show_online, read_receipts, push_previews)"
-                 " VALUES (?, ?, ?, ?) ON CONFLICT (user) DO UPDATE SET"
-                 " show_online = excluded.show_online, read_receipts = excluded.read_receipts,"
-                 " push_previews = excluded.push_previews",
-                 (user, int(merged.show_online), int(merged.read_receipts),
-                  int(merged.push_previews)))
-    return merged
+    merged = {**_settings(conn, user).as_dict(), **changes}
+    conn.execute(_SETTINGS_PUT, (user, *(int(merged[col]) for col in SETTING_COLUMNS)))
+    return Settings(**merged)
 
 
 def _revoke_tokens(conn: sqlite3.Connection, user: str, ts: int) -> int:

@@ -104,7 +104,16 @@ CREATE TABLE IF NOT EXISTS settings (
     user           TEXT    NOT NULL PRIMARY KEY,
     show_online    INTEGER NOT NULL,
     read_receipts  INTEGER NOT NULL,
-    push_previews  INTEGER NOT NULL
+    push_previews  INTEGER NOT NULL,
+    push_message   INTEGER NOT NULL DEFAULT 1,
+    push_match     INTEGER NOT NULL DEFAULT 1,
+    push_like      INTEGER NOT NULL DEFAULT 1
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS mutes (
+    user     TEXT    NOT NULL,
+    match_id TEXT    NOT NULL,
+    until_ms INTEGER NOT NULL,
+    PRIMARY KEY (user, match_id)
 ) WITHOUT ROWID;
 """
 
@@ -134,6 +143,14 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
     ),
 }
 
+# Version 2: columns a version-1 file lacks (its tables exist, so CREATE TABLE IF NOT EXISTS
+# leaves them as they were). Each is added once, when missing: (table, column, definition).
+ADDED_COLUMNS: tuple[tuple[str, str, str], ...] = (
+    ("settings", "push_message", "INTEGER NOT NULL DEFAULT 1"),
+    ("settings", "push_match", "INTEGER NOT NULL DEFAULT 1"),
+    ("settings", "push_like", "INTEGER NOT NULL DEFAULT 1"),
+)
+
 
 class SchemaTooNew(Exception):
     """The file was written by a newer version of the code; refuse rather than corrupt it."""
@@ -161,8 +178,18 @@ def create_or_check(conn: sqlite3.Connection) -> None:
         if stored is None:
             conn.execute("INSERT INTO schema_version (version) VALUES (?)", (SCHEMA_VERSION,))
         elif stored < SCHEMA_VERSION:
+            add_missing_columns(conn)
             conn.execute("UPDATE schema_version SET version = ?", (SCHEMA_VERSION,))
         conn.execute("COMMIT")
     except BaseException:
         conn.execute("ROLLBACK")
         raise
+
+
+def add_missing_columns(conn: sqlite3.Connection) -> None:
+    """The upgrade of an older file: every column of `ADDED_COLUMNS` it does not have yet
+    (checked by name, so a rerun adds nothing twice)."""
+    for table, column, definition in ADDED_COLUMNS:
+        have = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
+        if column not in have:
+            conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {definition}")

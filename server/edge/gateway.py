@@ -38,6 +38,7 @@ from protocol.frames import (
     Send,
     Sync,
     Typing,
+    Unsend,
     parse_client_frame,
     request_id,
 )
@@ -53,6 +54,7 @@ from server.metrics import Metrics
 from server.services.accounts import NotBefore, revoked
 from server.services.caller import Caller, Reply
 from server.services.chat import ChatService
+from server.services.chat_controls import ChatControls
 from server.services.presence import PresenceService
 from storage import StoreUnavailable
 
@@ -91,8 +93,9 @@ def bearer(headers: Headers) -> str | None:
 
 
 # The frames that become a service call, each run as a task of its own.
-RequestFrame = Send | Typing | Read | Delivered | History | Sync | PresenceQuery
-RequestT = TypeVar("RequestT", Send, Typing, Read, Delivered, History, Sync, PresenceQuery)
+RequestFrame = Send | Typing | Read | Delivered | History | Sync | PresenceQuery | Unsend
+RequestT = TypeVar("RequestT", Send, Typing, Read, Delivered, History, Sync, PresenceQuery,
+                   Unsend)
 Handler = Callable[[Caller, RequestFrame], Awaitable[None]]
 
 
@@ -103,8 +106,8 @@ def handler(kind: type[RequestT], call: Callable[[Caller, RequestT], Awaitable[N
     return kind, cast(Handler, call)
 
 
-def handler_table(chat: ChatService,
-                  presence: PresenceService) -> dict[type[RequestFrame], Handler]:
+def handler_table(chat: ChatService, presence: PresenceService,
+                  controls: ChatControls) -> dict[type[RequestFrame], Handler]:
     """Frame type -> the service call it makes: the frame's fields as plain arguments, the
     coroutine of the service method itself (no coroutine of our own in between)."""
     return dict([
@@ -115,6 +118,7 @@ def handler_table(chat: ChatService,
         handler(History, lambda c, f: chat.history(c, f.r, f.m, f.before, f.limit)),
         handler(Sync, lambda c, f: chat.sync(c, f.r, f.since)),
         handler(PresenceQuery, lambda c, f: presence.query(c, f.r)),
+        handler(Unsend, lambda c, f: controls.unsend(c, f.r, f.m, f.id)),
     ])
 
 
@@ -126,8 +130,8 @@ LISTEN_BACKLOG = 2048
 
 class Gateway:
     def __init__(self, *, config: Config, auth: Authenticator, hub: Hub, broker: Broker,
-                 presence: PresenceService, chat: ChatService, metrics: Metrics,
-                 guard: ConnectionGuard, not_before: NotBefore) -> None:
+                 presence: PresenceService, chat: ChatService, controls: ChatControls,
+                 metrics: Metrics, guard: ConnectionGuard, not_before: NotBefore) -> None:
         self.config = config
         self.not_before = not_before  # token revocations, checked at auth and refresh
         self.guard = guard  # connection cap, failed-auth throttle
@@ -139,7 +143,7 @@ class Gateway:
         self.chat = chat
         self.metrics = metrics
         self.server: Server | None = None
-        self._handlers = handler_table(chat, presence)
+        self._handlers = handler_table(chat, presence, controls)
 
     async def start(self, sock: Any) -> None:
         """Serve on a bound, listening socket (the node creates it, with SO_REUSEPORT for

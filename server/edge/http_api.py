@@ -41,6 +41,7 @@ from server.metrics import Metrics
 from server.services.accounts import AccountService
 from server.services.caller import http_caller
 from server.services.chat import ChatService
+from server.services.chat_controls import ChatControls
 from server.services.export import ExportService
 from server.services.matching import MatchService
 from storage import StoreUnavailable
@@ -139,11 +140,39 @@ class DeviceBody(BaseModel):
     locale: Annotated[str, Field(max_length=35)] | None = None
 
 
+class PushKindsBody(BaseModel):
+    """Which kinds of push the user takes; a kind left out keeps its switch."""
+
+    model_config = ConfigDict(extra="forbid")
+    message: StrictBool | None = None
+    match: StrictBool | None = None
+    like: StrictBool | None = None
+
+
 class SettingsBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
     show_online: StrictBool | None = None
     read_receipts: StrictBool | None = None
     push_previews: StrictBool | None = None
+    push_kinds: PushKindsBody | None = None
+
+    def changes(self) -> dict[str, bool]:
+        """The stored settings to change (`push_kinds` is stored flat: `push_<kind>`)."""
+        flat = self.model_dump(exclude_none=True, exclude={"push_kinds"})
+        if self.push_kinds is not None:
+            flat.update({f"push_{kind}": on for kind, on in
+                         self.push_kinds.model_dump(exclude_none=True).items()})
+        return flat
+
+
+class MuteBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    until: Annotated[int, Field(gt=0, description="unix ms; leave out to mute with no end")
+                     ] | None = None
+
+
+class MuteAnswer(BaseModel):
+    muted_until: int | None = Field(description="unix ms, or null: muted until unmuted")
 
 
 def error_response(code: ErrorCode, msg: str, status: int | None = None,
@@ -311,7 +340,8 @@ Token = Annotated[str, Path(min_length=1, max_length=4096)]
 
 
 def create_app(*, auth: Authenticator, matches: MatchService, chat: ChatService,
-               exports: ExportService, metrics: Metrics, max_body_bytes: int,
+               controls: ChatControls, exports: ExportService, metrics: Metrics,
+               max_body_bytes: int,
                ready: Callable[[], Awaitable[dict[str, bool]]],
                guard: ConnectionGuard | None = None,
                cors_origins: tuple[str, ...] = (),
@@ -423,16 +453,27 @@ def create_app(*, auth: Authenticator, matches: MatchService, chat: ChatService,
         await matches.delete_device(user, token)
         return Response(status_code=204)
 
+    @app.put("/v1/matches/{match_id}/mute", summary="Mute a match's pushes (live frames "
+             "still arrive)", responses={**AUTHED, **IN_MATCH, **WITH_BODY})
+    async def mute(match_id: MatchId, user: User, body: MuteBody | None = None) -> MuteAnswer:
+        until = body.until if body is not None else None
+        return MuteAnswer(muted_until=await controls.mute(user, match_id, until))
+
+    @app.delete("/v1/matches/{match_id}/mute", status_code=204, summary="Unmute a match",
+                responses={**AUTHED, **IN_MATCH})
+    async def unmute(match_id: MatchId, user: User) -> Response:
+        await controls.unmute(user, match_id)
+        return Response(status_code=204)
+
     @app.get("/v1/me/settings", summary="The caller's privacy and push settings",
              responses=AUTHED)
-    async def get_settings(user: User) -> dict[str, bool]:
-        return (await matches.get_settings(user)).as_dict()
+    async def get_settings(user: User) -> dict[str, Any]:
+        return (await matches.get_settings(user)).to_wire()
 
     @app.put("/v1/me/settings", summary="Change privacy and push settings",
              responses={**AUTHED, **WITH_BODY})
-    async def put_settings(body: SettingsBody, user: User) -> dict[str, bool]:
-        changes = body.model_dump(exclude_none=True)
-        return (await matches.put_settings(user, changes)).as_dict()
+    async def put_settings(body: SettingsBody, user: User) -> dict[str, Any]:
+        return (await matches.put_settings(user, body.changes())).to_wire()
 
     @app.get("/v1/me/export", summary="Everything the server holds about the caller, as one "
              "streamed JSON document (docs/privacy.md, \"Export\")",

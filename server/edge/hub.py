@@ -204,11 +204,44 @@ class Session:
                 await self._writer
 
 
+UNSENT_KEPT = 10_000  # unsent (match, id) pairs a node remembers to drop a late `msg` of
+UNSENT_KEPT_S = 60.0  # and for how long: a `msg` is published just after its ack
+
+
+class UnsentIds:
+    """Messages this node saw an `unsent` for lately. A `msg` for one of them that arrives
+    after it (another node's publish overtaken by the unsend's) is dropped, so a device
+    never gets a body after its `unsent` (docs/chat-controls.md, "Unsend and delivery")."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
+        self._seen: dict[tuple[Any, Any], float] = {}  # insertion order is time order
+
+    def __bool__(self) -> bool:
+        return bool(self._seen)
+
+    def add(self, m: Any, message_id: Any) -> None:
+        now = self.clock()
+        seen = self._seen
+        while seen:
+            oldest = next(iter(seen))
+            if len(seen) < UNSENT_KEPT and now - seen[oldest] < UNSENT_KEPT_S:
+                break
+            del seen[oldest]
+        seen.pop((m, message_id), None)
+        seen[(m, message_id)] = now
+
+    def __contains__(self, key: tuple[Any, Any]) -> bool:
+        at = self._seen.get(key)
+        return at is not None and self.clock() - at < UNSENT_KEPT_S
+
+
 class Hub:
     """user -> sessions on this node."""
 
     def __init__(self, metrics: Metrics | None = None) -> None:
         self._by_user: dict[str, dict[str, Session]] = {}
+        self.unsent = UnsentIds()
         self._delivery = metrics.delivery if metrics is not None else None
         if metrics is not None:  # computed at scrape time: nothing on the hot path
             metrics.send_queue.set_function(self.queued_frames)
@@ -231,8 +264,16 @@ class Hub:
         return True
 
     def deliver(self, user: str, frame: Frame, skip_session: str | None = None) -> int:
-        """Queue `frame` on every session of `user` here; encode once per subprotocol."""
+        """Queue `frame` on every session of `user` here; encode once per subprotocol.
+
+        A `msg` of a message unsent meanwhile goes to no one but counts as taken (no push:
+        it is gone)."""
         sessions = self._by_user.get(user)
+        t = frame.get("t")
+        if t == "unsent":
+            self.unsent.add(frame.get("m"), frame.get("id"))
+        elif t == "msg" and self.unsent and (frame.get("m"), frame.get("id")) in self.unsent:
+            return len(sessions) if sessions else 0
         if not sessions:
             return 0
         encoded: dict[str, bytes | str] = {}
@@ -244,7 +285,7 @@ class Hub:
             if data is None:
                 data = encoded[session.codec.name] = session.codec.encode(frame)
             count += session.push(frame, data)
-        if count and self._delivery is not None and frame.get("t") == "msg":
+        if count and self._delivery is not None and t == "msg":
             ts = frame.get("ts")
             if isinstance(ts, int):
                 self._delivery.observe(max(0.0, time.time() - ts / 1000))

@@ -25,6 +25,7 @@ from server.backends.cluster_state import SendClaims, SendGate
 from server.metrics import Metrics
 from server.services.caches import Caches
 from server.services.caller import Caller, unavailable
+from server.services.openers import OpenerGate
 from storage import Conversation, MatchRecord, Message, Store, StoreUnavailable
 from storage.base import CursorKind
 
@@ -67,6 +68,7 @@ class ChatService:
     def __init__(self, *, store: Store, broker: Broker, caches: Caches, ids: IdGenerator,
                  limits: Limits, metrics: Metrics, pushes: PushDispatcher,
                  claims: SendClaims, send_gate: SendGate, held_here: Callable[[str], bool],
+                 openers: OpenerGate | None = None,
                  clock: Callable[[], float] = time.time) -> None:
         self.store = store
         self.broker = broker
@@ -78,6 +80,7 @@ class ChatService:
         self.claims = claims
         self.send_gate = send_gate  # the per-user send limit and the claim of `c`, together
         self.held_here = held_here  # whether a user has a live session on this node
+        self.openers = openers  # None unless an opener rule is on (server/services/openers.py)
         self.clock = clock
         self._typing: dict[tuple[str, str], asyncio.TimerHandle] = {}
         # newest message id this node has stored or read per match: a receipt at or below it
@@ -118,6 +121,13 @@ class ChatService:
         if claim.state == "pending":
             raise ProtocolError(ErrorCode.UNAVAILABLE, "this message is being stored; resend",
                                 r=r, retry_ms=250)
+        gate, opener = self.openers, None
+        if gate is not None:
+            try:
+                opener = await gate.check(user, match_id, body, r)
+            except ProtocolError:
+                await self.claims.release(match_id, user, client_id)  # nothing was stored
+                raise
         now = self.now_ms()
         message = Message(match_id=match_id, id=self.ids.next(now), sender=user,
                           client_id=client_id, ts=now, body=body,
@@ -127,8 +137,12 @@ class ChatService:
                 message, claimed=claim.exclusive, members=match.users)
         except StoreUnavailable:
             await self.claims.release(match_id, user, client_id)
+            if gate is not None and opener is not None:
+                await gate.release(opener)
             raise unavailable(r) from None
         caller.reply(sf.ack(r, match_id, client_id, stored.id, stored.ts))  # durable: at once
+        if gate is not None and opener is not None:
+            gate.stored(opener)
         self._saw_message(match_id, stored.id)
         self.metrics.send_to_ack.observe(time.perf_counter() - started)
         self.claims.confirm(match_id, user, client_id, stored.id, stored.ts)  # before publish

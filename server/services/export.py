@@ -72,7 +72,7 @@ Section = Whole | Paged
 
 # -- the sections -------------------------------------------------------------------------
 async def settings(ctx: ExportContext) -> Any:
-    return (await ctx.store.get_settings(ctx.user)).as_dict()
+    return (await ctx.store.get_settings(ctx.user)).to_wire()
 
 
 async def devices(ctx: ExportContext) -> Any:

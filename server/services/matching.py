@@ -23,7 +23,7 @@ from server.services.caches import Caches
 from server.services.presence import PresenceService
 from server.services.quotas import QuotaService
 from storage import Device, MatchRecord, Settings, Store, match_id_for
-from storage.base import Platform, Swipe, SwipeAction
+from storage.base import MUTED_FOREVER, Platform, Swipe, SwipeAction
 
 LIKES = ("like", "superlike")
 
@@ -151,9 +151,14 @@ class MatchService:
         except ValueError:  # the store could not decode the cursor
             raise ProtocolError(ErrorCode.BAD_REQUEST, "cursor is not one from this API") from None
         convs = {c.match_id: c for c in await self.store.conversations(user)}
+        mutes = await self.store.mutes(user)
+        now = self.now_ms()
         out = []
         for match in page.items:
             entry = match_summary(match, user)
+            muted = mutes.get(match.id, 0)
+            if muted > now:  # docs/chat-controls.md, "Mute": null is "until unmuted"
+                entry["muted_until"] = None if muted == MUTED_FOREVER else muted
             conv = convs.get(match.id)
             unread = 0
             if conv is not None and conv.last_id:

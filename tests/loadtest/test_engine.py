@@ -109,3 +109,20 @@ async def test_sessions_spread_over_targets_by_weight_from_the_first_picks() -> 
     first = [WorkerContext(two_targets(1), SECRET, run_id="r", worker=w).pick_target().name
              for w in (0, 1)]
     assert first == ["a", "b"]  # two workers with one session each do not share a target
+
+
+async def test_an_unsend_step_is_seen_by_the_partner_and_measured(
+        node_factory: NodeFactory) -> None:
+    node = await node_factory()
+    ctx = await run_session(node, """
+      - connect
+      - pair
+      - send: {rate: 50/s, count: 3}
+      - unsend
+      - expect: {type: unsent, who: b, timeout: 2s}
+      - unsend: {who: both}""")
+    summary = ctx.recorder.summary()
+    counters = summary["counters"]
+    assert counters["unsent"] == 3 and "expect_timeouts" not in counters
+    assert counters["sent"] == counters["delivered"] == 6  # the unsent ones are not counted
+    assert summary["latency_ms"]["unsend"]["count"] == 3

@@ -140,6 +140,10 @@ BAD = [
      "targets: expected a non-empty list"),
     (HEAD.replace("[connect]", "\n      - connect\n      - send: {rate: 1/s, count: 2}")
      + "phases: [{users: 1, duration: 1s}]\n", 6, "personas[0].flow[1]: send needs a pair"),
+    (HEAD.replace("[connect]", "\n      - connect\n      - unsend")
+     + "phases: [{users: 1, duration: 1s}]\n", 6, "personas[0].flow[1]: unsend needs a pair"),
+    (HEAD.replace("[connect]", "\n      - pair\n      - unsend: {who: c}")
+     + "phases: [{users: 1, duration: 1s}]\n", 6, "flow[1].unsend.who"),
     (HEAD.replace("[connect]", "\n      - pair\n      - send: {rate: 1/s}")
      + "phases: [{users: 1, duration: 1s}]\n", 6, "flow[1].send: give duration or count"),
     (HEAD.replace("[connect]", "\n      - pair\n      - shout: {loud: true}")

@@ -25,6 +25,7 @@ from protocol.frames import (
     Send,
     Sync,
     Typing,
+    Unsend,
 )
 from protocol.ids import compose, ms_of
 from protocol.limits import Limits
@@ -72,6 +73,11 @@ SERVER_CASES: dict[str, Callable[[], dict[str, Any]]] = {
     "match": lambda: sf.match(M, BOB, T0),
     "match_super": lambda: sf.match(M, BOB, T0, superlike=True),
     "unmatch": lambda: sf.unmatch(M),
+    "unsent": lambda: sf.unsent(M, ID2),
+    "error_opener_limit": lambda: sf.error(ErrorCode.OPENER_LIMIT, "at most 10 first "
+                                           "messages a day", 14, retry_ms=3_600_000),
+    "error_duplicate_opener": lambda: sf.error(ErrorCode.DUPLICATE_OPENER, "the same first "
+                                               "message was sent in another match", 15),
     "reconnect": lambda: sf.reconnect(2500),
     "ok_refresh": lambda: sf.ok(8, exp=1_767_232_800),
     "ok_read": lambda: sf.ok(9),
@@ -116,4 +122,5 @@ CLIENT_CASES: dict[str, tuple[dict[str, Any], ClientFrame]] = {
     "refresh": ({"t": "refresh", "r": 12, "token": JWT}, Refresh(r=12, token=JWT)),
     "ping": ({"t": "ping", "r": 13}, Ping(r=13)),
     "ping_no_r": ({"t": "ping"}, Ping()),
+    "unsend": ({"t": "unsend", "r": 14, "m": M, "id": ID2}, Unsend(r=14, m=M, id=ID2)),
 }

@@ -15,7 +15,7 @@ from protocol.limits import DEFAULT_LIMITS
 
 DOC = Path(__file__).parents[2] / "docs" / "protocol.md"
 REQUEST_TYPES = {"auth", "send", "typing", "read", "delivered", "history", "sync", "presence",
-                 "refresh", "ping"}
+                 "refresh", "ping", "unsend"}
 
 
 def _examples() -> list[str]:

@@ -134,14 +134,16 @@ def test_default_limits_match_the_contract() -> None:
 def test_error_codes_are_the_contract_list() -> None:
     assert {c.value for c in ErrorCode} == {
         "bad_frame", "bad_request", "unknown_type", "too_large", "unauthorized", "forbidden",
-        "not_found", "rate_limited", "unavailable", "internal", "quota_exceeded"}
+        "not_found", "rate_limited", "unavailable", "internal", "opener_limit",
+        "duplicate_opener", "quota_exceeded"}
 
 
 @pytest.mark.parametrize(("code", "status"), [
     (ErrorCode.BAD_FRAME, 400), (ErrorCode.BAD_REQUEST, 400), (ErrorCode.UNKNOWN_TYPE, 400),
     (ErrorCode.TOO_LARGE, 413), (ErrorCode.UNAUTHORIZED, 401), (ErrorCode.FORBIDDEN, 403),
     (ErrorCode.NOT_FOUND, 404), (ErrorCode.RATE_LIMITED, 429), (ErrorCode.UNAVAILABLE, 503),
-    (ErrorCode.INTERNAL, 500), (ErrorCode.QUOTA_EXCEEDED, 429),
+    (ErrorCode.INTERNAL, 500), (ErrorCode.OPENER_LIMIT, 429), (ErrorCode.DUPLICATE_OPENER, 409),
+    (ErrorCode.QUOTA_EXCEEDED, 429),
 ])
 def test_http_status_of_each_code(code: ErrorCode, status: int) -> None:
     assert HTTP_STATUS[code] == status

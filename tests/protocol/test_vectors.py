@@ -47,7 +47,7 @@ def test_every_frame_type_has_a_vector() -> None:
     server_types = {v["frame"]["t"] for v in VECTORS["server"]}
     assert server_types == {"welcome", "ack", "msg", "typing", "read", "delivered",
                             "presence", "history", "sync", "match", "unmatch", "reconnect",
-                            "ok", "pong", "error"}
+                            "ok", "pong", "error", "unsent"}
     assert {v["frame"]["t"] for v in VECTORS["client"]} == CLIENT_TYPES
     # the optional shapes the task lists are there too
     assert "body" in SERVER["msg_body"]["frame"] and "media" in SERVER["msg_media"]["frame"]

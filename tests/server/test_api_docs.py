@@ -78,3 +78,16 @@ async def test_an_error_answers_the_documented_shape(rdv: Harness, http: Apis) -
                                          "msg": "Authorization: Bearer <JWT> required"}}
     authed = await http(rdv, "ann").raw("GET", "/v1/me/settings")
     assert authed.status_code == 200
+
+
+async def test_openapi_shows_mute_and_push_kinds(rdv: Harness, http: Apis) -> None:
+    spec = (await http(rdv, None).raw("GET", "/openapi.json")).json()
+    mute = spec["paths"]["/v1/matches/{match_id}/mute"]
+    assert set(mute) == {"put", "delete"}
+    assert {"200", "403"} <= set(mute["put"]["responses"])
+    assert "204" in mute["delete"]["responses"]
+    schemas = spec["components"]["schemas"]
+    assert set(schemas["MuteBody"]["properties"]) == {"until"}
+    assert set(schemas["MuteAnswer"]["properties"]) == {"muted_until"}
+    assert "push_kinds" in schemas["SettingsBody"]["properties"]
+    assert set(schemas["PushKindsBody"]["properties"]) == {"message", "match", "like"}

@@ -53,6 +53,9 @@ def test_precedence_flags_env_file_defaults(tmp_path: Path) -> None:
     ("heartbeat_s = true\n", "heartbeat_s (from file"),
     ("revocation_cache_s = -1\n", "revocation_cache_s must not be negative"),
     ("revocation_cache_entries = 0\n", "revocation_cache_entries must be at least 1"),
+    ("openers_per_day = -1\n", "openers_per_day must not be negative"),
+    ("unsend_window_s = -5\n", "unsend_window_s must not be negative"),
+    ("reject_duplicate_openers = 3\n", "reject_duplicate_openers (from file"),
     ("this is not toml", "not valid TOML"),
 ])
 def test_a_bad_file_names_the_key(tmp_path: Path, text: str, named: str) -> None:

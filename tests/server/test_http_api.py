@@ -402,14 +402,17 @@ async def test_a_device_with_a_bad_platform_is_refused(rdv: Harness, http: Apis)
 
 async def test_settings_put_returns_all_and_get_reads_them(rdv: Harness, http: Apis) -> None:
     api = http(rdv, "ann")
-    defaults = {"show_online": True, "read_receipts": True, "push_previews": False}
+    kinds = {"message": True, "match": True, "like": True}
+    defaults = {"show_online": True, "read_receipts": True, "push_previews": False,
+                "push_kinds": kinds}
     assert (await api.raw("GET", "/v1/me/settings")).json() == defaults
     assert await api.put_settings(push_previews=True) == {**defaults, "push_previews": True}
     assert await api.put_settings(show_online=False) == {"show_online": False,
                                                          "read_receipts": True,
-                                                         "push_previews": True}
+                                                         "push_previews": True,
+                                                         "push_kinds": kinds}
     assert await api.put_settings() == {"show_online": False, "read_receipts": True,
-                                        "push_previews": True}
+                                        "push_previews": True, "push_kinds": kinds}
     assert (await api.raw("GET", "/v1/me/settings")).json()["show_online"] is False
     assert (await http(rdv, "bob").raw("GET", "/v1/me/settings")).json() == defaults
 

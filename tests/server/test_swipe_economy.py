@@ -226,6 +226,9 @@ async def test_a_superlike_sends_a_discreet_like_push_collapsed_per_liker(
     await rdv.http("zoe").block("dan")
     await rdv.http("dan").swipe("zoe", "superlike")  # blocked: no push
     assert await stays(lambda: len(likes()) == 3, within=0.5)
+    await rdv.http("zoe").put_settings(push_kinds={"like": False})  # likes switched off
+    await rdv.http("eve").swipe("zoe", "superlike")
+    assert await stays(lambda: len(likes()) == 3, within=0.5)
 
 
 # -- who liked me ----------------------------------------------------------------------------

@@ -31,6 +31,7 @@ from storage.base import (
     Device,
     MatchRecord,
     Message,
+    Settings,
     Store,
     StoreUnavailable,
     decode_page_cursor,
@@ -543,6 +544,26 @@ async def test_a_revocation_is_one_write_stamped_with_its_value(
     rows = list(cql.execute(f"SELECT not_before, WRITETIME(not_before) AS at"
                             f" FROM {keyspace}.token_revocations WHERE user = 'ann'"))
     assert [(r["not_before"], r["at"]) for r in rows] == [(T0 + 3, (T0 + 3) * 1000)]
+
+
+async def test_upgrading_from_version_1_adds_the_push_kind_columns(
+        store: CassandraStore, cql: Any, keyspace: str) -> None:
+    await store.put_settings("ann", {"show_online": False})
+    for column in ("push_message", "push_match", "push_like"):
+        cql.execute(f"ALTER TABLE {keyspace}.settings DROP {column}")
+    cql.execute(f"UPDATE {keyspace}.schema_version SET version = 1"
+                " WHERE component = 'rendezvous'")
+    replication = {"class": "SimpleStrategy", "replication_factor": 1}
+    assert migrate(cql, keyspace, replication) == SCHEMA_VERSION
+    assert migrate(cql, keyspace, replication) == SCHEMA_VERSION  # nothing to do twice
+    fresh = CassandraStore([store.settings.contact_points[0][0]],
+                           port=store.settings.contact_points[0][1], keyspace=keyspace)
+    await fresh.start()  # prepares the statements against the upgraded table
+    try:
+        assert await fresh.get_settings("ann") == Settings(show_online=False)
+        assert (await fresh.put_settings("ann", {"push_like": False})).push_like is False
+    finally:
+        await fresh.close()
 
 
 def test_settings_are_checked_before_connecting() -> None:

@@ -17,7 +17,7 @@ import pytest
 
 import storage.sqlite
 from protocol.ids import compose, ms_of
-from storage.base import MatchRecord, Message, StoreUnavailable, match_id_for
+from storage.base import MatchRecord, Message, Settings, StoreUnavailable, match_id_for
 from storage.buckets import bucket_of
 from storage.sqlite import SqliteStore
 from storage.sqlite_schema import SCHEMA_VERSION
@@ -287,6 +287,33 @@ async def test_a_version_1_file_is_upgraded_in_place(tmp_path: Path) -> None:
             (SCHEMA_VERSION,)]
     finally:
         conn.close()
+
+
+async def test_a_version_1_file_gets_the_push_kind_columns_and_mutes(tmp_path: Path) -> None:
+    conn = sqlite3.connect(tmp_path / "r.db")
+    conn.executescript("""
+        CREATE TABLE schema_version (version INTEGER NOT NULL);
+        INSERT INTO schema_version VALUES (1);
+        CREATE TABLE settings (user TEXT NOT NULL PRIMARY KEY, show_online INTEGER NOT NULL,
+            read_receipts INTEGER NOT NULL, push_previews INTEGER NOT NULL) WITHOUT ROWID;
+        INSERT INTO settings VALUES ('ann', 0, 1, 1);
+    """)
+    conn.close()
+    for start in range(2):  # the second start finds version 2 and changes nothing
+        store = SqliteStore(tmp_path / "r.db")
+        await store.start()
+        try:
+            kept = await store.get_settings("ann")
+            assert kept == Settings(show_online=False, push_previews=True,
+                                    push_match=start == 0)
+            assert (await store.put_settings("ann", {"push_match": False})).push_match is False
+            await store.put_mute("ann", "m1", 5)
+            assert await store.mute_until("ann", "m1") == 5
+        finally:
+            await store.close()
+    conn = sqlite3.connect(tmp_path / "r.db")
+    assert conn.execute("SELECT version FROM schema_version").fetchall() == [(2,)]
+    conn.close()
 
 
 async def test_an_unopenable_file_is_store_unavailable(tmp_path: Path) -> None:

@@ -13,6 +13,7 @@ import pytest
 
 from protocol.ids import compose, ms_of
 from storage.base import (
+    MUTED_FOREVER,
     Conversation,
     Cursors,
     Device,
@@ -399,6 +400,74 @@ async def test_a_revocation_survives_close_and_reopen(open_store: OpenStore) -> 
     second = await open_store()
     assert await second.tokens_not_before("ann") == T0
     assert await second.revoke_tokens("ann", T0 - 1) == T0
+
+
+async def test_push_kind_switches_default_on_and_merge(store: Store) -> None:
+    assert (await store.get_settings("ann")).to_wire()["push_kinds"] == {
+        "message": True, "match": True, "like": True}
+    merged = await store.put_settings("ann", {"push_like": False})
+    assert (merged.push_message, merged.push_match, merged.push_like) == (True, True, False)
+    merged = await store.put_settings("ann", {"push_message": False, "push_previews": True})
+    assert merged == Settings(push_previews=True, push_message=False, push_like=False)
+    assert await store.get_settings("ann") == merged
+    assert not merged.wants_push("message") and merged.wants_push("match")
+
+
+# -- chat controls: a message by id, tombstones, has_sent, mutes -------------------------------
+async def test_get_message_by_id_and_tombstone_keeps_id_sender_and_time(store: Store) -> None:
+    m = await matched(store, "ann", "bob")
+    first, second = msg(m.id, mid(T0), "ann", "first"), msg(m.id, mid(T0 + 1), "bob", "2nd")
+    for one in (first, second):
+        await store.save_message(one)
+    assert await store.get_message(m.id, first.id) == first
+    assert await store.get_message(m.id, mid(T0 + 5)) is None
+    assert await store.tombstone_message(m.id, first.id)
+    assert await store.tombstone_message(m.id, first.id)  # idempotent
+    assert not await store.tombstone_message(m.id, mid(T0 + 5))
+    assert await store.get_message(m.id, mid(T0 + 5)) is None  # no row was made
+    gone = await store.get_message(m.id, first.id)
+    assert gone is not None and gone.deleted
+    assert (gone.id, gone.sender, gone.ts) == (first.id, "ann", first.ts)
+    page, _ = await store.history(m.id, None, 10)
+    assert [(x.id, x.deleted) for x in page] == [(second.id, False), (first.id, True)]
+    assert [x.deleted for x in await store.messages_after(m.id, 0, 10)] == [True, False]
+
+
+async def test_tombstone_of_media_message_clears_media(store: Store) -> None:
+    m = await matched(store, "ann", "bob")
+    pic = Message(m.id, mid(T0), "ann", "c-media", T0, None,
+                  {"kind": "image", "url": "https://x.test/a.jpg"})
+    await store.save_message(pic)
+    assert await store.tombstone_message(m.id, pic.id)
+    gone = await store.get_message(m.id, pic.id)
+    assert gone is not None and gone.media is None and gone.deleted
+
+
+async def test_has_sent_per_member(store: Store) -> None:
+    m = await matched(store, "ann", "bob")
+    assert not await store.has_sent(m.id, "ann")
+    await store.save_message(msg(m.id, mid(T0), "bob"))
+    assert not await store.has_sent(m.id, "ann") and await store.has_sent(m.id, "bob")
+    sent = msg(m.id, mid(T0 + 1), "ann")
+    await store.save_message(sent)
+    await store.tombstone_message(m.id, sent.id)
+    assert await store.has_sent(m.id, "ann")  # an unsent opener was still sent
+
+
+async def test_mutes_put_replace_delete(store: Store) -> None:
+    assert await store.mute_until("ann", "m1") == 0
+    await store.put_mute("ann", "m1", T0)
+    await store.put_mute("ann", "m1", MUTED_FOREVER)
+    assert await store.mute_until("ann", "m1") == MUTED_FOREVER
+    assert await store.mute_until("bob", "m1") == 0  # per user
+    assert await store.mute_until("ann", "m2") == 0  # per match
+    await store.put_mute("ann", "m2", T0 + 5)
+    assert await store.mutes("ann") == {"m1": MUTED_FOREVER, "m2": T0 + 5}
+    assert await store.mutes("bob") == {}
+    await store.delete_mute("ann", "m1")
+    await store.delete_mute("ann", "m1")
+    assert await store.mute_until("ann", "m1") == 0
+    assert await store.mutes("ann") == {"m2": T0 + 5}
 
 
 # -- ordering under concurrency ---------------------------------------------------------------

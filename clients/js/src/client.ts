@@ -34,6 +34,7 @@ import type {
   SyncReply,
   TypingEvent,
   UnmatchEvent,
+  UnsentEvent,
   Welcome,
 } from "./frames.js";
 import { compareIds } from "./ids.js";
@@ -112,6 +113,8 @@ export type ClientEvents = {
   presence: [event: PresenceEvent];
   match: [event: MatchEvent];
   unmatch: [event: UnmatchEvent];
+  /** One of the match's messages was unsent (by its sender, on any device). */
+  unsent: [event: UnsentEvent];
   /** A sync finished; persist `cursor` (also sent as `cursor` after every page). */
   synced: [info: SyncedInfo];
   /** Store it after the messages before it (delivered first) are stored. */
@@ -475,6 +478,9 @@ export class RendezvousClient extends TypedEmitter<ClientEvents> {
       case "unmatch":
         this.emit("unmatch", frame as unknown as UnmatchEvent);
         return;
+      case "unsent":
+        this.emit("unsent", frame as unknown as UnsentEvent);
+        return;
       case "reconnect":
         this.reconnectAfterMs = (frame as unknown as ReconnectEvent).after_ms;
         return;
@@ -634,6 +640,17 @@ export class RendezvousClient extends TypedEmitter<ClientEvents> {
     const conn = await this.whenOpen();
     const reply = await conn.request<PresenceReply>({ t: "presence" }, this.requestTimeoutMs);
     return reply.users;
+  }
+
+  /**
+   * Unsend one of my own messages (within the server's `unsend_window_s`, 15 min by
+   * default): it becomes a tombstone (`deleted: true`) in history and sync, and both
+   * members' other devices get an `unsent` event. Rejects with `forbidden` (not mine, or
+   * too late) or `not_found`.
+   */
+  async unsend(m: string, id: MessageId): Promise<void> {
+    const conn = await this.whenOpen();
+    await conn.request<OkReply>({ t: "unsend", m, id }, this.requestTimeoutMs);
   }
 
   /** Older messages of one match, newest first; page with `before` = the oldest id received. */

@@ -63,6 +63,8 @@ export interface Msg {
   media?: Media;
   /** The sender's client id: lets your own other devices match it to a pending message. */
   c?: string;
+  /** A tombstone (unsent, or its sender's account erased): no body, media or `c`. */
+  deleted?: true;
 }
 
 export interface Ack {
@@ -115,6 +117,13 @@ export interface UnmatchEvent {
   m: string;
 }
 
+/** A message of match `m` was unsent by its sender: drop its content, keep a tombstone. */
+export interface UnsentEvent {
+  t: "unsent";
+  m: string;
+  id: MessageId;
+}
+
 export interface ReconnectEvent {
   t: "reconnect";
   after_ms: number;
@@ -132,6 +141,8 @@ export type ErrorCode =
   | "rate_limited"
   | "unavailable"
   | "internal"
+  | "opener_limit"
+  | "duplicate_opener"
   | "quota_exceeded";
 
 export interface ErrorFrame {

@@ -132,3 +132,23 @@ test("a listener that throws does not stop delivery", async (t) => {
   assert.equal(msgs.length, before + 2);
   assert.ok(thrown.length >= 2);
 });
+
+test("unsend: a tombstone in history and an unsent event for the peer", async (t) => {
+  const alice = await connected(t, "alice");
+  const bob = await connected(t, "bob", { subprotocol: "rdv.v1.json" });
+  const body = unique("take it back");
+  const got = nextEvent(bob, "msg", (msg) => msg.body === body);
+  const ack = await alice.send(MATCH_AB, { body });
+  await got;
+  const unsent = nextEvent(bob, "unsent", (e) => e.id === ack.id);
+  await alice.unsend(MATCH_AB, ack.id);
+  const [event] = await unsent;
+  assert.deepEqual(event, { t: "unsent", m: MATCH_AB, id: ack.id });
+  const page = await bob.history(MATCH_AB, { limit: 5 });
+  const stored = page.msgs.find((m) => m.id === ack.id);
+  assert.ok(stored);
+  assert.equal(stored.deleted, true);
+  assert.equal(stored.body, undefined);
+  await assert.rejects(bob.unsend(MATCH_AB, ack.id), (e: unknown) => e instanceof ServerError && e.code === "forbidden");
+  await assert.rejects(alice.unsend(MATCH_AB, "1"), (e: unknown) => e instanceof ServerError && e.code === "not_found");
+});

@@ -34,6 +34,7 @@ from storage.base import (
     Settings,
     Store,
     StoreUnavailable,
+    Swipe,
     decode_page_cursor,
     match_id_for,
 )
@@ -528,7 +529,7 @@ async def test_a_version_1_keyspace_gets_version_2s_tables(
     cql.execute(f"UPDATE {keyspace}.schema_version SET version = 1"
                 " WHERE component = 'rendezvous'")
     replication = {"class": "SimpleStrategy", "replication_factor": 1}
-    assert migrate(cql, keyspace, replication) == SCHEMA_VERSION == 2
+    assert migrate(cql, keyspace, replication) == SCHEMA_VERSION == 3  # 2, then 3
     assert await store.get_swipe("ann", "bob") == "like"
     cql.execute(f"INSERT INTO {keyspace}.token_revocations (user, not_before)"
                 " VALUES ('ann', 5)")
@@ -688,3 +689,28 @@ async def test_outage_fails_fast_and_the_same_store_recovers(open_store: OpenSto
     assert await store.history(m.id, None, 10) == ([after, before], False)
     print(f"frozen: {[round(t, 2) for t in frozen]} s; down: {[round(t, 3) for t in down]} s;"
           f" back {recovered:.1f} s after the node answered")
+
+
+async def test_a_version_2_keyspace_gets_the_swipe_economy_tables(
+        store: CassandraStore, cql: Any, keyspace: str) -> None:
+    """Main's version 2 came first: a keyspace at 2 gets version 3's tables (the swipe
+    economy) and keeps its data."""
+    await store.record_swipe("ann", "bob", "like", T0)
+    for table in ("last_swipes", "likes_by_time", "blocks_received"):
+        cql.execute(f"DROP TABLE {keyspace}.{table}", timeout=60)  # DDL: slow
+    cql.execute(f"UPDATE {keyspace}.schema_version SET version = 2"
+                " WHERE component = 'rendezvous'")
+    replication = {"class": "SimpleStrategy", "replication_factor": 1}
+    assert migrate(cql, keyspace, replication) == SCHEMA_VERSION == 3
+    assert await store.get_swipe("ann", "bob") == "like"
+    again = CassandraStore([store.settings.contact_points[0][0]],
+                           port=store.settings.contact_points[0][1], keyspace=keyspace)
+    await again.start()  # prepares the version-3 statements on the recreated tables
+    try:
+        swipe = Swipe("ann", "cat", "superlike", T0 + 1)
+        await again.record_swipe("ann", "cat", "superlike", T0 + 1)
+        await again.index_swipe(swipe)
+        assert await again.last_swipe("ann") == swipe
+        assert [s.swiper for s in await again.likes_received("cat", 5)] == ["ann"]
+    finally:
+        await again.close()

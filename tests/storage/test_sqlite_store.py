@@ -299,7 +299,7 @@ async def test_a_version_1_file_gets_the_push_kind_columns_and_mutes(tmp_path: P
         INSERT INTO settings VALUES ('ann', 0, 1, 1);
     """)
     conn.close()
-    for start in range(2):  # the second start finds version 2 and changes nothing
+    for start in range(2):  # the second start finds the version now and changes nothing
         store = SqliteStore(tmp_path / "r.db")
         await store.start()
         try:
@@ -312,7 +312,7 @@ async def test_a_version_1_file_gets_the_push_kind_columns_and_mutes(tmp_path: P
         finally:
             await store.close()
     conn = sqlite3.connect(tmp_path / "r.db")
-    assert conn.execute("SELECT version FROM schema_version").fetchall() == [(2,)]
+    assert conn.execute("SELECT version FROM schema_version").fetchall() == [(SCHEMA_VERSION,)]
     conn.close()
 
 

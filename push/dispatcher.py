@@ -186,6 +186,9 @@ class PushDispatcher:
         self._busy = 0
         self._stopping = False
         self._config_logged: dict[tuple[str, str], float] = {}
+        # jobs to or about an erased user, dropped when taken (set by the node's erasure
+        # service; docs/privacy.md)
+        self.drops: Callable[[PushJob], bool] = lambda job: False
 
     async def start(self) -> None:
         for pusher in self._unique_pushers():
@@ -274,6 +277,8 @@ class PushDispatcher:
             self.metrics.push_queue.set(self.queue.depth())
 
     async def _run(self, job: PushJob) -> None:
+        if self.drops(job):
+            return self._skip("erased")
         # a like has no live frame: an open app gets the push too
         if job.kind != "like" and (await self.presence.status([job.user]))[job.user].online:
             return self._skip("online")

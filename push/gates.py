@@ -97,6 +97,12 @@ class MemoryPushGates:
         else:
             self._claims.pop(push_id, None)
 
+    def forget(self, user: str, match_ids: Iterable[str]) -> None:
+        """Drop `user`'s burst and delivery marks in these matches (an erased user's)."""
+        for match_id in match_ids:
+            self._bursts.pop((user, match_id), None)
+            self._delivered.pop((user, match_id), None)
+
     async def refresh(self, push_ids: Iterable[str], ttl_s: float) -> None:
         until = self.clock() + ttl_s
         for push_id in push_ids:

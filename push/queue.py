@@ -81,6 +81,12 @@ _FIELDS = ("user", "kind", "match_id", "message_id", "sender", "ts", "peer", "at
            "devices")
 
 
+def names(job: PushJob, user: str) -> bool:
+    """The job is to `user` or about them (their message, their match): an erased user's
+    jobs, which erasure removes and the dispatcher drops."""
+    return user in (job.user, job.sender, job.peer)
+
+
 def pack_job(job: PushJob) -> bytes:
     """The job as msgpack (a short list, in `_FIELDS` order)."""
     out: bytes = msgpack.packb([getattr(job, name) for name in _FIELDS[:-1]]
@@ -182,6 +188,14 @@ class MemoryPushQueue:
 
     def depth(self) -> int:
         return len(self._ready) + len(self._delayed)
+
+    def forget(self, drop: Callable[[PushJob], bool]) -> int:
+        """Remove the waiting jobs `drop` picks (an erased user's); how many."""
+        before = self.depth()
+        self._ready = deque(job for job in self._ready if not drop(job))
+        self._delayed = [entry for entry in self._delayed if not drop(entry[2])]
+        heapq.heapify(self._delayed)
+        return before - self.depth()
 
     def idle(self) -> bool:
         """Nothing waiting and nothing owned (for a drain at stop)."""

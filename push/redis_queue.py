@@ -173,6 +173,36 @@ class RedisPushQueue:
     def depth(self) -> int:
         return self._depth
 
+    async def forget(self, drop: Callable[[PushJob], bool], page: int = 1000) -> int:
+        """Remove the jobs `drop` picks (an erased user's) from the stream, the delayed set
+        and this node's read buffer; how many. Reads the whole queue in pages: it is
+        bounded by `max_jobs`, and erasures are rare. Raises the Redis error if any."""
+        removed = 0
+        kept = deque(item for item in self._buffer if not drop(item[1]))
+        removed += len(self._buffer) - len(kept)
+        self._buffer = kept
+        start = "-"
+        while True:
+            entries = await self.redis.xrange(self.stream, min=start, max="+", count=page)
+            doomed = [text(entry_id) for entry_id, fields in entries
+                      if _picked((fields or {}).get(b"j"), drop)]
+            if doomed:
+                await self.redis.xack(self.stream, GROUP, *doomed)
+                removed += int(await self.redis.xdel(self.stream, *doomed))
+            if len(entries) < page:
+                break
+            start = "(" + text(entries[-1][0])
+        offset = 0
+        while True:
+            jobs = await self.redis.zrange(self.delayed, offset, offset + page - 1)
+            doomed_jobs = [job for job in jobs if _picked(job, drop)]
+            if doomed_jobs:
+                removed += int(await self.redis.zrem(self.delayed, *doomed_jobs))
+            if len(jobs) < page:
+                break
+            offset += page - len(doomed_jobs)
+        return removed
+
     # -- reading ------------------------------------------------------------------------
     async def _fill(self) -> None:
         try:
@@ -281,6 +311,15 @@ class RedisPushQueue:
             self._buffer.append((entry, job))
 
 
+def _picked(data: bytes | None, drop: Callable[[PushJob], bool]) -> bool:
+    if data is None:
+        return False
+    try:
+        return drop(unpack_job(data))
+    except ValueError:
+        return False
+
+
 class RedisPushGates:
     """`PushGates` as Redis keys with a TTL. When Redis fails the gates open (a push too
     many beats a push lost): each outage is logged once."""
@@ -290,6 +329,11 @@ class RedisPushGates:
         self.prefix = f"{prefix}push:"
         self._claim = client.register_script(CLAIM)
         self._outage = Outage("push gates", logger=log)
+
+    def keys_of(self, user: str, match_ids: Iterable[str]) -> list[str]:
+        """The burst and delivery marks `user` may have in these matches (for erasure)."""
+        return [f"{self.prefix}{kind}:{match_id}:{user}" for match_id in match_ids
+                for kind in ("burst", "dlv")]
 
     async def first_in_burst(self, user: str, match_id: str, window_s: float) -> bool:
         if window_s <= 0:

@@ -129,6 +129,7 @@ class Config:
     quota_exempt_claim: str | None = None  # a token claim that lifts quotas, e.g. "plan"
     quota_exempt_values: tuple[str, ...] = ("premium",)  # ... when it holds one of these
     undo_window_s: float = 300.0  # how long after a swipe `POST /v1/swipes/undo` takes it back
+    erasure_resume_s: float = 30.0  # how often unfinished account erasures are resumed
     limits: Limits = field(default_factory=Limits)
 
     def validate(self) -> Config:
@@ -248,7 +249,7 @@ class Config:
                      "presence_grace_s", "startup_wait_s"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must not be negative (0 turns it off)")
-        for name in ("auth_failure_window_s", "worker_fast_crash_s"):
+        for name in ("auth_failure_window_s", "worker_fast_crash_s", "erasure_resume_s"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive")
         if self.worker_max_fast_crashes < 1:

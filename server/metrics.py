@@ -60,7 +60,7 @@ PRESENCE_OPS = ("connect", "disconnect", "refresh", "status", "reap")
 PUSH_OUTCOMES = (*Outcome, "gave_up")
 EXPORT_OUTCOMES = ("done", "cut", "left")  # finished; a failure mid-way; the client went away
 PUSH_SKIPPED = ("online", "delivered", "coalesced", "no_device", "duplicate", "no_provider",
-                "muted", "kind_off", "unsent")
+                "muted", "kind_off", "unsent", "erased")
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
                    5.0)
@@ -109,7 +109,7 @@ class Metrics:
                                  ["provider"], registry=r)
         self.push_skipped = LoopCounter("rendezvous_push_skipped", "Push jobs that sent "
                                         "nothing, by reason (online, delivered, coalesced, "
-                                        "no_device, duplicate, no_provider)", ["reason"],
+                                        "no_device, duplicate, no_provider, erased)", ["reason"],
                                         registry=r)
         self.push_send_seconds = Histogram("rendezvous_push_send_seconds", "Provider send "
                                            "latency, slot wait excluded", ["provider"],
@@ -303,6 +303,14 @@ class TimedStore:
         self.delete_mute = timed("delete_mute", store.delete_mute)
         self.mute_until = timed("mute_until", store.mute_until)
         self.mutes = timed("mutes", store.mutes)
+        self.begin_erasure = timed("begin_erasure", store.begin_erasure)
+        self.get_erasure = timed("get_erasure", store.get_erasure)
+        self.erasure_progress = timed("erasure_progress", store.erasure_progress)
+        self.finish_erasure = timed("finish_erasure", store.finish_erasure)
+        self.pending_erasures = timed("pending_erasures", store.pending_erasures)
+        self.sent_in_match = timed("sent_in_match", store.sent_in_match)
+        self.erase_in_match = timed("erase_in_match", store.erase_in_match)
+        self.erase_user_data = timed("erase_user_data", store.erase_user_data)
 
     def __getattr__(self, name: str) -> Any:  # only what is not a store operation
         return getattr(self.inner, name)

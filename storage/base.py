@@ -141,6 +141,32 @@ SETTING_NAMES = frozenset(SETTING_COLUMNS)
 MUTED_FOREVER = (1 << 63) - 1  # `mute_until` of a match muted with no end (wire: null)
 
 
+@dataclass(frozen=True, slots=True)
+class Erasure:
+    """An account erasure (docs/privacy.md, "Erasure"): recorded before any data goes, so
+    a failed one is resumed, and kept once done, so a second request answers the first
+    `erased_at`. `step` counts the steps finished (the service's ordered list)."""
+
+    user: str
+    erased_at: int  # unix ms
+    step: int = 0
+    done_ts: int | None = None
+
+    @property
+    def done(self) -> bool:
+        return self.done_ts is not None
+
+
+# What `Store.erase_user_data` removes, one kind per call; each is idempotent.
+# swipes: given and received, and the likes lists they are in; blocks: the ones the user
+# made (blocks against them stay); devices: push tokens and their owner rows; settings;
+# matches_index: the user's own per-user match and conversation partitions (last: the
+# erasure walks the matches through them until then).
+ErasableKind = Literal["swipes", "blocks", "devices", "settings", "matches_index"]
+ERASABLE_KINDS: tuple[ErasableKind, ...] = ("swipes", "blocks", "devices", "settings",
+                                            "matches_index")
+
+
 def match_id_for(a: str, b: str) -> str:
     """The deterministic id of the match between two users.
 
@@ -344,6 +370,7 @@ class Store(Protocol):
         or that blocked `user`: one round of reads for the lot (for Cassandra, one
         single-partition query per table, sent together). A match implies a swipe, so
         matched users are among the swiped."""
+
     # -- token revocations (docs/protocol.md, "Log out everywhere") ------------------------
     async def revoke_tokens(self, user: str, ts: int) -> int:
         """Raise the user's "tokens not before" to `ts` (unix ms) unless it is higher already,
@@ -386,3 +413,38 @@ class Store(Protocol):
     async def mutes(self, user: str) -> dict[str, int]:
         """Every mute of `user`: match id -> `until` as put (expired ones too); one
         partition, for the match list."""
+
+    # -- account erasure (docs/privacy.md, "Erasure") -------------------------------------
+    async def begin_erasure(self, user: str, ts: int) -> Erasure:
+        """Record that `user` is erased as of `ts` (unix ms) unless an erasure is recorded
+        already, and return the stored one: of racing or repeated calls, every caller gets
+        the first `erased_at`. The record lists the erasure as pending until
+        `finish_erasure`."""
+
+    async def get_erasure(self, user: str) -> Erasure | None:
+        """The user's erasure, pending or done; None if they were never erased."""
+
+    async def erasure_progress(self, user: str, step: int) -> None:
+        """Note that the first `step` steps of the user's erasure are done (never lowered)."""
+
+    async def finish_erasure(self, user: str, ts: int) -> None:
+        """The erasure is complete: no longer pending (the record itself stays)."""
+
+    async def pending_erasures(self, limit: int) -> list[Erasure]:
+        """Up to `limit` erasures not finished, oldest first: what a node resumes (one small
+        partition on Cassandra, an index of the unfinished ones on SQLite)."""
+
+    async def sent_in_match(self, user: str, match_id: str) -> list[tuple[int, str]]:
+        """(id, client id) of the messages `user` sent in the match that are not erased yet
+        (an erased message keeps no client id), oldest first."""
+
+    async def erase_in_match(self, user: str, match: MatchRecord) -> int:
+        """Erase `user` from one match they were in: their messages become tombstones (no
+        body, media or client id; sender, id and ts stay for the peer's history), their
+        idempotency keys and read cursor go, both members' conversation rows of the match
+        go, and last the user's own listing of the match (so a cut-short call is found by
+        `matches_ever` and repeated). Returns how many messages it tombstoned. The match
+        row and the peer's messages and cursor stay."""
+
+    async def erase_user_data(self, user: str, kind: ErasableKind) -> None:
+        """Delete the user's rows of one `ErasableKind` (see `ERASABLE_KINDS`). Idempotent."""

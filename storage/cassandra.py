@@ -35,6 +35,8 @@ from storage.base import (
     CursorKind,
     Cursors,
     Device,
+    ErasableKind,
+    Erasure,
     MatchRecord,
     Message,
     Page,
@@ -50,6 +52,7 @@ from storage.base import (
 from storage.buckets import bucket_of
 from storage.cassandra_bridge import TEMPORARY, DriverBridge
 from storage.cassandra_controls import ChatControls
+from storage.cassandra_erasure import CassandraErasure
 from storage.cassandra_reads import MessageReads
 from storage.cassandra_schema import (
     CURSOR_COLUMNS,
@@ -121,6 +124,7 @@ class CassandraStore:
         self._reads = MessageReads(self._run)
         self._swipes = SwipeTables(self._run, self._all, self._swipe_stamps.at)
         self._controls = ChatControls(self._run)
+        self._erasure = CassandraErasure(self._run, self._all)
 
     # -- lifecycle ------------------------------------------------------------------------
     async def start(self) -> None:
@@ -334,7 +338,8 @@ class CassandraStore:
         stamp = self._swipe_stamps.at(ts)  # the latest ts wins; a tie, the later call
         like = (self._run("drop_like", stamp, target, swiper) if action == "pass" else
                 self._run("put_like", target, swiper, action, ts, stamp))
-        await self._all((self._run("put_swipe", swiper, target, action, ts, stamp), like))
+        await self._all((self._run("put_swipe", swiper, target, action, ts, stamp), like,
+                         self._run("put_received", target, swiper, ts, stamp)))
 
     async def get_swipe(self, swiper: str, target: str) -> SwipeAction | None:
         rows = await self._run("get_swipe", swiper, target)
@@ -520,6 +525,7 @@ class CassandraStore:
         if not candidates:
             return set()
         return await self._swipes.deck_exclusions(user, candidates)
+
     # -- token revocations ----------------------------------------------------------------
     async def revoke_tokens(self, user: str, ts: int) -> int:
         """The write's timestamp is `ts` itself (in us): of any number of writes, in any
@@ -555,6 +561,31 @@ class CassandraStore:
 
     async def mutes(self, user: str) -> dict[str, int]:
         return await self._controls.mutes(user)
+
+    # -- account erasure (storage/cassandra_erasure.py) -----------------------------------
+    async def begin_erasure(self, user: str, ts: int) -> Erasure:
+        return await self._erasure.begin(user, ts)
+
+    async def get_erasure(self, user: str) -> Erasure | None:
+        return await self._erasure.get(user)
+
+    async def erasure_progress(self, user: str, step: int) -> None:
+        await self._erasure.progress(user, step)
+
+    async def finish_erasure(self, user: str, ts: int) -> None:
+        await self._erasure.finish(user, ts)
+
+    async def pending_erasures(self, limit: int) -> list[Erasure]:
+        return await self._erasure.pending(limit)
+
+    async def sent_in_match(self, user: str, match_id: str) -> list[tuple[int, str]]:
+        return await self._erasure.sent_in_match(user, match_id)
+
+    async def erase_in_match(self, user: str, match: MatchRecord) -> int:
+        return await self._erasure.erase_in_match(user, match)
+
+    async def erase_user_data(self, user: str, kind: ErasableKind) -> None:
+        await self._erasure.erase_user_data(user, kind)
 
 
 # -- helpers ------------------------------------------------------------------------------

@@ -211,6 +211,29 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
             ts     bigint,
             PRIMARY KEY ((target), user)
         )""",
+        # Account erasure (docs/privacy.md, "Erasure"): the record, kept once done, and the
+        # one small partition of the unfinished ones that a starting node resumes.
+        """CREATE TABLE IF NOT EXISTS {ks}.erasures (
+            user      text PRIMARY KEY,
+            erased_at bigint,
+            step      int,
+            done_ts   bigint
+        )""",
+        """CREATE TABLE IF NOT EXISTS {ks}.erasures_pending (
+            shard     int,
+            user      text,
+            erased_at bigint,
+            PRIMARY KEY ((shard), user)
+        )""",
+        # Every swipe a user received, passes too (likes_received has only the likes): the
+        # partition an erasure reads to find the swipers' rows about them. `migrate` fills
+        # it from swipes_by_swiper once, when it upgrades an older keyspace.
+        """CREATE TABLE IF NOT EXISTS {ks}.swipes_received (
+            target text,
+            swiper text,
+            ts     bigint,
+            PRIMARY KEY ((target), swiper)
+        )""",
     ),
 }
 _ADD_COLUMN = re.compile(r"ALTER TABLE \{ks\}\.(\w+) ADD (\w+) ")
@@ -329,6 +352,41 @@ CQL: dict[str, str] = {
     "revoke_tokens": "UPDATE {ks}.token_revocations USING TIMESTAMP ? SET not_before = ?"
                      " WHERE user = ?",
     "tokens_not_before": "SELECT not_before FROM {ks}.token_revocations WHERE user = ?",
+    "put_received": "INSERT INTO {ks}.swipes_received (target, swiper, ts) VALUES (?, ?, ?)"
+                    " USING TIMESTAMP ?",
+    # -- account erasure (storage/cassandra_erasure.py) -----------------------------------
+    "begin_erasure": "INSERT INTO {ks}.erasures (user, erased_at, step) VALUES (?, ?, 0)"
+                     " IF NOT EXISTS",
+    "get_erasure": "SELECT user, erased_at, step, done_ts FROM {ks}.erasures WHERE user = ?",
+    "erasure_progress": "UPDATE {ks}.erasures SET step = ? WHERE user = ?",
+    "finish_erasure": "UPDATE {ks}.erasures SET done_ts = ? WHERE user = ?",
+    "add_pending_erasure": "INSERT INTO {ks}.erasures_pending (shard, user, erased_at)"
+                           " VALUES (0, ?, ?)",
+    "drop_pending_erasure": "DELETE FROM {ks}.erasures_pending WHERE shard = 0 AND user = ?",
+    "pending_erasures": "SELECT user, erased_at FROM {ks}.erasures_pending WHERE shard = 0"
+                        " LIMIT ?",
+    "sent_page": "SELECT id, sender, client_id FROM {ks}.messages WHERE match_id = ?"
+                 " AND bucket = ? AND id < ? LIMIT ?",
+    "tombstone": "DELETE body, media, client_id FROM {ks}.messages WHERE match_id = ?"
+                 " AND bucket = ? AND id = ?",
+    "drop_client_id": "DELETE FROM {ks}.message_client_ids WHERE match_id = ? AND sender = ?"
+                      " AND client_id = ?",
+    "drop_cursor": "DELETE FROM {ks}.read_cursors WHERE match_id = ? AND user = ?",
+    "drop_conversation": "DELETE FROM {ks}.conversations_by_user WHERE user = ?"
+                         " AND match_id = ?",
+    "forget_user_match": "DELETE FROM {ks}.user_matches WHERE user = ? AND ts = ?"
+                         " AND match_id = ?",
+    "swipes_given": "SELECT target FROM {ks}.swipes_by_swiper WHERE swiper = ?",
+    "swipes_taken": "SELECT swiper FROM {ks}.swipes_received WHERE target = ?",
+    "erase_swipe": "DELETE FROM {ks}.swipes_by_swiper WHERE swiper = ? AND target = ?",
+    "erase_like": "DELETE FROM {ks}.likes_received WHERE target = ? AND swiper = ?",
+    "erase_received": "DELETE FROM {ks}.swipes_received WHERE target = ? AND swiper = ?",
+    **{f"erase_{table}": f"DELETE FROM {{ks}}.{table} WHERE {column} = ?"
+       for table, column in (("swipes_by_swiper", "swiper"), ("likes_received", "target"),
+                             ("swipes_received", "target"), ("blocks", "user"),
+                             ("devices_by_user", "user"), ("settings", "user"),
+                             ("conversations_by_user", "user"), ("matches_by_user", "user"),
+                             ("user_matches", "user"))},
 }
 
 
@@ -446,6 +504,8 @@ def migrate(session: Any, keyspace: str, replication: Mapping[str, Any]) -> int:
                 session.execute(statement.format(ks=ks))
         if version == 2 and current >= 1:
             _fill_user_matches(session, ks)
+        if version == 3 and current >= 1:
+            _fill_swipes_received(session, ks)
         session.execute(f"INSERT INTO {ks}.schema_version (component, version, updated_ts)"
                         " VALUES (%s, %s, toTimestamp(now()))", (COMPONENT, version))
         current = version
@@ -475,6 +535,15 @@ def _fill_user_matches(session: Any, ks: str) -> None:
             session.execute(insert, (user, r["ts"], r["id"]))
 
 
+def _fill_swipes_received(session: Any, ks: str) -> None:
+    """Index the swipes a version-1 keyspace already holds by target, as `_fill_user_matches`
+    does the matches: once, at the upgrade, paged by the driver, idempotent if cut short."""
+    insert = session.prepare(CQL["put_received"].format(ks=ks))
+    for row in session.execute(f"SELECT swiper, target, ts FROM {ks}.swipes_by_swiper"):
+        r = row if isinstance(row, dict) else row._asdict()
+        session.execute(insert, (r["target"], r["swiper"], r["ts"], r["ts"] * 1000))
+
+
 def stored_version(session: Any, keyspace: str) -> int:
     """The schema version recorded in `keyspace` (0 for a keyspace never migrated)."""
     ks = check_identifier(keyspace)
@@ -500,7 +569,7 @@ def id_stamp(message_id: int) -> int:
 
 def message_of(r: dict[str, Any]) -> Message:
     media = r["media"]
-    return Message(r["match_id"], r["id"], r["sender"], r["client_id"], r["ts"], r["body"],
+    return Message(r["match_id"], r["id"], r["sender"], r["client_id"] or "", r["ts"], r["body"],
                    None if media is None else json.loads(media))
 
 

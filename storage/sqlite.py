@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from typing import Any, cast
 
 from storage import sqlite_controls as controls
-from storage import sqlite_swipes
+from storage import sqlite_erasure, sqlite_swipes
 from storage.base import (
     SETTING_COLUMNS,
     SETTING_NAMES,
@@ -23,6 +23,8 @@ from storage.base import (
     CursorKind,
     Cursors,
     Device,
+    ErasableKind,
+    Erasure,
     MatchRecord,
     Message,
     Page,
@@ -230,6 +232,7 @@ class SqliteStore:
         if not candidates:
             return set()
         return await self._read(lambda c: sqlite_swipes.deck_exclusions(c, user, candidates))
+
     # -- token revocations ----------------------------------------------------------------
     async def revoke_tokens(self, user: str, ts: int) -> int:
         return await self._write(lambda c: _revoke_tokens(c, user, ts))
@@ -262,6 +265,31 @@ class SqliteStore:
 
     async def mutes(self, user: str) -> dict[str, int]:
         return await self._read(lambda c: controls.mutes(c, user))
+
+    # -- account erasure (storage/sqlite_erasure.py) --------------------------------------
+    async def begin_erasure(self, user: str, ts: int) -> Erasure:
+        return await self._write(lambda c: sqlite_erasure.begin(c, user, ts))
+
+    async def get_erasure(self, user: str) -> Erasure | None:
+        return await self._read(lambda c: sqlite_erasure.get(c, user))
+
+    async def erasure_progress(self, user: str, step: int) -> None:
+        await self._write(lambda c: sqlite_erasure.progress(c, user, step))
+
+    async def finish_erasure(self, user: str, ts: int) -> None:
+        await self._write(lambda c: sqlite_erasure.finish(c, user, ts))
+
+    async def pending_erasures(self, limit: int) -> list[Erasure]:
+        return await self._read(lambda c: sqlite_erasure.pending(c, limit))
+
+    async def sent_in_match(self, user: str, match_id: str) -> list[tuple[int, str]]:
+        return await self._read(lambda c: sqlite_erasure.sent_in_match(c, user, match_id))
+
+    async def erase_in_match(self, user: str, match: MatchRecord) -> int:
+        return await self._write(lambda c: sqlite_erasure.erase_in_match(c, user, match))
+
+    async def erase_user_data(self, user: str, kind: ErasableKind) -> None:
+        await self._write(lambda c: sqlite_erasure.erase_user_data(c, user, kind))
 
 
 # -- operations, run on the writer or a reader thread -------------------------------------

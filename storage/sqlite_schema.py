@@ -115,6 +115,18 @@ CREATE TABLE IF NOT EXISTS mutes (
     until_ms INTEGER NOT NULL,
     PRIMARY KEY (user, match_id)
 ) WITHOUT ROWID;
+-- account erasure (docs/privacy.md): one row per erased user, kept after it is done (its
+-- erased_at is what a second DELETE /v1/me answers); done_ts NULL while steps remain
+CREATE TABLE IF NOT EXISTS erasures (
+    user      TEXT    NOT NULL PRIMARY KEY,
+    erased_at INTEGER NOT NULL,
+    step      INTEGER NOT NULL DEFAULT 0,
+    done_ts   INTEGER
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS erasures_pending ON erasures (erased_at) WHERE done_ts IS NULL;
+-- what an erasure looks up by the other column of a primary key
+CREATE INDEX IF NOT EXISTS swipes_by_target ON swipes_by_swiper (target);
+CREATE INDEX IF NOT EXISTS likes_by_swiper ON likes_received (swiper);
 """
 
 # What each version after 1 adds, run in order after TABLES on every start (so a file of an

@@ -28,6 +28,9 @@ class MemoryLimiter:
     async def take(self, key: str) -> float:
         return self._buckets.take(key, time.monotonic())
 
+    def forget(self, key: str) -> None:
+        self._buckets.forget(key)
+
 
 @dataclass(frozen=True, slots=True)
 class Claim:

@@ -57,6 +57,9 @@ class MemoryConnectionCap:
     def count(self, user: str) -> int:
         return len(self._by_user.get(user, ()))
 
+    def forget(self, user: str) -> None:
+        self._by_user.pop(user, None)
+
 
 class AuthThrottle(Protocol):
     def blocked(self, ip: str) -> float:
@@ -144,6 +147,9 @@ class MemoryFlapMarks:
     async def take(self, user: str) -> bool:
         expiry = self._marks.pop(user, None)
         return expiry is not None and expiry > self._clock()
+
+    def forget(self, user: str) -> None:
+        self._marks.pop(user, None)
 
     def __len__(self) -> int:
         return len(self._marks)

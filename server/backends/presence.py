@@ -103,6 +103,11 @@ class MemoryPresence:
         seen = self._seen[user] = coarse(int(now * 1000))
         return seen
 
+    def forget(self, user: str) -> None:
+        """Drop every session and the last seen of `user` (an erased user's)."""
+        self._sessions.pop(user, None)
+        self._seen.pop(user, None)
+
     async def refresh(self, sessions: Iterable[tuple[str, str]]) -> None:
         """Extend live sessions only: a session removed meanwhile is not brought back."""
         self._count("refresh")

@@ -35,6 +35,10 @@ class RateLimiter:
         self.max_keys = max_keys
         self._buckets: OrderedDict[str, TokenBucket] = OrderedDict()
 
+    def forget(self, key: str) -> None:
+        """Drop the key's bucket (an erased user's)."""
+        self._buckets.pop(key, None)
+
     def take(self, key: str, now: float) -> float:
         bucket = self._buckets.get(key)
         if bucket is None:

@@ -85,6 +85,13 @@ class RedisConnectionCap:
     def member(self, session: str) -> str:
         return f"{self.node}|{session}"
 
+    def key(self, user: str) -> str:
+        """The sorted set of `user`'s sessions (erasure deletes it)."""
+        return self._prefix + user
+
+    def forget_local(self, user: str) -> None:
+        self._fallback.forget(user)
+
     def opened(self, user: str, session: str, evict: Evict) -> None:
         if self.cap <= 0:
             return
@@ -173,6 +180,13 @@ class RedisFlapMarks:
         self._prefix = f"{prefix}flap:"
         self._outage = Outage("presence_flaps", metrics.redis_fallbacks)
         self._fallback = MemoryFlapMarks()
+
+    def key(self, user: str) -> str:
+        """The mark's key (erasure deletes it)."""
+        return self._prefix + user
+
+    def forget_local(self, user: str) -> None:
+        self._fallback.forget(user)
 
     async def mark(self, user: str, ttl_s: float) -> None:
         try:

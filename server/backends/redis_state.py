@@ -118,6 +118,16 @@ class RedisLimiter:
             reply = error
         return await self.settle(key, reply)
 
+    def key(self, user: str) -> str:
+        """The Redis key of `user`'s bucket (erasure deletes it)."""
+        return self._prefix + user
+
+    def forget_local(self, user: str) -> None:
+        """Drop the fallback's bucket of `user`, if the fallback keeps one."""
+        forget = getattr(self._fallback, "forget", None)
+        if forget is not None:
+            forget(user)
+
     def command(self, key: str) -> Command:
         """The take of `key`, for a batch of several commands (`RedisSendGate`)."""
         return self._batcher.command(TOKEN_BUCKET_SCRIPT, (self._prefix + key,), self._args)

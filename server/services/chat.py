@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from protocol import server_frames as sf
 from protocol.codec import Frame
@@ -86,6 +86,9 @@ class ChatService:
         # newest message id this node has stored or read per match: a receipt at or below it
         # names a real message without a store read (ids only grow, so it never over-accepts)
         self._newest: dict[str, int] = {}
+        # whether a closed match stays readable for the user: closed by the erasure of the
+        # peer (set by the node's erasure service; docs/privacy.md, "Erasure")
+        self.readable_closed: Callable[[MatchRecord, str], Awaitable[bool]] = _never
 
     def now_ms(self) -> int:
         return int(self.clock() * 1000)
@@ -174,8 +177,18 @@ class ChatService:
 
     async def history(self, caller: Caller, r: int | None, match_id: str, before: int | None,
                       limit: int) -> None:
-        """A page of the match's messages, newest first (`r` is None over HTTP)."""
-        await self.open_match(caller.user, match_id, r)
+        """A page of the match's messages, newest first (`r` is None over HTTP). A match
+        closed by the erasure of the peer stays readable (`readable_closed`)."""
+        try:
+            await self.open_match(caller.user, match_id, r)
+        except ProtocolError:
+            try:
+                match = await self.caches.matches.get(match_id)
+                readable = match is not None and await self.readable_closed(match, caller.user)
+            except StoreUnavailable:
+                raise unavailable(r) from None
+            if not readable:
+                raise
         try:
             messages, more = await self.store.history(match_id, before, limit)
         except StoreUnavailable:
@@ -319,3 +332,7 @@ class ChatService:
                 peer_read = theirs.read_id
         return sf.sync_conversation(conv.match_id, conv.peer, conv.last_id, unread,
                                     peer_read), page
+
+
+async def _never(match: MatchRecord, user: str) -> bool:
+    return False

@@ -188,8 +188,13 @@ class MatchService:
         if match is not None and match.is_open:
             await self._close(match, user)
 
-    async def _close(self, match: MatchRecord, by_user: str) -> None:
-        closed = await self.store.close_match(match.id, by_user, self.now_ms())
+    async def close(self, match: MatchRecord, by_user: str, ts: int) -> None:
+        """Close `match` as of `ts` (account erasure): both users get `unmatch`."""
+        await self._close(match, by_user, ts)
+
+    async def _close(self, match: MatchRecord, by_user: str, ts: int | None = None) -> None:
+        closed = await self.store.close_match(match.id, by_user,
+                                              self.now_ms() if ts is None else ts)
         self.caches.matches.put(match.id, closed)
         await self.broker.publish_control(match_changed(match.id))
         self.forget_typing(match.id)

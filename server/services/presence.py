@@ -89,6 +89,13 @@ class PresenceDamper:
     def pending(self) -> int:
         return len(self._timers) + len(self._tasks)
 
+    def forget(self, user: str) -> None:
+        """Drop the offline announcements still waiting for `user` (an erased user's)."""
+        for key, (handle, who, _) in list(self._timers.items()):
+            if who == user:
+                handle.cancel()
+                del self._timers[key]
+
     async def close(self) -> None:
         """Announce what is still pending, waiting at most the grace (a drain's clients
         reconnect elsewhere meanwhile, and are then not announced at all)."""

@@ -46,6 +46,7 @@ from server.backends.guards import (
 from server.backends.openers import MemoryOpenerLedger, OpenerLedger, OpenerRules
 from server.backends.presence import MemoryPresence, Presence
 from server.backends.quotas import MemoryQuotas, Quotas
+from server.backends.traces import MemoryTraces, UserTraces
 from server.config import Config
 from server.edge.auth import Authenticator
 from server.edge.connection_guard import ConnectionGuard
@@ -60,6 +61,7 @@ from server.services.caches import Caches
 from server.services.chat import ChatService
 from server.services.chat_controls import ChatControls
 from server.services.deck import DeckService
+from server.services.erasure import ErasureService
 from server.services.export import ExportService
 from server.services.matching import MatchService
 from server.services.openers import OpenerGate
@@ -90,6 +92,7 @@ class Backends:
     push_queue: PushQueue
     push_gates: PushGates
     pushers: Mapping[str, Pusher]
+    traces: UserTraces  # what erasure removes of a user from the above
     openers: OpenerLedger | None = None  # only when an opener rule is on
     quotas: Quotas = field(default_factory=MemoryQuotas)  # daily likes (cluster-wide: Redis)
     redis: RedisClient | None = None  # the shared client, closed last
@@ -112,20 +115,24 @@ def compose_backends(config: Config, metrics: Metrics, *, store: Store | None = 
     swipe_local = MemoryLimiter(config.swipes_per_s, config.swipe_burst)
     if not config.clustered:
         local_claims = StoreClaims()
+        presence = MemoryPresence(ttl_s=config.presence_ttl_s, ops=metrics.presence_ops)
+        cap = MemoryConnectionCap(config.max_connections_per_user, config.node)
+        marks = MemoryFlapMarks()
+        queue = MemoryPushQueue(max_jobs=config.push_queue_max)
+        gates = MemoryPushGates()
         return Backends(
-            store=chosen_store, broker=MemoryBroker(),
-            presence=MemoryPresence(ttl_s=config.presence_ttl_s, ops=metrics.presence_ops),
+            store=chosen_store, broker=MemoryBroker(), presence=presence,
             send_limiter=send_local, swipe_limiter=swipe_local, claims=local_claims,
             send_gate=SequentialSendGate(send_local, local_claims),
-            node_ids=FixedNodeId(config.node_id or 0),
-            connection_cap=MemoryConnectionCap(config.max_connections_per_user, config.node),
+            node_ids=FixedNodeId(config.node_id or 0), connection_cap=cap,
             auth_throttle=MemoryAuthThrottle(config.auth_failures_per_ip,
                                              config.auth_failure_window_s),
-            flap_marks=MemoryFlapMarks(),
-            push_queue=MemoryPushQueue(max_jobs=config.push_queue_max),
-            push_gates=MemoryPushGates(), pushers=pushers, quotas=MemoryQuotas(),
+            flap_marks=marks, push_queue=queue, push_gates=gates, pushers=pushers,
+            quotas=MemoryQuotas(),
             openers=MemoryOpenerLedger(opener_rules(config)) if config.opener_rules_on
-            else None)
+            else None,
+            traces=MemoryTraces(presence=presence, limiters=(send_local, swipe_local),
+                                cap=cap, marks=marks, queue=queue, gates=gates))
     from push.redis_queue import RedisPushGates, RedisPushQueue
     from server.backends.redis_broker import RedisBroker
     from server.backends.redis_guards import RedisAuthThrottle, RedisConnectionCap, RedisFlapMarks
@@ -139,6 +146,7 @@ def compose_backends(config: Config, metrics: Metrics, *, store: Store | None = 
         RedisSendGate,
         connect_redis,
     )
+    from server.backends.redis_traces import RedisTraces
 
     client = connect_redis(config)
     # One batcher for the node: a turn's takes, claims, confirms, publishes, presence
@@ -154,37 +162,45 @@ def compose_backends(config: Config, metrics: Metrics, *, store: Store | None = 
     claims = RedisSendClaims(client, prefix=prefix, metrics=metrics, batcher=batcher)
     # A consumer per process start: a restarted node must not share a name with its past.
     consumer = f"{config.node}-{uuid.uuid4().hex[:8]}"
+    r_presence = RedisPresence(client, node=config.node, prefix=prefix,
+                             ttl_s=config.presence_ttl_s, metrics=metrics, batcher=batcher)
+    swipe_limiter = RedisLimiter(client, name="swipe", prefix=prefix, rate=config.swipes_per_s,
+                                 burst=config.swipe_burst, fallback=swipe_local,
+                                 metrics=metrics, batcher=batcher)
+    r_cap = RedisConnectionCap(batcher, cap=config.max_connections_per_user, node=config.node,
+                             prefix=prefix, metrics=metrics)
+    r_marks = RedisFlapMarks(batcher, prefix=prefix, metrics=metrics)
+    r_queue = RedisPushQueue(client, consumer=consumer, prefix=prefix,
+                           max_jobs=config.push_queue_max, claim_idle_s=config.push_claim_idle_s,
+                           batch=max(1, config.push_workers),
+                           on_abandon=metrics.pushes.labels("any", "abandoned").inc,
+                           batcher=batcher)
+    r_gates = RedisPushGates(client, prefix=prefix)
     return Backends(
         store=chosen_store,
         broker=RedisBroker(client, node=config.node, prefix=prefix,
                            sharded=bool(config.redis_cluster_nodes), metrics=metrics,
                            batcher=batcher),
-        presence=RedisPresence(client, node=config.node, prefix=prefix,
-                               ttl_s=config.presence_ttl_s, metrics=metrics, batcher=batcher),
+        presence=r_presence,
         send_limiter=send_limiter,
-        swipe_limiter=RedisLimiter(client, name="swipe", prefix=prefix,
-                                   rate=config.swipes_per_s, burst=config.swipe_burst,
-                                   fallback=swipe_local, metrics=metrics, batcher=batcher),
+        swipe_limiter=swipe_limiter,
         claims=claims,
         send_gate=RedisSendGate(send_limiter, claims, batcher),
         node_ids=node_ids,
-        connection_cap=RedisConnectionCap(batcher, cap=config.max_connections_per_user,
-                                          node=config.node, prefix=prefix, metrics=metrics),
+        connection_cap=r_cap,
         auth_throttle=RedisAuthThrottle(batcher, limit=config.auth_failures_per_ip,
                                         window_s=config.auth_failure_window_s, prefix=prefix,
                                         metrics=metrics),
-        flap_marks=RedisFlapMarks(batcher, prefix=prefix, metrics=metrics),
-        push_queue=RedisPushQueue(client, consumer=consumer, prefix=prefix,
-                                  max_jobs=config.push_queue_max,
-                                  claim_idle_s=config.push_claim_idle_s,
-                                  batch=max(1, config.push_workers),
-                                  on_abandon=metrics.pushes.labels("any", "abandoned").inc,
-                                  batcher=batcher),
-        push_gates=RedisPushGates(client, prefix=prefix),
+        flap_marks=r_marks,
+        push_queue=r_queue,
+        push_gates=r_gates,
         pushers=pushers,
         quotas=RedisQuotas(batcher, prefix=prefix, fallback=MemoryQuotas(), metrics=metrics),
         openers=RedisOpenerLedger(batcher, opener_rules(config), prefix=prefix)
         if config.opener_rules_on else None,
+        traces=RedisTraces(client, presence=r_presence,
+                           limiters=(send_limiter, swipe_limiter), claims=claims, cap=r_cap,
+                           marks=r_marks, queue=r_queue, gates=r_gates),
         redis=client,
         batcher=batcher,
     )
@@ -262,6 +278,7 @@ class Services:
     controls: ChatControls
     matches: MatchService
     accounts: AccountService
+    erasure: ErasureService
     guard: ConnectionGuard
     gateway: Gateway
     http: EmbeddedUvicorn
@@ -300,6 +317,12 @@ def compose_services(config: Config, backends: Backends, *, metrics: Metrics, hu
                            max_entries=config.revocation_cache_entries)
     accounts = AccountService(store=store, broker=broker, not_before=not_before,
                               sessions_of=hub.sessions_of)
+    erasure = ErasureService(store=store, matches=matches, traces=backends.traces,
+                             revoker=accounts, broker=broker, presence=backends.presence,
+                             damper=presence.damper, held_here=hub.has_user,
+                             resume_s=config.erasure_resume_s)
+    pushes.drops = erasure.drops  # jobs to or about an erased user are dropped
+    chat.readable_closed = erasure.closed_by_erasure  # the peer keeps reading the history
     guard = ConnectionGuard(node=config.node, cap=backends.connection_cap,
                             max_per_user=config.max_connections_per_user,
                             throttle=backends.auth_throttle, broker=broker,
@@ -311,10 +334,12 @@ def compose_services(config: Config, backends: Backends, *, metrics: Metrics, hu
     app = create_app(auth=auth, matches=matches, chat=chat, controls=controls, exports=exports,
                      metrics=metrics, max_body_bytes=config.max_http_body_bytes, ready=ready,
                      guard=guard, cors_origins=config.cors_origins, accounts=accounts,
+                     erasure=erasure,
                      demo=(config, lambda: gateway.port) if config.demo else None,
                      routers=[swipe_router(swipes=swipes, deck=DeckService(store),
                                            quotas=quotas)])
     return Services(caches=caches, pushes=pushes, presence=presence, chat=chat,
-                    controls=controls, matches=matches, accounts=accounts, guard=guard,
+                    controls=controls, matches=matches, accounts=accounts, erasure=erasure,
+                    guard=guard,
                     gateway=gateway,
                     http=http_server(app, config))

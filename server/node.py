@@ -128,6 +128,9 @@ class Node:
                                             name="presence"))
         self._tasks.append(loop.create_task(watch_loop_lag(self.metrics.loop_lag),
                                             name="loop-lag"))
+        # erasures a failure or a stop left unfinished: at once, then every erasure_resume_s
+        self._tasks.append(loop.create_task(services.erasure.keep_resuming(),
+                                            name="erasure-resume"))
         self.started = True
         self.metrics.set_build(package_version(), config.node, self.node_id)
         log.info("node started", extra={"node": config.node, "node_id": self.node_id})
@@ -166,6 +169,7 @@ class Node:
         services.http.should_exit = True
         await stop_tasks(self._tasks[1:])  # the HTTP task ends by itself, once it is drained
         await asyncio.gather(self._tasks[0], return_exceptions=True)
+        await services.erasure.close()
         await services.presence.close()  # delayed offlines announced, before the broker goes
         await services.guard.close()
         await services.pushes.close()
@@ -210,6 +214,7 @@ class Node:
         services.caches.on_control(message)
         services.guard.on_control(message)
         services.accounts.on_control(message)
+        services.erasure.on_control(message)
 
     async def readiness(self) -> dict[str, bool]:
         try:

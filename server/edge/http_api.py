@@ -42,6 +42,7 @@ from server.services.accounts import AccountService
 from server.services.caller import http_caller
 from server.services.chat import ChatService
 from server.services.chat_controls import ChatControls
+from server.services.erasure import ErasureService
 from server.services.export import ExportService
 from server.services.matching import MatchService
 from storage import StoreUnavailable
@@ -303,6 +304,19 @@ async def current_user(request: Request,
     """The `sub` of the request's bearer token, or 401 (`_` only puts `bearer` in the
     OpenAPI of every route that depends on this). A revoked token is refused too (its
     not-before from the node's cache; 503 when that and the store are both unknown)."""
+    return await _authenticated(request, erasing=False)
+
+
+async def erasing_user(request: Request,
+                       _: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
+                       ) -> str:
+    """`current_user` for `DELETE /v1/me`: a token revoked by an erasure of its user is
+    accepted there (only there), so that the app can repeat the call that was cut short
+    and learn the erasure finished (docs/privacy.md, "How an erasure finishes")."""
+    return await _authenticated(request, erasing=True)
+
+
+async def _authenticated(request: Request, *, erasing: bool) -> str:
     auth: Authenticator = request.app.state.auth
     metrics: Metrics = request.app.state.metrics
     guard: ConnectionGuard | None = request.app.state.guard
@@ -324,7 +338,13 @@ async def current_user(request: Request,
     try:
         claims = auth.verify(header[7:].strip(), now=time.time())
         if accounts is not None:
-            claims = await unrevoked(claims, accounts.not_before)
+            try:
+                claims = await unrevoked(claims, accounts.not_before)
+            except AuthError as exc:
+                erasure: ErasureService | None = request.app.state.erasure
+                if not (erasing and exc.reason == "revoked" and erasure is not None
+                        and await erasure.erased_at(claims.user) is not None):
+                    raise
         request.state.claims = claims  # for routes that need more than the user (tier)
         return claims.user
     except AuthError as exc:
@@ -335,6 +355,7 @@ async def current_user(request: Request,
 
 
 User = Annotated[str, Depends(current_user)]
+ErasingUser = Annotated[str, Depends(erasing_user)]
 MatchId = Annotated[str, Path(min_length=1, max_length=64)]
 Token = Annotated[str, Path(min_length=1, max_length=4096)]
 
@@ -347,6 +368,7 @@ def create_app(*, auth: Authenticator, matches: MatchService, chat: ChatService,
                cors_origins: tuple[str, ...] = (),
                routers: Sequence[APIRouter] = (),
                accounts: AccountService | None = None,
+               erasure: ErasureService | None = None,
                demo: tuple[Config, Callable[[], int]] | None = None) -> ASGIApp:
     """The API as one ASGI app; `demo` (the config and the gateway's port) adds /demo;
     `routers` add the routes of other modules (server/edge/http_swipes.py)."""
@@ -355,6 +377,7 @@ def create_app(*, auth: Authenticator, matches: MatchService, chat: ChatService,
     app.state.auth = auth
     app.state.metrics = metrics
     app.state.guard = guard
+    app.state.erasure = erasure
     app.state.accounts = accounts
 
     @app.exception_handler(ProtocolError)
@@ -495,6 +518,17 @@ def create_app(*, auth: Authenticator, matches: MatchService, chat: ChatService,
         async def logout_all(user: User) -> Response:
             await accounts.logout_all(user)
             return Response(status_code=204)
+
+    if erasure is not None:
+        @app.delete("/v1/me", status_code=202, summary="Erase the account",
+                    description="Everything of the caller goes (docs/privacy.md, \"Erasure\"); "
+                    "their messages stay as tombstones for their matches. Tokens issued at or "
+                    "before `erased_at` are refused afterwards, here excepted: calling again "
+                    "answers the same `erased_at`, and finishes an erasure a 503 cut short.",
+                    responses={**AUTHED, 202: {"description": "`{\"erased_at\"}`: unix ms of "
+                                               "the (first) erasure"}})
+        async def erase_me(user: ErasingUser) -> JSONResponse:
+            return JSONResponse({"erased_at": await erasure.erase(user)}, status_code=202)
 
     @app.get("/healthz", summary="Liveness")
     async def healthz() -> dict[str, str]:

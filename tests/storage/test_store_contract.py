@@ -528,3 +528,86 @@ async def test_concurrent_claimed_saves_in_many_matches_are_all_stored(store: St
         assert await store.messages_after(match.id, 0, 500, newest=newest[match.id]) == mine
         assert await store.count_unread(match.id, "ann", 0, newest=newest[match.id]) == sum(
             1 for s in mine if s.sender != "ann")
+
+
+# -- account erasure ----------------------------------------------------------------------
+async def test_an_erasure_is_recorded_once_pending_until_finished(store: Store) -> None:
+    first = await store.begin_erasure("ann", T0)
+    assert (first.user, first.erased_at, first.step, first.done) == ("ann", T0, 0, False)
+    again = await store.begin_erasure("ann", T0 + 50)  # a retry: the first erased_at stays
+    assert again.erased_at == T0
+    await store.begin_erasure("bob", T0 + 1)
+    assert [e.user for e in await store.pending_erasures(10)] == ["ann", "bob"]
+    await store.erasure_progress("ann", 3)
+    await store.erasure_progress("ann", 2)  # never lowered
+    assert (await store.get_erasure("ann")).step == 3  # type: ignore[union-attr]
+    await store.finish_erasure("ann", T0 + 9)
+    done = await store.get_erasure("ann")
+    assert done is not None and done.done and done.erased_at == T0
+    assert [e.user for e in await store.pending_erasures(10)] == ["bob"]
+    assert (await store.begin_erasure("ann", T0 + 99)).done  # a second erasure: the first
+    assert [e.user for e in await store.pending_erasures(10)] == ["bob"]
+    assert await store.get_erasure("cat") is None
+
+
+async def test_erasing_a_match_tombstones_the_users_messages_only(store: Store) -> None:
+    m = await matched(store, "ann", "bob")
+    sent = [msg(m.id, mid(T0 + i), "ann" if i % 2 else "bob", body=f"b{i}") for i in range(6)]
+    for s in sent:
+        await store.save_message(s)
+    await store.advance_cursor(m.id, "ann", "read", sent[-1].id)
+    await store.advance_cursor(m.id, "bob", "read", sent[-1].id)
+    assert await store.sent_in_match("ann", m.id) == [(s.id, s.client_id) for s in sent
+                                                      if s.sender == "ann"]
+    assert await store.erase_in_match("ann", m) == 3
+    history, _ = await store.history(m.id, None, 10)
+    assert [(h.id, h.sender, h.deleted) for h in history] == [
+        (s.id, s.sender, s.sender == "ann") for s in reversed(sent)]
+    assert all(h.body is None and h.media is None and h.client_id == ""
+               for h in history if h.sender == "ann")
+    assert [h.body for h in history if h.sender == "bob"] == ["b4", "b2", "b0"]
+    assert await store.sent_in_match("ann", m.id) == []
+    assert await store.cursors(m.id) == {"bob": Cursors(sent[-1].id, 0)}
+    assert await store.conversations("ann") == []
+    assert await store.conversations("bob") == []
+    assert await store.matches_ever("ann") == []
+    assert [x.id for x in await store.matches_ever("bob")] == [m.id]
+    assert await store.erase_in_match("ann", m) == 0  # again: nothing left to do
+    # a resend of an erased message's client id is not answered with the tombstone
+    resend = Message(m.id, mid(T0 + 20), "ann", sent[1].client_id, T0 + 20, "new")
+    assert await store.save_message(resend) == (resend, True)
+
+
+async def test_erasing_swipes_forgets_given_and_received_passes_too(store: Store) -> None:
+    await store.record_swipe("ann", "bob", "like", T0)
+    await store.record_swipe("ann", "cat", "pass", T0)
+    await store.record_swipe("dan", "ann", "pass", T0)
+    await store.record_swipe("eve", "ann", "superlike", T0)
+    await store.record_swipe("dan", "eve", "like", T0)
+    await store.erase_user_data("ann", "swipes")
+    for swiper, target in (("ann", "bob"), ("ann", "cat"), ("dan", "ann"), ("eve", "ann")):
+        assert await store.get_swipe(swiper, target) is None
+    assert await store.get_swipe("dan", "eve") == "like"
+    await store.erase_user_data("ann", "swipes")  # idempotent
+
+
+async def test_erasing_blocks_devices_settings_and_the_index(store: Store) -> None:
+    await store.add_block("ann", "bob", T0)
+    await store.add_block("cat", "ann", T0)
+    await store.put_device(Device("ann", "tok-a", "apns", "app", "fr", T0))
+    await store.put_device(Device("bob", "tok-b", "fcm", None, None, T0))
+    await store.put_settings("ann", {"show_online": False})
+    m = await matched(store, "ann", "bob")
+    for kind in ("blocks", "devices", "settings", "matches_index"):
+        await store.erase_user_data("ann", kind)  # type: ignore[arg-type]
+        await store.erase_user_data("ann", kind)  # type: ignore[arg-type]
+    assert not await store.is_blocked("ann", "bob")
+    assert await store.is_blocked("ann", "cat")  # made by cat: stays in force
+    assert await store.devices("ann") == []
+    assert [d.token for d in await store.devices("bob")] == ["tok-b"]
+    await store.put_device(Device("dan", "tok-a", "apns", None, None, T0 + 1))  # free again
+    assert [d.user for d in await store.devices("dan")] == ["dan"]
+    assert await store.get_settings("ann") == Settings()
+    assert await store.matches_ever("ann") == []
+    assert await store.conversations("ann") == []
+    assert [x.id for x in await store.matches_ever("bob")] == [m.id]

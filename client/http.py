@@ -85,6 +85,12 @@ class RendezvousHttp:
         their sockets everywhere (4001). Mint the next token in a later second."""
         await self._call("POST", "/v1/me/logout-all")
 
+    async def erase_account(self) -> int:
+        """Erase this user everywhere (`DELETE /v1/me`); the erasure's unix ms. Calling
+        again, with this same token, answers the same time (and finishes one cut short)."""
+        result: dict[str, Any] = await self._call("DELETE", "/v1/me")
+        return int(result["erased_at"])
+
     async def put_device(
         self, token: str, platform: str, app: str | None = None, locale: str | None = None
     ) -> None:

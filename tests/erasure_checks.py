@@ -121,6 +121,7 @@ class Scene:
     match: str  # open match of USER and PEER, messages both ways
     closed: str  # match of USER and CLOSED_PEER, unmatched by the peer before the erasure
     user_msgs: list[int]
+    user_cids: list[tuple[str, str]]  # (match, client id) of every message the user sent
     peer_msgs: list[int]
     erin: RendezvousClient  # USER's socket
     pat: RendezvousClient  # PEER's socket
@@ -145,11 +146,12 @@ async def build(h: Harness) -> Scene:
     peer_msgs = [(await pat.send(m, "from pat, erin offline"))["id"]]
     await asyncio.sleep(0.3)  # the dispatcher takes it
     erin = await h.connect(USER)
-    user_msgs = [(await erin.send(m, f"from erin {i}"))["id"] for i in range(3)]
+    acks = [await erin.send(m, f"from erin {i}") for i in range(3)]
+    user_msgs = [a["id"] for a in acks]
     peer_msgs += [(await pat.send(m, f"from pat {i}"))["id"] for i in range(2)]
     await erin.read(m, peer_msgs[-1], ack=True)
     await pat.read(m, user_msgs[-1], ack=True)
-    await erin.send(closed, "to quinn")
+    acks.append(await erin.send(closed, "to quinn"))
     await h.http(CLOSED_PEER).unmatch(closed)
     # pushes waiting in the queue: to the user, and about the user (their message)
     queue = h.node.backends.push_queue
@@ -157,9 +159,25 @@ async def build(h: Harness) -> Scene:
                                    sender=PEER), delay_s=3600)
     assert await queue.put(PushJob(user=PEER, kind="message", match_id=m, message_id=2,
                                    sender=USER), delay_s=3600)
-    return Scene(m, closed, user_msgs, peer_msgs, erin, pat, h.token(USER))
+    return Scene(m, closed, user_msgs, [(a["m"], a["c"]) for a in acks], peer_msgs, erin, pat,
+                 h.token(USER))
 
 
 async def after_second_of(ms: int) -> None:
     """Wait for a later wall-clock second than `ms` (token `iat` is in whole seconds)."""
     await asyncio.sleep(max(0.0, (ms // 1000 + 1) - time.time()) + 0.01)
+
+
+def memory_leftovers(node: Any) -> dict[str, Any]:
+    """The embedded default's in-process state holding the user (none is allowed): the
+    maps of presence, the connection cap, flap marks, push gates and rate limits."""
+    b = node.backends
+    maps = {
+        "presence": (b.presence._sessions, b.presence._seen),
+        "connection_cap": (b.connection_cap._by_user,),
+        "flap_marks": (b.flap_marks._marks,),
+        "push_gates": (b.push_gates._bursts, b.push_gates._delivered),
+        "send_limiter": (b.send_limiter._buckets._buckets,),
+        "swipe_limiter": (b.swipe_limiter._buckets._buckets,),
+    }
+    return {name: held for name, held in maps.items() if holds_user(list(held))}

@@ -73,12 +73,12 @@ class ErasureService:
         self._erased: OrderedDict[str, None] = OrderedDict()
         self._tasks: set[asyncio.Task[Any]] = set()
         self.completed = 0  # erasures finished on this node (for tests and logs)
-        # The steps, in order. Each is idempotent and may run again after a failure; the
-        # walk of the user's matches (`matches_ever`) works until `matches_index`, last.
+        # The steps, in order. Each is idempotent and may run again after a failure. A
+        # match leaves `matches_ever` once `matches` erased it (`Store.erase_in_match`).
         self.steps: tuple[tuple[str, Step], ...] = (
             ("tokens", self._tokens),
+            ("pushes", self._pushes),  # before `matches`, which unlists them one by one
             ("matches", self._matches),
-            ("pushes", self._pushes),
             *((kind, self._user_data(kind)) for kind in ("swipes", "blocks", "devices",
                                                          "settings")),
             ("sessions", self._sessions),

@@ -23,6 +23,7 @@ from tests.erasure_checks import (
     after_second_of,
     build,
     leftovers,
+    memory_leftovers,
     sqlite_tables,
 )
 
@@ -34,6 +35,8 @@ async def test_erasure_leaves_only_the_allowed_residue(rdv: Harness) -> None:
         "messages", "message_client_ids", "conversations_by_user", "read_cursors",
         "swipes_by_swiper", "likes_received", "matches_by_user", "blocks",
         "devices_by_user", "device_owner", "settings"}
+    assert set(memory_leftovers(rdv.node)) >= {"presence", "connection_cap", "push_gates",
+                                               "send_limiter", "swipe_limiter"}
     api = rdv.http(None, token=scene.token)
     response = await api.raw("DELETE", "/v1/me")
     assert response.status_code == 202
@@ -49,6 +52,7 @@ async def test_erasure_leaves_only_the_allowed_residue(rdv: Harness) -> None:
     assert leftovers(tables) == {}
     assert [r["sender"] for r in tables["messages"] if r["sender"] == USER] == [USER] * 4
     assert rdv.node.backends.push_queue.depth() == 0  # both queued jobs named the user
+    assert memory_leftovers(rdv.node) == {}
     # the peer's history: their own messages, the user's as tombstones
     history = await rdv.http(PEER).messages(scene.match)
     by_id = {m["id"]: m for m in history["msgs"]}

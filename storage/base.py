@@ -415,11 +415,14 @@ class Store(Protocol):
         partition, for the match list."""
 
     # -- account erasure (docs/privacy.md, "Erasure") -------------------------------------
-    async def begin_erasure(self, user: str, ts: int) -> Erasure:
+    async def begin_erasure(self, user: str, ts: int, *,
+                            again_after: int | None = None) -> Erasure:
         """Record that `user` is erased as of `ts` (unix ms) unless an erasure is recorded
         already, and return the stored one: of racing or repeated calls, every caller gets
         the first `erased_at`. The record lists the erasure as pending until
-        `finish_erasure`."""
+        `finish_erasure`. With `again_after`, a finished erasure with `erased_at` before it
+        starts over as of `ts` (the account was used again since: a token issued after the
+        erasure asks to erase what it made); racing calls still agree on one."""
 
     async def get_erasure(self, user: str) -> Erasure | None:
         """The user's erasure, pending or done; None if they were never erased."""

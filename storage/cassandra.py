@@ -563,8 +563,9 @@ class CassandraStore:
         return await self._controls.mutes(user)
 
     # -- account erasure (storage/cassandra_erasure.py) -----------------------------------
-    async def begin_erasure(self, user: str, ts: int) -> Erasure:
-        return await self._erasure.begin(user, ts)
+    async def begin_erasure(self, user: str, ts: int, *,
+                            again_after: int | None = None) -> Erasure:
+        return await self._erasure.begin(user, ts, again_after)
 
     async def get_erasure(self, user: str) -> Erasure | None:
         return await self._erasure.get(user)

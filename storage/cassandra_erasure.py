@@ -38,16 +38,22 @@ class CassandraErasure:
             await self._all(calls[start:start + AT_ONCE])
 
     # -- the record -----------------------------------------------------------------------
-    async def begin(self, user: str, ts: int) -> Erasure:
-        """A lightweight transaction: racing first calls on two nodes agree on one
-        `erased_at`. The pending row is written (again) while the erasure is not done, so
-        a call that died between the two writes is repaired by the next."""
+    async def begin(self, user: str, ts: int, again_after: int | None) -> Erasure:
+        """Lightweight transactions: racing first calls on two nodes agree on one
+        `erased_at` (and racing restarts on one, conditioned on the old one). The pending
+        row is written (again) while the erasure is not done, so a call that died between
+        the two writes is repaired by the next."""
         rows = await self._run("begin_erasure", user, ts)
         if rows and rows[0]["[applied]"]:
             erasure = Erasure(user, ts)
         else:
             found = await self.get(user)
             erasure = found if found is not None else Erasure(user, ts)
+            if (again_after is not None and erasure.done
+                    and erasure.erased_at < again_after):
+                rows = await self._run("restart_erasure", ts, user, erasure.erased_at)
+                erasure = (Erasure(user, ts) if rows and rows[0]["[applied]"]
+                           else await self.get(user) or erasure)
         if not erasure.done:
             await self._run("add_pending_erasure", user, erasure.erased_at)
         return erasure

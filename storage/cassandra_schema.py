@@ -357,6 +357,8 @@ CQL: dict[str, str] = {
     # -- account erasure (storage/cassandra_erasure.py) -----------------------------------
     "begin_erasure": "INSERT INTO {ks}.erasures (user, erased_at, step) VALUES (?, ?, 0)"
                      " IF NOT EXISTS",
+    "restart_erasure": "UPDATE {ks}.erasures SET erased_at = ?, step = 0, done_ts = null"
+                       " WHERE user = ? IF erased_at = ?",
     "get_erasure": "SELECT user, erased_at, step, done_ts FROM {ks}.erasures WHERE user = ?",
     "erasure_progress": "UPDATE {ks}.erasures SET step = ? WHERE user = ?",
     "finish_erasure": "UPDATE {ks}.erasures SET done_ts = ? WHERE user = ?",

@@ -267,8 +267,9 @@ class SqliteStore:
         return await self._read(lambda c: controls.mutes(c, user))
 
     # -- account erasure (storage/sqlite_erasure.py) --------------------------------------
-    async def begin_erasure(self, user: str, ts: int) -> Erasure:
-        return await self._write(lambda c: sqlite_erasure.begin(c, user, ts))
+    async def begin_erasure(self, user: str, ts: int, *,
+                            again_after: int | None = None) -> Erasure:
+        return await self._write(lambda c: sqlite_erasure.begin(c, user, ts, again_after))
 
     async def get_erasure(self, user: str) -> Erasure | None:
         return await self._read(lambda c: sqlite_erasure.get(c, user))

@@ -20,9 +20,13 @@ def _erasure(row: Row) -> Erasure:
     return Erasure(*row)
 
 
-def begin(conn: sqlite3.Connection, user: str, ts: int) -> Erasure:
+def begin(conn: sqlite3.Connection, user: str, ts: int, again_after: int | None) -> Erasure:
     conn.execute("INSERT INTO erasures (user, erased_at) VALUES (?, ?)"
                  " ON CONFLICT (user) DO NOTHING", (user, ts))
+    if again_after is not None:
+        conn.execute("UPDATE erasures SET erased_at = ?, step = 0, done_ts = NULL"
+                     " WHERE user = ? AND done_ts IS NOT NULL AND erased_at < ?",
+                     (ts, user, again_after))
     return _erasure(conn.execute(f"SELECT {_ERASURE} FROM erasures WHERE user = ?",
                                  (user,)).fetchone())
 

@@ -32,7 +32,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from protocol.codec import ids_as_strings
 from protocol.errors import HTTP_STATUS, ErrorCode, ProtocolError
 from server.config import Config
-from server.edge.auth import Authenticator, AuthError, unrevoked
+from server.edge.auth import Authenticator, AuthError, Claims, unrevoked
 from server.edge.connection_guard import ConnectionGuard
 from server.edge.demo import add_demo
 from server.edge.export_stream import ExportResponse, export_response
@@ -304,19 +304,19 @@ async def current_user(request: Request,
     """The `sub` of the request's bearer token, or 401 (`_` only puts `bearer` in the
     OpenAPI of every route that depends on this). A revoked token is refused too (its
     not-before from the node's cache; 503 when that and the store are both unknown)."""
-    return await _authenticated(request, erasing=False)
+    return (await _authenticated(request, erasing=False)).user
 
 
 async def erasing_user(request: Request,
                        _: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
-                       ) -> str:
+                       ) -> Claims:
     """`current_user` for `DELETE /v1/me`: a token revoked by an erasure of its user is
     accepted there (only there), so that the app can repeat the call that was cut short
     and learn the erasure finished (docs/privacy.md, "How an erasure finishes")."""
     return await _authenticated(request, erasing=True)
 
 
-async def _authenticated(request: Request, *, erasing: bool) -> str:
+async def _authenticated(request: Request, *, erasing: bool) -> Claims:
     auth: Authenticator = request.app.state.auth
     metrics: Metrics = request.app.state.metrics
     guard: ConnectionGuard | None = request.app.state.guard
@@ -346,7 +346,7 @@ async def _authenticated(request: Request, *, erasing: bool) -> str:
                         and await erasure.erased_at(claims.user) is not None):
                     raise
         request.state.claims = claims  # for routes that need more than the user (tier)
-        return claims.user
+        return claims
     except AuthError as exc:
         metrics.auth_failures.labels(exc.reason).inc()
         if guard is not None:
@@ -355,7 +355,7 @@ async def _authenticated(request: Request, *, erasing: bool) -> str:
 
 
 User = Annotated[str, Depends(current_user)]
-ErasingUser = Annotated[str, Depends(erasing_user)]
+ErasingUser = Annotated[Claims, Depends(erasing_user)]
 MatchId = Annotated[str, Path(min_length=1, max_length=64)]
 Token = Annotated[str, Path(min_length=1, max_length=4096)]
 
@@ -524,11 +524,13 @@ def create_app(*, auth: Authenticator, matches: MatchService, chat: ChatService,
                     description="Everything of the caller goes (docs/privacy.md, \"Erasure\"); "
                     "their messages stay as tombstones for their matches. Tokens issued at or "
                     "before `erased_at` are refused afterwards, here excepted: calling again "
-                    "answers the same `erased_at`, and finishes an erasure a 503 cut short.",
+                    "with one answers the same `erased_at`, and finishes an erasure a 503 "
+                    "cut short. A token issued later erases the account as used since.",
                     responses={**AUTHED, 202: {"description": "`{\"erased_at\"}`: unix ms of "
                                                "the (first) erasure"}})
-        async def erase_me(user: ErasingUser) -> JSONResponse:
-            return JSONResponse({"erased_at": await erasure.erase(user)}, status_code=202)
+        async def erase_me(claims: ErasingUser) -> JSONResponse:
+            erased_at = await erasure.erase(claims.user, claims.iat)
+            return JSONResponse({"erased_at": erased_at}, status_code=202)
 
     @app.get("/healthz", summary="Liveness")
     async def healthz() -> dict[str, str]:

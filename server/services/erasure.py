@@ -90,11 +90,16 @@ class ErasureService:
         return int(self.clock() * 1000)
 
     # -- the request and the resumer ------------------------------------------------------
-    async def erase(self, user: str) -> int:
-        """Erase `user` (or finish or repeat an erasure of them): the first `erased_at`.
+    async def erase(self, user: str, issued_at: float | None = None) -> int:
+        """Erase `user` (or finish or repeat an erasure of them): its `erased_at`.
+        `issued_at` is the caller's token `iat` (unix s): a token issued after a finished
+        erasure belongs to the account as used since, and erases it again; an older one
+        (or none) repeats the call and gets the first `erased_at`, changing nothing.
         Raises `StoreUnavailable` or `unavailable` when a step fails; the erasure is
         recorded by then and is resumed (docs/privacy.md, "How an erasure finishes")."""
-        erasure = await self.store.begin_erasure(user, self.now_ms())
+        again_after = None if issued_at is None else int(issued_at * 1000)
+        erasure = await self.store.begin_erasure(user, self.now_ms(),
+                                                 again_after=again_after)
         self._remember(user)
         if not erasure.done:
             await self.run(erasure)

@@ -77,11 +77,17 @@ async def test_erasure_leaves_only_the_allowed_residue(rdv: Harness) -> None:
     again = await api.raw("DELETE", "/v1/me")
     assert (again.status_code, again.json()) == (202, {"erased_at": erased_at})
     assert leftovers(sqlite_tables(rdv.node.config.data_dir / "rendezvous.db")) == {}
-    # a later token is a new account: it starts empty, and its erasure answers the first
+    # a later token is the account used anew: it starts empty, and erasing it again
+    # erases what it made since (a new erased_at)
     await after_second_of(erased_at)
     fresh = rdv.http(USER, token=rdv.token(USER))
     assert (await fresh.matches())["matches"] == []
-    assert await fresh.erase_account() == erased_at
+    await fresh.swipe(PEER, "like")
+    await fresh.put_settings(show_online=False)
+    second = await fresh.erase_account()
+    assert second > erased_at
+    assert leftovers(sqlite_tables(rdv.node.config.data_dir / "rendezvous.db")) == {}
+    assert await api.erase_account() == second  # the first token: a repeat, no change
 
 
 async def test_a_token_revoked_by_logout_all_cannot_erase(rdv: Harness) -> None:

@@ -546,8 +546,15 @@ async def test_an_erasure_is_recorded_once_pending_until_finished(store: Store) 
     assert done is not None and done.done and done.erased_at == T0
     assert [e.user for e in await store.pending_erasures(10)] == ["bob"]
     assert (await store.begin_erasure("ann", T0 + 99)).done  # a second erasure: the first
+    assert (await store.begin_erasure("ann", T0 + 99, again_after=T0)).done  # not after
     assert [e.user for e in await store.pending_erasures(10)] == ["bob"]
     assert await store.get_erasure("cat") is None
+    # the account used again after its erasure (a later token): erased anew
+    anew = await store.begin_erasure("ann", T0 + 200, again_after=T0 + 100)
+    assert (anew.erased_at, anew.step, anew.done) == (T0 + 200, 0, False)
+    assert (await store.begin_erasure("ann", T0 + 300, again_after=T0 + 150)).erased_at == (
+        T0 + 200)  # pending: the same one
+    assert [e.user for e in await store.pending_erasures(10)] == ["bob", "ann"]
 
 
 async def test_erasing_a_match_tombstones_the_users_messages_only(store: Store) -> None:

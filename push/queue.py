@@ -189,7 +189,7 @@ class MemoryPushQueue:
     def depth(self) -> int:
         return len(self._ready) + len(self._delayed)
 
-    def forget(self, drop: Callable[[PushJob], bool]) -> int:
+    async def forget(self, drop: Callable[[PushJob], bool]) -> int:
         """Remove the waiting jobs `drop` picks (an erased user's); how many."""
         before = self.depth()
         self._ready = deque(job for job in self._ready if not drop(job))

@@ -64,4 +64,4 @@ class MemoryTraces:
 
     async def forget_pushes(self, user: str, match_ids: Iterable[str]) -> int:
         self.gates.forget(user, match_ids)
-        return self.queue.forget(lambda job: names(job, user))
+        return await self.queue.forget(lambda job: names(job, user))

@@ -88,3 +88,22 @@ async def test_the_queue_is_bounded_delayed_jobs_included(make_queue: MakeQueue)
     assert not await queue.put(job(message_id=3))
     await queue.done(await take(queue))
     assert await queue.put(job(message_id=4))
+
+
+async def test_forget_removes_the_jobs_naming_a_user_waiting_or_delayed(
+        make_queue: MakeQueue) -> None:
+    """Account erasure: every job to or about the user goes, due or delayed; others stay."""
+    queue = await make_queue()
+    kept = [job("bob", 1), job("cat", 2)]
+    for j in (job("erin", 3), kept[0], PushJob.for_message("dan", Message(
+            match_id="m1", id=4, sender="erin", client_id="c", ts=1, body="x"))):
+        assert await queue.put(j)
+    assert await queue.put(job("erin", 5), delay_s=3600)
+    assert await queue.put(kept[1], delay_s=0.2)
+    erin = lambda j: "erin" in (j.user, j.sender, j.peer)  # noqa: E731
+    assert await queue.forget(erin) == 3  # type: ignore[attr-defined]
+    got = [await take(queue), await take(queue)]
+    assert [t.job for t in got] == kept
+    for taken in got:
+        await queue.done(taken)
+    assert await queue.forget(erin) == 0  # type: ignore[attr-defined]

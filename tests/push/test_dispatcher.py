@@ -634,3 +634,26 @@ async def test_provider_slots_clip_a_batch_to_the_cap_and_forget_a_cancelled_wai
     assert slots.in_flight == 0
     async with slots.slot():
         assert slots.in_flight == 1
+
+
+async def test_a_job_to_or_about_an_erased_user_is_dropped(rdv: Harness, http: Apis) -> None:
+    """A job queued before (or racing) an erasure: the worker drops it, nothing is sent."""
+    from push.queue import PushJob
+    from storage import Message
+
+    match_id = await http.pair(rdv, "ann", "bob")
+    await register_both(http, rdv, "bob")
+    await register_both(http, rdv, "cat")
+    rdv.node.services.erasure.on_control({"k": "erased", "u": "ann"})  # heard from a node
+    about_ann = Message(match_id, 1, "ann", "c", 1, "x")
+    await rdv.node.backends.push_queue.put(PushJob.for_message("bob", about_ann))
+    await rdv.node.backends.push_queue.put(PushJob.for_message("ann", about_ann))
+    line = 'rendezvous_push_skipped_total{reason="erased"}'
+    assert await wait_until(lambda: rdv.node.services.pushes.queue.depth() == 0)
+    await wait_until(lambda: metric(rdv, http, line))
+    assert await metric(rdv, http, line) == 2
+    assert records(rdv, "bob") == [] and records(rdv, "ann") == []
+    # and a job to someone else still goes
+    other = Message("m-other", 2, "dan", "c2", 2, "y")
+    await rdv.node.backends.push_queue.put(PushJob.for_message("cat", other))
+    assert await wait_until(lambda: len(records(rdv, "cat", "message")) == 2)

@@ -521,6 +521,23 @@ async def test_upgrading_from_version_1_indexes_the_matches_already_stored(
     assert await store.matches_ever("cat") == [closed]
 
 
+async def test_upgrading_from_version_1_indexes_the_swipes_received(
+        store: CassandraStore, cql: Any, keyspace: str) -> None:
+    """Erasure finds received passes through `swipes_received`: an upgrade fills it."""
+    await store.record_swipe("dan", "ann", "pass", T0)
+    await store.record_swipe("eve", "ann", "like", T0 + 1)
+    cql.execute(f"TRUNCATE {keyspace}.swipes_received")  # as a version-1 keyspace has it
+    cql.execute(f"UPDATE {keyspace}.schema_version SET version = 1"
+                " WHERE component = 'rendezvous'")
+    replication = {"class": "SimpleStrategy", "replication_factor": 1}
+    assert migrate(cql, keyspace, replication) == SCHEMA_VERSION
+    rows = cql.execute(f"SELECT swiper, ts FROM {keyspace}.swipes_received"
+                       " WHERE target = 'ann'")
+    assert sorted((r["swiper"], r["ts"]) for r in rows) == [("dan", T0), ("eve", T0 + 1)]
+    await store.erase_user_data("ann", "swipes")
+    assert await store.get_swipe("dan", "ann") is None
+
+
 async def test_a_version_1_keyspace_gets_version_2s_tables(
         store: CassandraStore, cql: Any, keyspace: str) -> None:
     """A keyspace migrated by version 1 gets `token_revocations` and keeps its data."""

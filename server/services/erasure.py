@@ -69,7 +69,7 @@ class ErasureService:
         self.held_here = held_here  # does this node hold a session of the user
         self.resume_s = resume_s
         self.clock = clock
-        self._running: dict[str, asyncio.Lock] = {}
+        self._running: dict[str, tuple[asyncio.Lock, list[int]]] = {}  # lock, users of it
         self._erased: OrderedDict[str, None] = OrderedDict()
         self._tasks: set[asyncio.Task[Any]] = set()
         self.completed = 0  # erasures finished on this node (for tests and logs)
@@ -113,7 +113,8 @@ class ErasureService:
     async def run(self, erasure: Erasure) -> None:
         """Run the steps not yet done, in order; the record notes each one."""
         user = erasure.user
-        lock = self._running.setdefault(user, asyncio.Lock())
+        lock, users = self._running.setdefault(user, (asyncio.Lock(), [0]))
+        users[0] += 1
         try:
             async with lock:  # the request and the resumer take turns on one user
                 current = await self.store.get_erasure(user) or erasure
@@ -138,8 +139,9 @@ class ErasureService:
                 log.info("account erased", extra={"steps": len(self.steps)})
                 await self.broker.publish_control({"k": ERASED, "u": user})
         finally:
-            if not lock.locked():
-                self._running.pop(user, None)
+            users[0] -= 1
+            if not users[0]:
+                del self._running[user]
 
     async def resume_pending(self) -> int:
         """One round of the resumer: run every unfinished erasure; how many finished."""

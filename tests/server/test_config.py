@@ -57,6 +57,7 @@ def test_precedence_flags_env_file_defaults(tmp_path: Path) -> None:
     ("unsend_window_s = -5\n", "unsend_window_s must not be negative"),
     ("reject_duplicate_openers = 3\n", "reject_duplicate_openers (from file"),
     ("this is not toml", "not valid TOML"),
+    ("erasure_resume_s = 0\n", "erasure_resume_s must be positive"),
 ])
 def test_a_bad_file_names_the_key(tmp_path: Path, text: str, named: str) -> None:
     with pytest.raises(ConfigError) as error:

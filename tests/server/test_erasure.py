@@ -152,3 +152,13 @@ async def test_a_failed_erasure_is_finished_by_the_node_at_start(
         await asyncio.sleep(0.05)
     assert erasure is not None and erasure.done
     assert leftovers(sqlite_tables(data / "rendezvous.db")) == {}
+
+
+async def test_racing_erasures_of_one_user_agree(rdv: Harness) -> None:
+    scene = await build(rdv)
+    api = rdv.http(None, token=scene.token)
+    answers = await asyncio.gather(*(api.raw("DELETE", "/v1/me") for _ in range(4)))
+    assert [a.status_code for a in answers] == [202] * 4
+    assert len({a.json()["erased_at"] for a in answers}) == 1
+    assert rdv.node.services.erasure.completed == 1  # the others waited, then found it done
+    assert leftovers(sqlite_tables(rdv.node.config.data_dir / "rendezvous.db")) == {}

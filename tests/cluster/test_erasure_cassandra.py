@@ -33,10 +33,13 @@ def keyspace() -> str:
 
 
 @pytest.fixture
-def cql(cassandra_node: CassandraNode) -> Iterator[Any]:
+def cql(cassandra_node: CassandraNode, keyspace: str) -> Iterator[Any]:
+    """A session to look at the tables; the test's keyspace is dropped at the end (the
+    session's Cassandra node has a small heap)."""
     cluster, session = connect(ClusterSettings((host_port(cassandra_node.contact_point,
                                                           9042),)))
     yield session
+    session.execute(f"DROP KEYSPACE IF EXISTS {keyspace}", timeout=60)
     cluster.shutdown()
 
 

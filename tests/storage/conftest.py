@@ -6,9 +6,11 @@ test then runs against it unchanged.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -56,6 +58,21 @@ async def open_store(backend: str, tmp_path: Path,
     yield open_
     for store in opened:
         await store.close()
+    if backend == "cassandra" and opened:
+        await asyncio.to_thread(_drop_keyspace, opened[0])
+
+
+def _drop_keyspace(store: Any) -> None:
+    """Free the test's keyspace: the session's one node has a small heap, and the schema of
+    every keyspace a session made (some twenty tables each) stays in it until dropped:
+    about forty of them ran it out of memory."""
+    from storage.cassandra_schema import connect
+
+    cluster, session = connect(store.settings)
+    try:
+        session.execute(f"DROP KEYSPACE IF EXISTS {store.keyspace}", timeout=60)
+    finally:
+        cluster.shutdown()
 
 
 @pytest.fixture

@@ -317,6 +317,9 @@ def compose_services(config: Config, backends: Backends, *, metrics: Metrics, hu
                            max_entries=config.revocation_cache_entries)
     accounts = AccountService(store=store, broker=broker, not_before=not_before,
                               sessions_of=hub.sessions_of)
+    for counters in (backends.quotas, backends.openers):
+        if counters is not None:
+            backends.traces.also_forget(counters)
     erasure = ErasureService(store=store, matches=matches, traces=backends.traces,
                              revoker=accounts, broker=broker, presence=backends.presence,
                              damper=presence.damper, held_here=hub.has_user,

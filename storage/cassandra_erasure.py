@@ -119,13 +119,25 @@ class CassandraErasure:
         if kind == "swipes":
             given = [r["target"] for r in await self._run("swipes_given", user)]
             taken = [r["swiper"] for r in await self._run("swipes_taken", user)]
+            timed = await self._all(self._run("likes_by_time_of", t) for t in given)
             await self._each([call for target in given for call in (
                 self._run("erase_like", target, user),
                 self._run("erase_received", target, user))]
+                + [self._run("drop_timed_like", target, row["ts"], user)
+                   for target, rows in zip(given, timed, strict=True)
+                   for row in rows if row["swiper"] == user]
                 + [self._run("erase_swipe", swiper, user) for swiper in taken])
+            # the undo rows of those who swiped on them last: removed unless overtaken since
+            lasts = await self._all(self._run("get_last_swipe", s) for s in taken)
+            await self._each([self._run("drop_last_swipe", rows[0]["ts"] * 1000 + 999, swiper)
+                              for swiper, rows in zip(taken, lasts, strict=True)
+                              if rows and rows[0]["target"] == user])
             await self._all(self._run(f"erase_{table}", user) for table in (
-                "swipes_by_swiper", "likes_received", "swipes_received"))
+                "swipes_by_swiper", "likes_received", "swipes_received", "likes_by_time",
+                "last_swipes"))
         elif kind == "blocks":
+            made = [r["target"] for r in await self._run("blocks_of", user)]
+            await self._each([self._run("erase_block_received", t, user) for t in made])
             await self._run("erase_blocks", user)  # made by them; against them stay
         elif kind == "devices":
             tokens = [r["token"] for r in await self._run("devices", user)]
@@ -135,7 +147,7 @@ class CassandraErasure:
                               if rows and rows[0]["user"] == user])
             await self._run("erase_devices_by_user", user)
         elif kind == "settings":
-            await self._run("erase_settings", user)
+            await self._all((self._run("erase_settings", user), self._run("erase_mutes", user)))
         elif kind == "matches_index":
             await self._all(self._run(f"erase_{table}", user) for table in (
                 "conversations_by_user", "matches_by_user"))

@@ -388,7 +388,11 @@ CQL: dict[str, str] = {
                              ("swipes_received", "target"), ("blocks", "user"),
                              ("devices_by_user", "user"), ("settings", "user"),
                              ("conversations_by_user", "user"), ("matches_by_user", "user"),
-                             ("user_matches", "user"))},
+                             ("user_matches", "user"), ("likes_by_time", "target"),
+                             ("last_swipes", "swiper"), ("mutes", "user"))},
+    "likes_by_time_of": "SELECT ts, swiper FROM {ks}.likes_by_time WHERE target = ?",
+    "blocks_of": "SELECT target FROM {ks}.blocks WHERE user = ?",
+    "erase_block_received": "DELETE FROM {ks}.blocks_received WHERE target = ? AND user = ?",
 }
 
 

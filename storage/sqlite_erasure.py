@@ -88,6 +88,7 @@ _BY_KIND: dict[str, tuple[str, ...]] = {
         "DELETE FROM likes_received WHERE target = ?",
         "DELETE FROM swipes_by_swiper WHERE swiper = ?",
         "DELETE FROM swipes_by_swiper WHERE target = ?",  # received, passes too
+        "DELETE FROM last_swipes WHERE swiper = ? OR target = ?",  # undo's: theirs, about them
     ),
     "blocks": ("DELETE FROM blocks WHERE user = ?",),  # made by them; against them stay
     "devices": (
@@ -95,7 +96,7 @@ _BY_KIND: dict[str, tuple[str, ...]] = {
         " (SELECT token FROM devices_by_user WHERE user = ?) AND user = ?",
         "DELETE FROM devices_by_user WHERE user = ?",
     ),
-    "settings": ("DELETE FROM settings WHERE user = ?",),
+    "settings": ("DELETE FROM settings WHERE user = ?", "DELETE FROM mutes WHERE user = ?"),
     "matches_index": (
         "DELETE FROM conversations_by_user WHERE user = ?",
         "DELETE FROM matches_by_user WHERE user = ?",

@@ -116,7 +116,7 @@ CREATE TABLE IF NOT EXISTS mutes (
     PRIMARY KEY (user, match_id)
 ) WITHOUT ROWID;
 -- account erasure (docs/privacy.md): one row per erased user, kept after it is done (its
--- erased_at is what a second DELETE /v1/me answers); done_ts NULL while steps remain
+-- erased_at is what a second DELETE /v1/me answers), done_ts NULL while steps remain
 CREATE TABLE IF NOT EXISTS erasures (
     user      TEXT    NOT NULL PRIMARY KEY,
     erased_at INTEGER NOT NULL,

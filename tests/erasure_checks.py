@@ -41,6 +41,7 @@ ALLOWED: dict[str, Any] = {
     "matches": _closed_match,
     # blocks others made against the user stay in force
     "blocks": lambda t, r: r["target"] == USER and r["user"] != USER,
+    "blocks_received": lambda t, r: r["target"] == USER and r["user"] != USER,
     # the erasure record (a second DELETE answers its erased_at) and the tokens not-before
     "erasures": lambda t, r: r["user"] == USER and r["done_ts"] is not None,
     "token_revocations": lambda t, r: r["user"] == USER,
@@ -141,6 +142,8 @@ async def build(h: Harness) -> Scene:
     await erin_http.swipe(LIKED, "like")
     await erin_http.block(BLOCKED)
     await h.http(BLOCKER).block(USER)
+    # on nodes with quotas and openers on (RULES_ON) the likes spend quota and the first
+    # message below is an opener
     pat = await h.connect(PEER)
     # while USER is offline: a push to them (its burst gate is theirs too)
     peer_msgs = [(await pat.send(m, "from pat, erin offline"))["id"]]
@@ -153,6 +156,7 @@ async def build(h: Harness) -> Scene:
     await pat.read(m, user_msgs[-1], ack=True)
     acks.append(await erin.send(closed, "to quinn"))
     await h.http(CLOSED_PEER).unmatch(closed)
+    await erin_http.mute(m)  # a mute row (after the push above, which it would stop)
     # pushes waiting in the queue: to the user, and about the user (their message)
     queue = h.node.backends.push_queue
     assert await queue.put(PushJob(user=USER, kind="message", match_id=m, message_id=1,
@@ -168,6 +172,11 @@ async def after_second_of(ms: int) -> None:
     await asyncio.sleep(max(0.0, (ms // 1000 + 1) - time.time()) + 0.01)
 
 
+# Node settings that make the scenario leave quota counters and opener records too.
+RULES_ON: dict[str, Any] = {"likes_per_day": 100, "superlikes_per_day": 100,
+                            "openers_per_day": 100}
+
+
 def memory_leftovers(node: Any) -> dict[str, Any]:
     """The embedded default's in-process state holding the user (none is allowed): the
     maps of presence, the connection cap, flap marks, push gates and rate limits."""
@@ -179,5 +188,8 @@ def memory_leftovers(node: Any) -> dict[str, Any]:
         "push_gates": (b.push_gates._bursts, b.push_gates._delivered),
         "send_limiter": (b.send_limiter._buckets._buckets,),
         "swipe_limiter": (b.swipe_limiter._buckets._buckets,),
+        "quotas": (b.quotas._counts, b.quotas._returned),
     }
+    if b.openers is not None:
+        maps["openers"] = (b.openers._by_user,)
     return {name: held for name, held in maps.items() if holds_user(list(held))}

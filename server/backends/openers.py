@@ -57,6 +57,9 @@ class OpenerLedger(Protocol):
         """Forget the opener of `match_id` admitted by `admit` whose message could not be
         stored, so it counts for nothing (idempotent)."""
 
+    async def forget(self, user: str) -> None:
+        """Drop the user's openers and their digests (account erasure)."""
+
 
 class MemoryOpenerLedger:
     """Each user's openers of the window in this process: match -> (ms, digest)."""
@@ -87,6 +90,9 @@ class MemoryOpenerLedger:
             return OpenerVerdict("duplicate")
         openers[match_id] = (now, digest)
         return OpenerVerdict("ok")
+
+    async def forget(self, user: str) -> None:
+        self._by_user.pop(user, None)
 
     async def release(self, user: str, match_id: str) -> None:
         openers = self._by_user.get(user)

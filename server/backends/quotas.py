@@ -34,6 +34,9 @@ class Quotas(Protocol):
     async def used(self, user: str, kinds: Sequence[str], period: int) -> dict[str, int]:
         """How many of each kind `user` spent in `period` (0 for none)."""
 
+    async def forget(self, user: str) -> None:
+        """Drop every counter and give-back mark of `user` (account erasure)."""
+
 
 class MemoryQuotas:
     """The counters in this process (the embedded default: one node, one count)."""
@@ -66,6 +69,10 @@ class MemoryQuotas:
             return False
         self._counts[key] = (n - 1, self._counts[key][1])
         return True
+
+    async def forget(self, user: str) -> None:
+        self._counts = {k: v for k, v in self._counts.items() if k[0] != user}
+        self._returned = {k: v for k, v in self._returned.items() if k[0] != user}
 
     async def used(self, user: str, kinds: Sequence[str], period: int) -> dict[str, int]:
         return {kind: self._count((user, kind, period)) for kind in kinds}

@@ -83,6 +83,12 @@ class RedisOpenerLedger:
         name: Verdict = text(verdict)  # type: ignore[assignment]
         return OpenerVerdict(name, int(retry_ms))
 
+    async def forget(self, user: str) -> None:
+        try:
+            await self._batcher.call_many([("DEL", key) for key in self._keys(user)])
+        except REDIS_ERRORS as exc:
+            raise OpenersUnavailable(str(exc)) from exc
+
     async def release(self, user: str, match_id: str) -> None:
         openers, digests = self._keys(user)
         try:

@@ -49,6 +49,9 @@ return 0
 GIVE_BACK_SCRIPT = BatchScript(GIVE_BACK)
 
 
+_GLOB = str.maketrans({c: "\\" + c for c in "*?[]\\"})
+
+
 class RedisQuotas:
     def __init__(self, batcher: TurnBatcher, *, prefix: str, fallback: Quotas,
                  metrics: Metrics) -> None:
@@ -83,6 +86,15 @@ class RedisQuotas:
             return await self._fallback.give_back(user, kind, period, token, expires_ms)
         self._outage.ok()
         return bool(int(reply))
+
+    async def forget(self, user: str) -> None:
+        """The user's keys all carry `{user}` as their hash tag: one shard's SCAN finds the
+        counters and give-back marks (a few per day, each expiring with its day)."""
+        await self._fallback.forget(user)
+        client = self._batcher.client
+        pattern = f"{self._prefix}{{{user}}}:".translate(_GLOB) + "*"
+        async for key in client.scan_iter(match=pattern):
+            await client.delete(key)
 
     async def used(self, user: str, kinds: Sequence[str], period: int) -> dict[str, int]:
         try:

@@ -14,10 +14,11 @@ from typing import Any
 from push.queue import names
 from push.redis_queue import RedisPushGates, RedisPushQueue
 from runtime.redis_calls import REDIS_ERRORS, text
+from server.backends.openers import OpenersUnavailable
 from server.backends.redis_guards import RedisConnectionCap, RedisFlapMarks
 from server.backends.redis_presence import RedisPresence
 from server.backends.redis_state import RedisLimiter, RedisSendClaims
-from server.backends.traces import TracesUnavailable
+from server.backends.traces import Forgets, TracesUnavailable
 
 _GLOB = str.maketrans({c: "\\" + c for c in "*?[]\\"})
 
@@ -35,6 +36,10 @@ class RedisTraces:
         self.marks = marks
         self.queue = queue
         self.gates = gates
+        self.counters: list[Forgets] = []  # quotas and openers, added by server/compose.py
+
+    def also_forget(self, counters: Forgets) -> None:
+        self.counters.append(counters)
 
     async def _delete(self, keys: Iterable[str]) -> None:
         try:
@@ -65,6 +70,11 @@ class RedisTraces:
         for limiter in self.limiters:
             limiter.forget_local(user)
         await self._delete(limiter.key(user) for limiter in self.limiters)
+        try:
+            for counters in self.counters:
+                await counters.forget(user)
+        except (*REDIS_ERRORS, OpenersUnavailable) as error:
+            raise TracesUnavailable(f"redis: {error}") from error
 
     async def forget_claims(self, user: str, match_id: str, client_ids: Sequence[str]) -> None:
         await self._delete(self.claims.key(match_id, user, c) for c in client_ids)

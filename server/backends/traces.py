@@ -17,6 +17,12 @@ from server.backends.guards import MemoryConnectionCap, MemoryFlapMarks
 from server.backends.presence import MemoryPresence
 
 
+class Forgets(Protocol):
+    """A backend keeping per-user counters of its own: quotas, the opener ledger."""
+
+    async def forget(self, user: str) -> None: ...
+
+
 class TracesUnavailable(Exception):
     """The fast state (Redis) could not be cleaned now: temporary, the erasure retries."""
 
@@ -26,8 +32,11 @@ class UserTraces(Protocol):
         """Presence sessions and last seen, connection-cap entries and flap marks. Run once
         the user's sockets are closed (a close writes a last seen)."""
 
+    def also_forget(self, counters: Forgets) -> None:
+        """Clear `counters` of the user with the rate limits (quotas, openers)."""
+
     async def forget_limits(self, user: str) -> None:
-        """The user's rate-limit buckets (sends, swipes)."""
+        """The user's rate-limit buckets (sends, swipes), daily quotas and openers."""
 
     async def forget_claims(self, user: str, match_id: str, client_ids: Sequence[str]) -> None:
         """The send claims of the user's messages in the match."""
@@ -49,6 +58,10 @@ class MemoryTraces:
         self.marks = marks
         self.queue = queue
         self.gates = gates
+        self.counters: list[Forgets] = []  # quotas and openers, added by server/compose.py
+
+    def also_forget(self, counters: Forgets) -> None:
+        self.counters.append(counters)
 
     async def forget_sessions(self, user: str) -> None:
         self.presence.forget(user)
@@ -58,6 +71,8 @@ class MemoryTraces:
     async def forget_limits(self, user: str) -> None:
         for limiter in self.limiters:
             limiter.forget(user)
+        for counters in self.counters:
+            await counters.forget(user)
 
     async def forget_claims(self, user: str, match_id: str, client_ids: Sequence[str]) -> None:
         return None  # the embedded default keeps no claims outside the store

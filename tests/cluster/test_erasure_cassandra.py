@@ -22,7 +22,15 @@ from server.node import Node
 from storage.cassandra_schema import ClusterSettings, connect, host_port
 from tests.cassandra_node import CassandraNode
 from tests.conftest import Harness, NodeFactory
-from tests.erasure_checks import PEER, USER, build, cassandra_tables, leftovers, redis_leftovers
+from tests.erasure_checks import (
+    PEER,
+    RULES_ON,
+    USER,
+    build,
+    cassandra_tables,
+    leftovers,
+    redis_leftovers,
+)
 from tests.redis_servers import RedisServer
 from tests.server.test_erasure import fail_once
 
@@ -56,7 +64,8 @@ def make_node(node_factory: NodeFactory, cassandra_node: CassandraNode,
     async def make() -> Node:
         return await node_factory(redis_url=redis_server.url, data_dir=tmp_path / "data",
                                   cassandra_contact_points=(cassandra_node.contact_point,),
-                                  cassandra_keyspace=keyspace, presence_grace_s=1.0)
+                                  cassandra_keyspace=keyspace, presence_grace_s=1.0,
+                                  **RULES_ON)
     return make
 
 
@@ -69,10 +78,12 @@ async def test_erasure_on_cassandra_and_redis_leaves_only_the_allowed_residue(
         assert set(leftovers(before)) >= {
             "messages", "message_client_ids", "conversations_by_user", "read_cursors",
             "swipes_by_swiper", "likes_received", "swipes_received", "matches_by_user",
-            "user_matches", "blocks", "devices_by_user", "device_owner", "settings"}
+            "user_matches", "blocks", "devices_by_user", "device_owner", "settings",
+            "last_swipes", "likes_by_time", "blocks_received", "mutes"}
         in_redis = await redis_leftovers(redis)
         assert any(":rl:send:" in k or "rl:send:" in k for k in in_redis), in_redis
         assert any("conns:" in k for k in in_redis) and any("{u:" in k for k in in_redis)
+        assert any("q:{" in k for k in in_redis) and any("openers:{" in k for k in in_redis)
         # send claims are hashed keys holding no user id: looked up by their parts
         claims = [h.node.backends.claims.key(m, USER, c)  # type: ignore[attr-defined]
                   for m, c in scene.user_cids]

@@ -19,6 +19,7 @@ from tests.conftest import Harness, NodeFactory
 from tests.erasure_checks import (
     DEVICE,
     PEER,
+    RULES_ON,
     USER,
     after_second_of,
     build,
@@ -28,15 +29,24 @@ from tests.erasure_checks import (
 )
 
 
-async def test_erasure_leaves_only_the_allowed_residue(rdv: Harness) -> None:
+async def test_erasure_leaves_only_the_allowed_residue(node_factory: NodeFactory) -> None:
+    rdv = Harness(await node_factory(**RULES_ON))
+    try:
+        await _erasure_leaves_only_the_allowed_residue(rdv)
+    finally:
+        await rdv.close()
+
+
+async def _erasure_leaves_only_the_allowed_residue(rdv: Harness) -> None:
     scene = await build(rdv)
     before = sqlite_tables(rdv.node.config.data_dir / "rendezvous.db")
     assert set(leftovers(before)) >= {  # the scenario put the user in all of these
         "messages", "message_client_ids", "conversations_by_user", "read_cursors",
         "swipes_by_swiper", "likes_received", "matches_by_user", "blocks",
-        "devices_by_user", "device_owner", "settings"}
+        "devices_by_user", "device_owner", "settings", "last_swipes", "mutes"}
     assert set(memory_leftovers(rdv.node)) >= {"presence", "connection_cap", "push_gates",
-                                               "send_limiter", "swipe_limiter"}
+                                               "send_limiter", "swipe_limiter", "quotas",
+                                               "openers"}
     api = rdv.http(None, token=scene.token)
     response = await api.raw("DELETE", "/v1/me")
     assert response.status_code == 202

@@ -53,6 +53,7 @@ from server.edge.gateway import Gateway
 from server.edge.http_api import EmbeddedUvicorn, create_app, http_server
 from server.edge.http_swipes import swipe_router
 from server.edge.hub import Hub
+from server.edge.report_api import report_router
 from server.metrics import Metrics, timed_store
 from server.push_providers import apns_pusher, fcm_pusher
 from server.services.accounts import AccountService, NotBefore
@@ -65,6 +66,7 @@ from server.services.matching import MatchService
 from server.services.openers import OpenerGate
 from server.services.presence import PresenceService
 from server.services.quotas import QuotaPolicy, QuotaService
+from server.services.reports import ReportHook, ReportService, load_hook
 from server.services.swipes import SwipeService
 from storage import Store
 from storage.sqlite import SqliteStore
@@ -92,6 +94,7 @@ class Backends:
     pushers: Mapping[str, Pusher]
     openers: OpenerLedger | None = None  # only when an opener rule is on
     quotas: Quotas = field(default_factory=MemoryQuotas)  # daily likes (cluster-wide: Redis)
+    report_hook: ReportHook | None = None  # `on_report` of a moderation service
     redis: RedisClient | None = None  # the shared client, closed last
     batcher: TurnBatcher | None = None  # the one pipeline per loop turn on that client
 
@@ -108,6 +111,7 @@ def compose_backends(config: Config, metrics: Metrics, *, store: Store | None = 
     chosen_store = timed_store(store or build_store(config), metrics)
     if pushers is None:
         pushers = build_pushers(config)  # reads key files: fails here, naming the key
+    report_hook = load_hook(config.report_hook)  # imports it: fails here, naming the setting
     send_local = MemoryLimiter(config.sends_per_s, config.send_burst)
     swipe_local = MemoryLimiter(config.swipes_per_s, config.swipe_burst)
     if not config.clustered:
@@ -125,7 +129,7 @@ def compose_backends(config: Config, metrics: Metrics, *, store: Store | None = 
             push_queue=MemoryPushQueue(max_jobs=config.push_queue_max),
             push_gates=MemoryPushGates(), pushers=pushers, quotas=MemoryQuotas(),
             openers=MemoryOpenerLedger(opener_rules(config)) if config.opener_rules_on
-            else None)
+            else None, report_hook=report_hook)
     from push.redis_queue import RedisPushGates, RedisPushQueue
     from server.backends.redis_broker import RedisBroker
     from server.backends.redis_guards import RedisAuthThrottle, RedisConnectionCap, RedisFlapMarks
@@ -185,6 +189,7 @@ def compose_backends(config: Config, metrics: Metrics, *, store: Store | None = 
         quotas=RedisQuotas(batcher, prefix=prefix, fallback=MemoryQuotas(), metrics=metrics),
         openers=RedisOpenerLedger(batcher, opener_rules(config), prefix=prefix)
         if config.opener_rules_on else None,
+        report_hook=report_hook,
         redis=client,
         batcher=batcher,
     )
@@ -262,6 +267,7 @@ class Services:
     controls: ChatControls
     matches: MatchService
     accounts: AccountService
+    reports: ReportService
     guard: ConnectionGuard
     gateway: Gateway
     http: EmbeddedUvicorn
@@ -300,6 +306,12 @@ def compose_services(config: Config, backends: Backends, *, metrics: Metrics, hu
                            max_entries=config.revocation_cache_entries)
     accounts = AccountService(store=store, broker=broker, not_before=not_before,
                               sessions_of=hub.sessions_of)
+    reports = ReportService(store=store, matches=matches, metrics=metrics,
+                            evidence_msgs=config.report_evidence_msgs,
+                            retention_days=config.report_retention_days,
+                            purge_interval_s=config.report_purge_interval_s,
+                            admin_subjects=config.admin_subjects, hook=backends.report_hook,
+                            max_user_chars=config.limits.max_user_id_chars)
     guard = ConnectionGuard(node=config.node, cap=backends.connection_cap,
                             max_per_user=config.max_connections_per_user,
                             throttle=backends.auth_throttle, broker=broker,
@@ -313,8 +325,8 @@ def compose_services(config: Config, backends: Backends, *, metrics: Metrics, hu
                      guard=guard, cors_origins=config.cors_origins, accounts=accounts,
                      demo=(config, lambda: gateway.port) if config.demo else None,
                      routers=[swipe_router(swipes=swipes, deck=DeckService(store),
-                                           quotas=quotas)])
+                                           quotas=quotas),
+                              report_router(reports)])
     return Services(caches=caches, pushes=pushes, presence=presence, chat=chat,
-                    controls=controls, matches=matches, accounts=accounts, guard=guard,
-                    gateway=gateway,
-                    http=http_server(app, config))
+                    controls=controls, matches=matches, accounts=accounts, reports=reports,
+                    guard=guard, gateway=gateway, http=http_server(app, config))

@@ -128,6 +128,8 @@ class Node:
                                             name="presence"))
         self._tasks.append(loop.create_task(watch_loop_lag(self.metrics.loop_lag),
                                             name="loop-lag"))
+        self._tasks.append(loop.create_task(services.reports.keep_purging(),
+                                            name="report-purge"))
         self.started = True
         self.metrics.set_build(package_version(), config.node, self.node_id)
         log.info("node started", extra={"node": config.node, "node_id": self.node_id})
@@ -168,6 +170,7 @@ class Node:
         await asyncio.gather(self._tasks[0], return_exceptions=True)
         await services.presence.close()  # delayed offlines announced, before the broker goes
         await services.guard.close()
+        await services.reports.close()  # running report hooks, briefly
         await services.pushes.close()
         await self.broker.close()
         await self.backends.presence.close()

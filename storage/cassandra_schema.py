@@ -36,11 +36,12 @@ from storage.base import SETTING_COLUMNS, MatchRecord, Message
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 COMPONENT = "rendezvous"  # the row of `schema_version` this code owns
 
 _MSG = "match_id, id, sender, client_id, ts, body, media"
 _MATCH = "id, user_a, user_b, ts, superlike, closed_ts, closed_by"
+_REPORT = "id, reporter, reported, reason, note, ts, evidence"
 CURSOR_COLUMNS = {"read": "read_id", "delivered": "delivered_id"}
 _IDENTIFIER = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,47}")
 
@@ -212,6 +213,35 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
             PRIMARY KEY ((target), user)
         )""",
     ),
+    4: (
+        # -- reports (docs/privacy.md, "Reports"); written with a TTL of the retention, as
+        # a backstop of the daily purge. The evidence is copied into the row (JSON text,
+        # storage.report_rows), so nothing done to `messages` reaches it.
+        """CREATE TABLE IF NOT EXISTS {ks}.reports (
+            id       text PRIMARY KEY,
+            reporter text,
+            reported text,
+            reason   text,
+            note     text,
+            ts       bigint,
+            evidence text
+        )""",
+        # The listing, newest first: one partition per UTC day, so a page reads one day at
+        # a time and a purge drops whole days.
+        """CREATE TABLE IF NOT EXISTS {ks}.reports_by_day (
+            day int,
+            ts  bigint,
+            id  text,
+            PRIMARY KEY ((day), ts, id)
+        ) WITH CLUSTERING ORDER BY (ts DESC, id DESC)""",
+        # The days that hold reports, in one small partition (a row per day of retention),
+        # so paging and purging go from day to day without probing empty ones.
+        """CREATE TABLE IF NOT EXISTS {ks}.report_days (
+            shard int,
+            day   int,
+            PRIMARY KEY ((shard), day)
+        ) WITH CLUSTERING ORDER BY (day DESC)""",
+    ),
 }
 _ADD_COLUMN = re.compile(r"ALTER TABLE \{ks\}\.(\w+) ADD (\w+) ")
 
@@ -329,6 +359,22 @@ CQL: dict[str, str] = {
     "revoke_tokens": "UPDATE {ks}.token_revocations USING TIMESTAMP ? SET not_before = ?"
                      " WHERE user = ?",
     "tokens_not_before": "SELECT not_before FROM {ks}.token_revocations WHERE user = ?",
+    # -- reports (storage/cassandra_reports.py) --
+    "put_report": f"INSERT INTO {{ks}}.reports ({_REPORT}) VALUES (?, ?, ?, ?, ?, ?, ?)"
+                  " USING TTL ?",
+    "get_report": f"SELECT {_REPORT} FROM {{ks}}.reports WHERE id = ?",
+    "drop_report": "DELETE FROM {ks}.reports WHERE id = ?",
+    "list_report": "INSERT INTO {ks}.reports_by_day (day, ts, id) VALUES (?, ?, ?) USING TTL ?",
+    "reports_in_day": "SELECT ts, id FROM {ks}.reports_by_day WHERE day = ? LIMIT ?",
+    "reports_in_day_after": "SELECT ts, id FROM {ks}.reports_by_day WHERE day = ?"
+                            " AND (ts, id) < (?, ?) LIMIT ?",
+    "reports_in_day_before": "SELECT ts, id FROM {ks}.reports_by_day WHERE day = ? AND ts < ?",
+    "unlist_reports": "DELETE FROM {ks}.reports_by_day WHERE day = ? AND ts < ?",
+    "add_report_day": "INSERT INTO {ks}.report_days (shard, day) VALUES (0, ?) USING TTL ?",
+    "report_days_from": "SELECT day FROM {ks}.report_days WHERE shard = 0 AND day <= ?"
+                        " AND day >= ?",
+    "report_days_through": "SELECT day FROM {ks}.report_days WHERE shard = 0 AND day <= ?",
+    "drop_report_day": "DELETE FROM {ks}.report_days WHERE shard = 0 AND day = ?",
 }
 
 

@@ -154,16 +154,17 @@ async def test_cassandra_rows_carry_the_retention_as_ttl_and_purge_drops_days(
 
         ttls = await asyncio.to_thread(look, "SELECT TTL(evidence) AS t FROM {ks}.reports")
         assert len(ttls) == 4 and all(3500 < row["t"] <= 3600 for row in ttls), ttls
+        today = DAY0 // DAY_MS
         listed = await asyncio.to_thread(look, "SELECT id FROM {ks}.reports_by_day"
-                                         " WHERE day = %d" % (DAY0 // DAY_MS))
+                                         f" WHERE day = {today}")
         assert [row["id"] for row in listed] == ["r0003", "r0002"]  # newest first
         days = await asyncio.to_thread(look, "SELECT day FROM {ks}.report_days WHERE shard = 0")
-        assert [row["day"] for row in days] == [DAY0 // DAY_MS - d for d in (0, 1, 2)]
+        assert [row["day"] for row in days] == [today - d for d in (0, 1, 2)]
         assert await store.purge_reports(DAY0 + 2) == 3
         days = await asyncio.to_thread(look, "SELECT day FROM {ks}.report_days WHERE shard = 0")
-        assert [row["day"] for row in days] == [DAY0 // DAY_MS]  # today still holds one
+        assert [row["day"] for row in days] == [today]  # today still holds one
         rest = await asyncio.to_thread(look, "SELECT day, id FROM {ks}.reports_by_day"
-                                       " WHERE day = %d" % (DAY0 // DAY_MS))
+                                       f" WHERE day = {today}")
         assert [row["id"] for row in rest] == ["r0003"]
     finally:
         await store.close()

@@ -11,14 +11,12 @@ import asyncio
 import re
 import secrets
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from client import HttpError, ServerError
 from storage.base import REPORT_REASONS
-from storage.cassandra_schema import ClusterSettings, connect, host_port
 from tests.cassandra_node import CassandraNode
 from tests.conftest import Harness, NodeFactory
 from tests.helpers import wait_until
@@ -34,11 +32,8 @@ def keyspace() -> str:
 
 
 @pytest.fixture
-def cql(cassandra_node: CassandraNode) -> Iterator[Any]:
-    cluster, session = connect(ClusterSettings((host_port(cassandra_node.contact_point,
-                                                         9042),)))
-    yield session
-    cluster.shutdown()
+def cql(cassandra_cql: Any) -> Any:
+    return cassandra_cql
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import sqlite3
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -129,13 +128,8 @@ async def test_the_purge_deletes_what_was_filed_before_its_time(store: Store) ->
 
 # -- Cassandra: TTL and day rows ------------------------------------------------------------
 @pytest.fixture
-def cql(cassandra_node: CassandraNode) -> Iterator[Any]:
-    from storage.cassandra_schema import ClusterSettings, connect, host_port
-
-    cluster, session = connect(ClusterSettings((host_port(cassandra_node.contact_point,
-                                                         9042),)))
-    yield session
-    cluster.shutdown()
+def cql(cassandra_cql: Any) -> Any:
+    return cassandra_cql
 
 
 async def test_cassandra_rows_carry_the_retention_as_ttl_and_purge_drops_days(

@@ -38,6 +38,9 @@ V = TypeVar("V")
 
 SCHEMA_VERSION = 4
 COMPONENT = "rendezvous"  # the row of `schema_version` this code owns
+# A statement of `migrate` waits this long: DDL waits for schema agreement, which takes
+# seconds on a busy node, and every one is idempotent, so waiting beats failing the start
+DDL_TIMEOUT_S = 60.0
 
 _MSG = "match_id, id, sender, client_id, ts, body, media"
 _MATCH = "id, user_a, user_b, ts, superlike, closed_ts, closed_by"
@@ -479,9 +482,10 @@ def migrate(session: Any, keyspace: str, replication: Mapping[str, Any]) -> int:
     """
     ks = check_identifier(keyspace)
     session.execute(f"CREATE KEYSPACE IF NOT EXISTS {ks} WITH replication = "
-                    f"{replication_cql(replication)}")
+                    f"{replication_cql(replication)}", timeout=DDL_TIMEOUT_S)
     session.execute(f"CREATE TABLE IF NOT EXISTS {ks}.schema_version ("
-                    " component text PRIMARY KEY, version int, updated_ts timestamp)")
+                    " component text PRIMARY KEY, version int, updated_ts timestamp)",
+                    timeout=DDL_TIMEOUT_S)
     current = stored_version(session, ks)
     if current > SCHEMA_VERSION:
         raise SchemaTooNew(f"keyspace {ks} is at schema version {current}, newer than this "
@@ -489,7 +493,7 @@ def migrate(session: Any, keyspace: str, replication: Mapping[str, Any]) -> int:
     for version in sorted(v for v in MIGRATIONS if v > current):
         for statement in MIGRATIONS[version]:
             if not _column_exists(session, ks, statement):
-                session.execute(statement.format(ks=ks))
+                session.execute(statement.format(ks=ks), timeout=DDL_TIMEOUT_S)
         if version == 2 and current >= 1:
             _fill_user_matches(session, ks)
         session.execute(f"INSERT INTO {ks}.schema_version (component, version, updated_ts)"

@@ -196,7 +196,7 @@ def cassandra_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cassand
     node.kill()  # its data goes with the tmp dir: no need to drain
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def cassandra_cql(cassandra_node: CassandraNode) -> Iterator[Any]:
     """A plain blocking driver session on the session's Cassandra node, for looking at
     tables directly (rows as dicts)."""

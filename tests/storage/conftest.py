@@ -6,7 +6,9 @@ test then runs against it unchanged.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
@@ -20,6 +22,10 @@ BACKENDS = ["sqlite", "cassandra"]
 OpenStore = Callable[[], Awaitable[Store]]
 
 
+def _keyspace(request: pytest.FixtureRequest) -> str:
+    return "t_" + hashlib.blake2b(request.node.nodeid.encode(), digest_size=8).hexdigest()
+
+
 def _new_store(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> Store:
     """A new, unstarted store over this test's data: the same data on every call (for
     Cassandra: a keyspace of this test's own on the session's real node)."""
@@ -29,9 +35,7 @@ def _new_store(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> 
         from storage.cassandra import CassandraStore
 
         node = request.getfixturevalue("cassandra_node")
-        keyspace = "t_" + hashlib.blake2b(request.node.nodeid.encode(),
-                                          digest_size=8).hexdigest()
-        return CassandraStore([node.contact_point], keyspace=keyspace)
+        return CassandraStore([node.contact_point], keyspace=_keyspace(request))
     raise AssertionError(f"unknown backend {backend!r}")
 
 
@@ -46,6 +50,10 @@ async def open_store(backend: str, tmp_path: Path,
     """Opens a started store over this test's data; each call a new instance (as after a
     restart), every one closed at teardown."""
     opened: list[Store] = []
+    # Each test's keyspace is dropped after it: a keyspace of schema version 2 is some twenty
+    # tables, and the session's node (512 MB of heap) ran out of memory holding those of
+    # some seventy tests.
+    cql = request.getfixturevalue("cassandra_cql") if backend == "cassandra" else None
 
     async def open_() -> Store:
         store = _new_store(backend, tmp_path, request)
@@ -56,6 +64,12 @@ async def open_store(backend: str, tmp_path: Path,
     yield open_
     for store in opened:
         await store.close()
+    if cql is not None and opened:
+        try:
+            await asyncio.to_thread(cql.execute,
+                                    f"DROP KEYSPACE IF EXISTS {_keyspace(request)}", timeout=60)
+        except Exception as exc:  # only memory is at stake: the test itself has passed
+            warnings.warn(f"keyspace {_keyspace(request)} not dropped: {exc!r}", stacklevel=1)
 
 
 @pytest.fixture

@@ -365,3 +365,20 @@ async def test_a_report_by_a_websocket_user_shows_on_their_socket_as_a_block(
     ann: RendezvousClient = await rdv.connect("ann")
     await rdv.http("ann").report("bob", "other")
     assert (await ann.next_event("unmatch"))["m"] == m
+
+
+async def test_evidence_shows_unsent_messages_as_unsent_and_keeps_later_tombstones_out(
+        rdv: Harness) -> None:
+    """An unsend before the report is in the evidence as the chat showed it (a tombstone);
+    a message turned into a tombstone afterwards (as erasure does) stays whole in it."""
+    m = await rdv.pair("ann", "bob")
+    bob = await rdv.connect("bob")
+    acks = [await bob.send(m, f"bob {i}") for i in range(3)]
+    await bob.unsend(m, acks[0]["id"])
+    report_id = await rdv.http("ann").report("bob", "harassment")
+    assert await rdv.node.store.tombstone_message(m, acks[2]["id"])  # after the report
+    assert (await rdv.http("bob").raw("GET", f"/v1/matches/{m}/messages")).status_code == 403
+    evidence = (await rdv.http(MOD).admin_report(report_id))["evidence"]
+    assert [e.get("body") for e in evidence] == ["bob 2", "bob 1", None]
+    assert evidence[2] == {"m": m, "id": acks[0]["id"], "from": "bob", "ts": acks[0]["ts"],
+                           "deleted": True}

@@ -50,7 +50,7 @@ async def open_store(backend: str, tmp_path: Path,
     """Opens a started store over this test's data; each call a new instance (as after a
     restart), every one closed at teardown."""
     opened: list[Store] = []
-    # Each test's keyspace is dropped after it: a keyspace of schema version 2 is some twenty
+    # Each test's keyspace is dropped after it: a keyspace of the current schema is some twenty
     # tables, and the session's node (512 MB of heap) ran out of memory holding those of
     # some seventy tests.
     cql = request.getfixturevalue("cassandra_cql") if backend == "cassandra" else None

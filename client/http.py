@@ -1,5 +1,5 @@
-"""`RendezvousHttp`: the HTTP API (swipes, matches, devices, settings, export) for tests and
-tools.
+"""`RendezvousHttp`: the HTTP API (swipes, matches, reports, devices, settings, export)
+for tests and tools.
 
 Every method returns the parsed JSON body (None for 204) and raises `HttpError` otherwise,
 so a test reads `await api.swipe("bob")` and checks failures with `pytest.raises`. Message
@@ -90,6 +90,32 @@ class RendezvousHttp:
         again, with this same token, answers the same time (and finishes one cut short)."""
         result: dict[str, Any] = await self._call("DELETE", "/v1/me")
         return int(result["erased_at"])
+
+    async def report(self, user: str, reason: str, note: str | None = None) -> str:
+        """Report `user` (which also blocks them); the report's id."""
+        body: dict[str, Any] = {"user": user, "reason": reason}
+        if note is not None:
+            body["note"] = note
+        result: dict[str, Any] = await self._call("POST", "/v1/reports", json=body)
+        return str(result["id"])
+
+    async def admin_reports(
+        self, limit: int | None = None, cursor: str | None = None
+    ) -> dict[str, Any]:
+        """Moderators: `{"reports": [...], "next"?}`, newest first."""
+        result: dict[str, Any] = await self._call(
+            "GET", "/v1/admin/reports", params=_params(limit=limit, cursor=cursor)
+        )
+        for report in result.get("reports") or ():
+            if isinstance(report, dict):
+                ids_to_int(report.get("evidence"))  # the report "id" stays a string
+        return result
+
+    async def admin_report(self, report_id: str) -> dict[str, Any]:
+        """Moderators: one report, its evidence in the shape of history."""
+        result: dict[str, Any] = await self._call("GET", f"/v1/admin/reports/{_seg(report_id)}")
+        ids_to_int(result.get("evidence"))
+        return result
 
     async def put_device(
         self, token: str, platform: str, app: str | None = None, locale: str | None = None

@@ -54,6 +54,7 @@ from server.edge.gateway import Gateway
 from server.edge.http_api import EmbeddedUvicorn, create_app, http_server
 from server.edge.http_swipes import swipe_router
 from server.edge.hub import Hub
+from server.edge.report_api import report_router
 from server.metrics import Metrics, timed_store
 from server.push_providers import apns_pusher, fcm_pusher
 from server.services.accounts import AccountService, NotBefore
@@ -67,6 +68,7 @@ from server.services.matching import MatchService
 from server.services.openers import OpenerGate
 from server.services.presence import PresenceService
 from server.services.quotas import QuotaPolicy, QuotaService
+from server.services.reports import ReportHook, ReportService, load_hook
 from server.services.swipes import SwipeService
 from storage import Store
 from storage.sqlite import SqliteStore
@@ -95,6 +97,7 @@ class Backends:
     traces: UserTraces  # what erasure removes of a user from the above
     openers: OpenerLedger | None = None  # only when an opener rule is on
     quotas: Quotas = field(default_factory=MemoryQuotas)  # daily likes (cluster-wide: Redis)
+    report_hook: ReportHook | None = None  # `on_report` of a moderation service
     redis: RedisClient | None = None  # the shared client, closed last
     batcher: TurnBatcher | None = None  # the one pipeline per loop turn on that client
 
@@ -111,6 +114,7 @@ def compose_backends(config: Config, metrics: Metrics, *, store: Store | None = 
     chosen_store = timed_store(store or build_store(config), metrics)
     if pushers is None:
         pushers = build_pushers(config)  # reads key files: fails here, naming the key
+    report_hook = load_hook(config.report_hook)  # imports it: fails here, naming the setting
     send_local = MemoryLimiter(config.sends_per_s, config.send_burst)
     swipe_local = MemoryLimiter(config.swipes_per_s, config.swipe_burst)
     if not config.clustered:
@@ -130,7 +134,7 @@ def compose_backends(config: Config, metrics: Metrics, *, store: Store | None = 
             flap_marks=marks, push_queue=queue, push_gates=gates, pushers=pushers,
             quotas=MemoryQuotas(),
             openers=MemoryOpenerLedger(opener_rules(config)) if config.opener_rules_on
-            else None,
+            else None, report_hook=report_hook,
             traces=MemoryTraces(presence=presence, limiters=(send_local, swipe_local),
                                 cap=cap, marks=marks, queue=queue, gates=gates))
     from push.redis_queue import RedisPushGates, RedisPushQueue
@@ -201,6 +205,7 @@ def compose_backends(config: Config, metrics: Metrics, *, store: Store | None = 
         traces=RedisTraces(client, presence=r_presence,
                            limiters=(send_limiter, swipe_limiter), claims=claims, cap=r_cap,
                            marks=r_marks, queue=r_queue, gates=r_gates),
+        report_hook=report_hook,
         redis=client,
         batcher=batcher,
     )
@@ -279,6 +284,7 @@ class Services:
     matches: MatchService
     accounts: AccountService
     erasure: ErasureService
+    reports: ReportService
     guard: ConnectionGuard
     gateway: Gateway
     http: EmbeddedUvicorn
@@ -326,6 +332,12 @@ def compose_services(config: Config, backends: Backends, *, metrics: Metrics, hu
                              resume_s=config.erasure_resume_s)
     pushes.drops = erasure.drops  # jobs to or about an erased user are dropped
     chat.readable_closed = erasure.closed_by_erasure  # the peer keeps reading the history
+    reports = ReportService(store=store, matches=matches, metrics=metrics,
+                            evidence_msgs=config.report_evidence_msgs,
+                            retention_days=config.report_retention_days,
+                            purge_interval_s=config.report_purge_interval_s,
+                            admin_subjects=config.admin_subjects, hook=backends.report_hook,
+                            max_user_chars=config.limits.max_user_id_chars)
     guard = ConnectionGuard(node=config.node, cap=backends.connection_cap,
                             max_per_user=config.max_connections_per_user,
                             throttle=backends.auth_throttle, broker=broker,
@@ -340,9 +352,9 @@ def compose_services(config: Config, backends: Backends, *, metrics: Metrics, hu
                      erasure=erasure,
                      demo=(config, lambda: gateway.port) if config.demo else None,
                      routers=[swipe_router(swipes=swipes, deck=DeckService(store),
-                                           quotas=quotas)])
+                                           quotas=quotas),
+                              report_router(reports)])
     return Services(caches=caches, pushes=pushes, presence=presence, chat=chat,
                     controls=controls, matches=matches, accounts=accounts, erasure=erasure,
-                    guard=guard,
-                    gateway=gateway,
+                    reports=reports, guard=guard, gateway=gateway,
                     http=http_server(app, config))

@@ -25,6 +25,11 @@ DEMO_CHOICES = ("auto", "true", "false")
 ORIGIN = re.compile(r"[a-z][a-z0-9+.-]*://(\[[0-9a-f:.]+\]|[a-z0-9_.-]+)(:(\d{1,5}))?")
 
 
+MAX_REPORT_EVIDENCE = 500  # messages copied into one report
+MAX_REPORT_RETENTION_DAYS = 3650  # Cassandra's TTL, the purge's backstop, stops at 20 years
+HOOK_PATH = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
+
+
 class ConfigError(ValueError):
     """A setting is missing or wrong; the message names it."""
 
@@ -130,6 +135,12 @@ class Config:
     quota_exempt_values: tuple[str, ...] = ("premium",)  # ... when it holds one of these
     undo_window_s: float = 300.0  # how long after a swipe `POST /v1/swipes/undo` takes it back
     erasure_resume_s: float = 30.0  # how often unfinished account erasures are resumed
+    # -- reports and moderation (docs/privacy.md, "Reports") ----------------------------
+    report_evidence_msgs: int = 50  # the last messages between the two copied into a report
+    report_retention_days: int = 90  # then the daily purge deletes the report and evidence
+    report_purge_interval_s: float = 86_400.0  # how often a node purges expired reports
+    admin_subjects: tuple[str, ...] = ()  # JWT subjects allowed on /v1/admin (also scope admin)
+    report_hook: str | None = None  # "package.module:callable" called after each report
     limits: Limits = field(default_factory=Limits)
 
     def validate(self) -> Config:
@@ -200,6 +211,7 @@ class Config:
         self._validate_quotas()
         self._validate_revocation()
         self._validate_chat_controls()
+        self._validate_reports()
         return self
 
     def _validate_quotas(self) -> None:
@@ -225,6 +237,23 @@ class Config:
                               "every authentication)")
         if self.revocation_cache_entries < 1:
             raise ConfigError("revocation_cache_entries must be at least 1")
+
+    def _validate_reports(self) -> None:
+        if not 0 <= self.report_evidence_msgs <= MAX_REPORT_EVIDENCE:
+            raise ConfigError(f"report_evidence_msgs must be 0..{MAX_REPORT_EVIDENCE}, got "
+                              f"{self.report_evidence_msgs}")
+        if not 1 <= self.report_retention_days <= MAX_REPORT_RETENTION_DAYS:
+            raise ConfigError(f"report_retention_days must be 1..{MAX_REPORT_RETENTION_DAYS}"
+                              f", got {self.report_retention_days}")
+        if not self.report_purge_interval_s > 0:
+            raise ConfigError("report_purge_interval_s must be positive")
+        for subject in self.admin_subjects:
+            if not 0 < len(subject) <= self.limits.max_user_id_chars or subject.isspace():
+                raise ConfigError(f"admin_subjects: {subject!r} is not a user id (1.."
+                                  f"{self.limits.max_user_id_chars} characters)")
+        if self.report_hook is not None and not HOOK_PATH.fullmatch(self.report_hook):
+            raise ConfigError(f"report_hook: {self.report_hook!r} is not "
+                              "\"package.module:callable\"")
 
     def _validate_cors(self) -> None:
         for origin in self.cors_origins:

@@ -27,6 +27,7 @@ from protocol.errors import CloseCode, ErrorCode
 from push.base import Outcome
 from server.loop_metrics import HistogramChild, LoopCounter, LoopHistogram
 from storage import Store
+from storage.base import REPORT_REASONS
 
 T = TypeVar("T")
 P = ParamSpec("P")
@@ -164,6 +165,13 @@ class Metrics:
         # process_resident_memory_bytes, process_open_fds, process_cpu_seconds_total, ...
         # (the default registry has them; this one is the node's own)
         ProcessCollector(registry=r)
+        self.reports = Counter("rendezvous_reports", "Reports filed, by reason", ["reason"],
+                               registry=r)
+        self.reports_purged = Counter("rendezvous_reports_purged", "Reports deleted by the "
+                                      "retention purge", registry=r)
+        self.report_hook_failures = Counter("rendezvous_report_hook_failures", "Calls of the "
+                                            "report hook that raised, timed out or were "
+                                            "skipped (too many running)", registry=r)
         self.send_queue_max = Gauge("rendezvous_send_queue_max_frames", "Frames waiting in "
                                     "the fullest session send queue on this node", registry=r)
 
@@ -199,6 +207,8 @@ class Metrics:
         self.push_shed.labels("queue")
         for outcome in EXPORT_OUTCOMES:
             self.exports_by[outcome]
+        for reason in REPORT_REASONS:
+            self.reports.labels(reason)
 
     def initialise_providers(self, providers: Iterable[str]) -> None:
         """The push series of each configured provider at 0."""
@@ -311,6 +321,10 @@ class TimedStore:
         self.sent_in_match = timed("sent_in_match", store.sent_in_match)
         self.erase_in_match = timed("erase_in_match", store.erase_in_match)
         self.erase_user_data = timed("erase_user_data", store.erase_user_data)
+        self.save_report = timed("save_report", store.save_report)
+        self.get_report = timed("get_report", store.get_report)
+        self.list_reports = timed("list_reports", store.list_reports)
+        self.purge_reports = timed("purge_reports", store.purge_reports)
 
     def __getattr__(self, name: str) -> Any:  # only what is not a store operation
         return getattr(self.inner, name)

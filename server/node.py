@@ -131,6 +131,8 @@ class Node:
         # erasures a failure or a stop left unfinished: at once, then every erasure_resume_s
         self._tasks.append(loop.create_task(services.erasure.keep_resuming(),
                                             name="erasure-resume"))
+        self._tasks.append(loop.create_task(services.reports.keep_purging(),
+                                            name="report-purge"))
         self.started = True
         self.metrics.set_build(package_version(), config.node, self.node_id)
         log.info("node started", extra={"node": config.node, "node_id": self.node_id})
@@ -172,6 +174,7 @@ class Node:
         await services.erasure.close()
         await services.presence.close()  # delayed offlines announced, before the broker goes
         await services.guard.close()
+        await services.reports.close()  # running report hooks, briefly
         await services.pushes.close()
         await self.broker.close()
         await self.backends.presence.close()

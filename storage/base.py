@@ -193,6 +193,59 @@ def decode_page_cursor(cursor: str) -> tuple[int, str]:
         raise ValueError("malformed page cursor") from exc
 
 
+REPORT_REASONS = ("spam", "scam", "harassment", "underage", "nudity", "other")
+ReportReason = Literal["spam", "scam", "harassment", "underage", "nudity", "other"]
+DAY_MS = 86_400_000
+
+
+@dataclass(frozen=True, slots=True)
+class Report:
+    """A user's report of another, with the evidence frozen when it was filed: copies of
+    the last messages between the two, kept in the report's own row, so that nothing done
+    to the messages afterwards (unsend, unmatch, erasure) reaches them (docs/privacy.md)."""
+
+    id: str
+    reporter: str
+    reported: str
+    reason: ReportReason
+    ts: int  # unix ms of filing
+    note: str | None = None
+    evidence: tuple[Message, ...] = ()  # newest first, as history returns them
+
+    @property
+    def day(self) -> int:
+        """The UTC day (days since the epoch) the report is listed under."""
+        return self.ts // DAY_MS
+
+
+def encode_report_cursor(ts: int, report_id: str) -> str:
+    """The opaque cursor after the report (ts, id) in the newest-first listing."""
+    return base64.urlsafe_b64encode(f"r{ts}:{report_id}".encode()).decode()
+
+
+def decode_report_cursor(cursor: str) -> tuple[int, str]:
+    """(ts, report id) of a cursor from `encode_report_cursor`; ValueError for anything
+    else (a match cursor included)."""
+    try:
+        text = base64.urlsafe_b64decode(cursor.encode()).decode()
+        if not text.startswith("r"):
+            raise ValueError(text)
+        ts, report_id = text[1:].split(":", 1)
+        if not report_id or not ts.isdigit():
+            raise ValueError(text)
+        return int(ts), report_id
+    except (binascii.Error, UnicodeError, ValueError) as exc:
+        raise ValueError("malformed report cursor") from exc
+
+
+@dataclass(frozen=True, slots=True)
+class ReportPage:
+    """A page of reports, newest first, and the cursor of the next page (None on the last)."""
+
+    items: list[Report] = field(default_factory=list)
+    next: str | None = None
+
+
 @dataclass(frozen=True, slots=True)
 class Swipe:
     """One swipe as stored: who swiped whom, how, and when (unix ms)."""
@@ -451,3 +504,24 @@ class Store(Protocol):
 
     async def erase_user_data(self, user: str, kind: ErasableKind) -> None:
         """Delete the user's rows of one `ErasableKind` (see `ERASABLE_KINDS`). Idempotent."""
+
+    # -- reports (docs/privacy.md, "Reports") ---------------------------------------------
+    async def save_report(self, report: Report, *, keep_s: int) -> None:
+        """Store the report, its evidence and its place in the listing. Idempotent on the
+        report id (a retry writes the same rows). `keep_s` is how long it is kept: a store
+        that can expire rows by itself (Cassandra's TTL) may use it as a backstop; every
+        store also deletes it on `purge_reports`."""
+
+    async def get_report(self, report_id: str) -> Report | None:
+        """The report with this id, evidence included; None if there is none (or purged)."""
+
+    async def list_reports(self, limit: int, cursor: str | None = None, *,
+                           since_ts: int = 0) -> ReportPage:
+        """Reports filed at or after `since_ts` (the retention horizon), newest first (ties
+        by id, descending), `limit` per page. A cursor this store did not make raises
+        ValueError (the caller's `bad_request`)."""
+
+    async def purge_reports(self, before_ts: int) -> int:
+        """Delete every report filed before `before_ts` with its evidence and listing
+        entry; how many were deleted (as far as the store can tell). Idempotent: a purge
+        cut short is finished by the next one."""

@@ -41,6 +41,8 @@ from storage.base import (
     Message,
     Page,
     Platform,
+    Report,
+    ReportPage,
     Settings,
     StoreUnavailable,
     Swipe,
@@ -54,6 +56,7 @@ from storage.cassandra_bridge import TEMPORARY, DriverBridge
 from storage.cassandra_controls import ChatControls
 from storage.cassandra_erasure import CassandraErasure
 from storage.cassandra_reads import MessageReads
+from storage.cassandra_reports import ReportTables
 from storage.cassandra_schema import (
     CURSOR_COLUMNS,
     ClusterSettings,
@@ -125,6 +128,7 @@ class CassandraStore:
         self._swipes = SwipeTables(self._run, self._all, self._swipe_stamps.at)
         self._controls = ChatControls(self._run)
         self._erasure = CassandraErasure(self._run, self._all)
+        self._reports = ReportTables(self._run)
 
     # -- lifecycle ------------------------------------------------------------------------
     async def start(self) -> None:
@@ -587,6 +591,20 @@ class CassandraStore:
 
     async def erase_user_data(self, user: str, kind: ErasableKind) -> None:
         await self._erasure.erase_user_data(user, kind)
+
+    # -- reports (storage/cassandra_reports.py) -------------------------------------------
+    async def save_report(self, report: Report, *, keep_s: int) -> None:
+        await self._reports.save(report, keep_s)
+
+    async def get_report(self, report_id: str) -> Report | None:
+        return await self._reports.get(report_id)
+
+    async def list_reports(self, limit: int, cursor: str | None = None, *,
+                           since_ts: int = 0) -> ReportPage:
+        return await self._reports.page(limit, cursor, since_ts)
+
+    async def purge_reports(self, before_ts: int) -> int:
+        return await self._reports.purge(before_ts)
 
 
 # -- helpers ------------------------------------------------------------------------------

@@ -36,11 +36,15 @@ from storage.base import SETTING_COLUMNS, MatchRecord, Message
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 COMPONENT = "rendezvous"  # the row of `schema_version` this code owns
+# A statement of `migrate` waits this long: DDL waits for schema agreement, which takes
+# seconds on a busy node, and every one is idempotent, so waiting beats failing the start
+DDL_TIMEOUT_S = 60.0
 
 _MSG = "match_id, id, sender, client_id, ts, body, media"
 _MATCH = "id, user_a, user_b, ts, superlike, closed_ts, closed_by"
+_REPORT = "id, reporter, reported, reason, note, ts, evidence"
 CURSOR_COLUMNS = {"read": "read_id", "delivered": "delivered_id"}
 _IDENTIFIER = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,47}")
 
@@ -235,6 +239,35 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
             PRIMARY KEY ((target), swiper)
         )""",
     ),
+    4: (
+        # -- reports (docs/privacy.md, "Reports"); written with a TTL of the retention, as
+        # a backstop of the daily purge. The evidence is copied into the row (JSON text,
+        # storage.report_rows), so nothing done to `messages` reaches it.
+        """CREATE TABLE IF NOT EXISTS {ks}.reports (
+            id       text PRIMARY KEY,
+            reporter text,
+            reported text,
+            reason   text,
+            note     text,
+            ts       bigint,
+            evidence text
+        )""",
+        # The listing, newest first: one partition per UTC day, so a page reads one day at
+        # a time and a purge drops whole days.
+        """CREATE TABLE IF NOT EXISTS {ks}.reports_by_day (
+            day int,
+            ts  bigint,
+            id  text,
+            PRIMARY KEY ((day), ts, id)
+        ) WITH CLUSTERING ORDER BY (ts DESC, id DESC)""",
+        # The days that hold reports, in one small partition (a row per day of retention),
+        # so paging and purging go from day to day without probing empty ones.
+        """CREATE TABLE IF NOT EXISTS {ks}.report_days (
+            shard int,
+            day   int,
+            PRIMARY KEY ((shard), day)
+        ) WITH CLUSTERING ORDER BY (day DESC)""",
+    ),
 }
 _ADD_COLUMN = re.compile(r"ALTER TABLE \{ks\}\.(\w+) ADD (\w+) ")
 
@@ -393,6 +426,22 @@ CQL: dict[str, str] = {
     "likes_by_time_of": "SELECT ts, swiper FROM {ks}.likes_by_time WHERE target = ?",
     "blocks_of": "SELECT target FROM {ks}.blocks WHERE user = ?",
     "erase_block_received": "DELETE FROM {ks}.blocks_received WHERE target = ? AND user = ?",
+    # -- reports (storage/cassandra_reports.py) --
+    "put_report": f"INSERT INTO {{ks}}.reports ({_REPORT}) VALUES (?, ?, ?, ?, ?, ?, ?)"
+                  " USING TTL ?",
+    "get_report": f"SELECT {_REPORT} FROM {{ks}}.reports WHERE id = ?",
+    "drop_report": "DELETE FROM {ks}.reports WHERE id = ?",
+    "list_report": "INSERT INTO {ks}.reports_by_day (day, ts, id) VALUES (?, ?, ?) USING TTL ?",
+    "reports_in_day": "SELECT ts, id FROM {ks}.reports_by_day WHERE day = ? LIMIT ?",
+    "reports_in_day_after": "SELECT ts, id FROM {ks}.reports_by_day WHERE day = ?"
+                            " AND (ts, id) < (?, ?) LIMIT ?",
+    "reports_in_day_before": "SELECT ts, id FROM {ks}.reports_by_day WHERE day = ? AND ts < ?",
+    "unlist_reports": "DELETE FROM {ks}.reports_by_day WHERE day = ? AND ts < ?",
+    "add_report_day": "INSERT INTO {ks}.report_days (shard, day) VALUES (0, ?) USING TTL ?",
+    "report_days_from": "SELECT day FROM {ks}.report_days WHERE shard = 0 AND day <= ?"
+                        " AND day >= ?",
+    "report_days_through": "SELECT day FROM {ks}.report_days WHERE shard = 0 AND day <= ?",
+    "drop_report_day": "DELETE FROM {ks}.report_days WHERE shard = 0 AND day = ?",
 }
 
 
@@ -497,9 +546,10 @@ def migrate(session: Any, keyspace: str, replication: Mapping[str, Any]) -> int:
     """
     ks = check_identifier(keyspace)
     session.execute(f"CREATE KEYSPACE IF NOT EXISTS {ks} WITH replication = "
-                    f"{replication_cql(replication)}")
+                    f"{replication_cql(replication)}", timeout=DDL_TIMEOUT_S)
     session.execute(f"CREATE TABLE IF NOT EXISTS {ks}.schema_version ("
-                    " component text PRIMARY KEY, version int, updated_ts timestamp)")
+                    " component text PRIMARY KEY, version int, updated_ts timestamp)",
+                    timeout=DDL_TIMEOUT_S)
     current = stored_version(session, ks)
     if current > SCHEMA_VERSION:
         raise SchemaTooNew(f"keyspace {ks} is at schema version {current}, newer than this "
@@ -507,7 +557,7 @@ def migrate(session: Any, keyspace: str, replication: Mapping[str, Any]) -> int:
     for version in sorted(v for v in MIGRATIONS if v > current):
         for statement in MIGRATIONS[version]:
             if not _column_exists(session, ks, statement):
-                session.execute(statement.format(ks=ks))
+                session.execute(statement.format(ks=ks), timeout=DDL_TIMEOUT_S)
         if version == 2 and current >= 1:
             _fill_user_matches(session, ks)
         if version == 3 and current >= 1:

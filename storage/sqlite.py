@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from typing import Any, cast
 
 from storage import sqlite_controls as controls
-from storage import sqlite_erasure, sqlite_swipes
+from storage import sqlite_erasure, sqlite_reports, sqlite_swipes
 from storage.base import (
     SETTING_COLUMNS,
     SETTING_NAMES,
@@ -29,11 +29,14 @@ from storage.base import (
     Message,
     Page,
     Platform,
+    Report,
+    ReportPage,
     Settings,
     Swipe,
     SwipeAction,
     SwipeRecord,
     decode_page_cursor,
+    decode_report_cursor,
     encode_page_cursor,
 )
 from storage.buckets import bucket_of
@@ -291,6 +294,23 @@ class SqliteStore:
 
     async def erase_user_data(self, user: str, kind: ErasableKind) -> None:
         await self._write(lambda c: sqlite_erasure.erase_user_data(c, user, kind))
+
+    # -- reports (storage/sqlite_reports.py) ----------------------------------------------
+    async def save_report(self, report: Report, *, keep_s: int) -> None:
+        """`keep_s` is not used: `purge_reports` deletes (SQLite has no TTL)."""
+        await self._write(lambda c: sqlite_reports.save_report(c, report))
+
+    async def get_report(self, report_id: str) -> Report | None:
+        return await self._read(lambda c: sqlite_reports.get_report(c, report_id))
+
+    async def list_reports(self, limit: int, cursor: str | None = None, *,
+                           since_ts: int = 0) -> ReportPage:
+        after = None if cursor is None else decode_report_cursor(cursor)
+        return await self._read(
+            lambda c: sqlite_reports.list_reports(c, limit, after, since_ts))
+
+    async def purge_reports(self, before_ts: int) -> int:
+        return await self._write(lambda c: sqlite_reports.purge_reports(c, before_ts))
 
 
 # -- operations, run on the writer or a reader thread -------------------------------------

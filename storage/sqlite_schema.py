@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sqlite3
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 TABLES = """
 CREATE TABLE IF NOT EXISTS schema_version (
@@ -152,6 +152,21 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
         "CREATE INDEX IF NOT EXISTS likes_received_newest ON likes_received (target, ts, swiper)",
         # the deck filter's "who blocked me"
         "CREATE INDEX IF NOT EXISTS blocks_received ON blocks (target, user)",
+    ),
+    4: (
+        # Reports (docs/privacy.md, "Reports"): each with its evidence copied into the row
+        # (JSON, storage.report_rows); the index on (ts, id) is the newest-first listing
+        # that Cassandra keeps in `reports_by_day` and `report_days`.
+        """CREATE TABLE IF NOT EXISTS reports (
+            id       TEXT    NOT NULL PRIMARY KEY,
+            reporter TEXT    NOT NULL,
+            reported TEXT    NOT NULL,
+            reason   TEXT    NOT NULL,
+            note     TEXT,
+            ts       INTEGER NOT NULL,
+            evidence TEXT    NOT NULL
+        ) WITHOUT ROWID""",
+        "CREATE INDEX IF NOT EXISTS reports_newest ON reports (ts, id)",
     ),
 }
 

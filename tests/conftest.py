@@ -196,6 +196,18 @@ def cassandra_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cassand
     node.kill()  # its data goes with the tmp dir: no need to drain
 
 
+@pytest.fixture(scope="session")
+def cassandra_cql(cassandra_node: CassandraNode) -> Iterator[Any]:
+    """A plain blocking driver session on the session's Cassandra node, for looking at
+    tables directly (rows as dicts)."""
+    from storage.cassandra_schema import ClusterSettings, connect, host_port
+
+    cluster, session = connect(ClusterSettings((host_port(cassandra_node.contact_point,
+                                                         9042),)))
+    yield session
+    cluster.shutdown()
+
+
 @pytest.fixture
 async def http() -> AsyncIterator[Apis]:
     """HTTP API clients per (harness, user) on one shared transport."""

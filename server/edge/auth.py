@@ -50,6 +50,7 @@ class Claims:
     # the string values of the configured `quota_exempt_claim` (a string or a list of them)
     tier: tuple[str, ...] = ()
     iat: float | None = None  # unix s; None when absent (see `unrevoked`)
+    scopes: frozenset[str] = frozenset()  # the `scope` claim (space-separated, RFC 8693)
 
 
 class Authenticator:
@@ -121,7 +122,8 @@ class Authenticator:
         if iat is not None and iat - self._leeway > now:
             raise AuthError("not_yet_valid", "the token is not valid yet (iat)")
         return Claims(user=sub, exp=int(exp), iat=iat,
-                      tier=_strings(claims.get(self._tier_claim)) if self._tier_claim else ())
+                      tier=_strings(claims.get(self._tier_claim)) if self._tier_claim else (),
+                      scopes=_scopes(claims))
 
 
 def _strings(value: Any) -> tuple[str, ...]:
@@ -157,6 +159,19 @@ def _numeric_date(claims: dict[str, Any], name: str) -> float | None:
         raise AuthError("invalid", f"{name} must be a number of unix seconds from 0 to "
                         f"{MAX_NUMERIC_DATE}")
     return float(value)
+
+
+def _scopes(claims: dict[str, Any]) -> frozenset[str]:
+    """The `scope` claim: a space-separated string (RFC 8693), or a list of strings as some
+    identity providers write it; absent is none. Any other value is refused."""
+    value = claims.get("scope")
+    if value is None:
+        return frozenset()
+    if isinstance(value, str):
+        return frozenset(value.split())
+    if isinstance(value, list) and all(isinstance(item, str) for item in value):
+        return frozenset(value)
+    raise AuthError("invalid", "scope must be a string of space-separated scopes")
 
 
 def _describe(exc: Exception) -> str:

@@ -103,7 +103,7 @@ IN_MATCH: dict[int | str, dict[str, Any]] = {
     403: _error("`forbidden`: the caller is not a member of a match with this id"),
     **INVALID,
 }
-DESCRIPTION = """Swipes, matches, blocks, devices and settings of Rendezvous.
+DESCRIPTION = """Swipes, matches, blocks, reports, devices and settings of Rendezvous.
 
 The chat itself (messages, typing, receipts, presence) runs over the WebSocket gateway
 (`/v1/ws` on port 8080): its protocol is `docs/protocol.md` in the Rendezvous repository,

@@ -36,6 +36,7 @@ from server.metrics import (
     TimedStore,
 )
 from server.node import Node
+from storage.base import REPORT_REASONS
 from storage.sqlite import SqliteStore
 from tests.conftest import Harness, NodeFactory
 from tests.helpers import wait_until
@@ -284,6 +285,7 @@ async def test_a_fresh_node_exports_every_known_counter_at_zero(node: Node) -> N
                  for reason in PUSH_SKIPPED]
     expected += [("rendezvous_exports_total", {"outcome": outcome})
                  for outcome in EXPORT_OUTCOMES]
+    expected += [("rendezvous_reports_total", {"reason": reason}) for reason in REPORT_REASONS]
     expected += [("rendezvous_pushes_total", {"provider": "any", "outcome": "abandoned"}),
                  ("rendezvous_push_shed_total", {"provider": "queue"})]
     for provider in {p.provider for p in node.backends.pushers.values()}:

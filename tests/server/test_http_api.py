@@ -23,6 +23,7 @@ CONTRACT_PATHS = {  # docs/protocol.md, "HTTP API"; path parameters normalised t
     ("post", "/v1/swipes"), ("get", "/v1/matches"), ("delete", "/v1/matches/{}"),
     ("get", "/v1/matches/{}/messages"), ("post", "/v1/blocks"), ("put", "/v1/devices/{}"),
     ("delete", "/v1/devices/{}"), ("put", "/v1/me/settings"),
+    ("post", "/v1/reports"), ("get", "/v1/admin/reports"), ("get", "/v1/admin/reports/{}"),
 }
 
 

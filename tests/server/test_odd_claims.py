@@ -50,6 +50,9 @@ ODD_CLAIMS: dict[str, tuple[dict[str, Any], str]] = {
     "sub-only-spaces": ({"sub": "   "}, "sub"),
     "sub-only-tab-like-space": ({"sub": "\u3000"}, "sub"),
     "sub-object": ({"sub": {"id": "ann"}}, "sub"),
+    "scope-number": ({"scope": 5}, "scope"),
+    "scope-object": ({"scope": {"admin": True}}, "scope"),
+    "scope-list-of-numbers": ({"scope": ["admin", 1]}, "scope"),
 }
 KINDS = sorted(ODD_CLAIMS)
 

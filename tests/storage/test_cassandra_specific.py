@@ -546,7 +546,7 @@ async def test_a_version_1_keyspace_gets_version_2s_tables(
     cql.execute(f"UPDATE {keyspace}.schema_version SET version = 1"
                 " WHERE component = 'rendezvous'")
     replication = {"class": "SimpleStrategy", "replication_factor": 1}
-    assert migrate(cql, keyspace, replication) == SCHEMA_VERSION == 3  # 2, then 3
+    assert migrate(cql, keyspace, replication) == SCHEMA_VERSION == 4  # 2, 3, then 4
     assert await store.get_swipe("ann", "bob") == "like"
     cql.execute(f"INSERT INTO {keyspace}.token_revocations (user, not_before)"
                 " VALUES ('ann', 5)")
@@ -718,7 +718,7 @@ async def test_a_version_2_keyspace_gets_the_swipe_economy_tables(
     cql.execute(f"UPDATE {keyspace}.schema_version SET version = 2"
                 " WHERE component = 'rendezvous'")
     replication = {"class": "SimpleStrategy", "replication_factor": 1}
-    assert migrate(cql, keyspace, replication) == SCHEMA_VERSION == 3
+    assert migrate(cql, keyspace, replication) == SCHEMA_VERSION == 4  # 3, then 4
     assert await store.get_swipe("ann", "bob") == "like"
     again = CassandraStore([store.settings.contact_points[0][0]],
                            port=store.settings.contact_points[0][1], keyspace=keyspace)

@@ -115,6 +115,24 @@ async def test_a_report_on_one_node_blocks_and_is_read_on_the_other(
         x["id"] for x in reversed(kept)]
 
 
+async def test_evidence_outlives_the_erasure_of_either_account_on_cassandra(
+        nodes: tuple[Harness, Harness], cql: Any, keyspace: str) -> None:
+    a, b = nodes
+    m = await a.pair("ann", "bob")
+    ann, bob = await a.connect("ann"), await b.connect("bob")
+    for i in range(4):
+        await (ann if i % 2 == 0 else bob).send(m, f"line {i}")
+    report_id = await a.http("ann").report("bob", "scam")
+    before = (await b.http(MOD).admin_report(report_id))["evidence"]
+    assert [e["body"] for e in before] == [f"line {i}" for i in (3, 2, 1, 0)]
+    assert (await b.http("bob").raw("DELETE", "/v1/me")).status_code == 202
+    assert (await a.http("ann").raw("DELETE", "/v1/me")).status_code == 202
+    rows = await look(cql, f"SELECT body, media FROM {keyspace}.messages")
+    assert len(rows) == 4 and all(r["body"] is None and r["media"] is None for r in rows)
+    for moderator in (a.http(MOD), b.http(MOD)):
+        assert (await moderator.admin_report(report_id))["evidence"] == before
+
+
 async def test_paging_bad_input_and_the_metric_on_cassandra(
         nodes: tuple[Harness, Harness]) -> None:
     a, b = nodes

@@ -382,3 +382,21 @@ async def test_evidence_shows_unsent_messages_as_unsent_and_keeps_later_tombston
     assert [e.get("body") for e in evidence] == ["bob 2", "bob 1", None]
     assert evidence[2] == {"m": m, "id": acks[0]["id"], "from": "bob", "ts": acks[0]["ts"],
                            "deleted": True}
+
+
+async def test_evidence_outlives_the_erasure_of_either_account(rdv: Harness) -> None:
+    """The reported user erases their account, then the reporter erases theirs: the
+    messages of both become tombstones in the store, the report's copies stay whole."""
+    m, acks = await chat(rdv, "ann", "bob", 4)
+    report_id = await rdv.http("ann").report("bob", "harassment")
+    before = (await rdv.http(MOD).admin_report(report_id))["evidence"]
+    assert [e["body"] for e in before] == ["bob says 3", "ann says 2", "bob says 1",
+                                           "ann says 0"]
+    for user in ("bob", "ann"):
+        assert (await rdv.http(user).raw("DELETE", "/v1/me")).status_code == 202
+    senders = {sender for sender, body in db_rows(
+        rdv.node, "SELECT sender, body FROM messages WHERE match_id = ?", m) if body is None}
+    assert senders == {"ann", "bob"}  # every message of the chat is a tombstone now
+    after = await rdv.http(MOD).admin_report(report_id)
+    assert after["evidence"] == before
+    assert (after["reporter"], after["reported"]) == ("ann", "bob")

@@ -387,7 +387,7 @@ async def test_evidence_shows_unsent_messages_as_unsent_and_keeps_later_tombston
 async def test_evidence_outlives_the_erasure_of_either_account(rdv: Harness) -> None:
     """The reported user erases their account, then the reporter erases theirs: the
     messages of both become tombstones in the store, the report's copies stay whole."""
-    m, acks = await chat(rdv, "ann", "bob", 4)
+    m, _ = await chat(rdv, "ann", "bob", 4)
     report_id = await rdv.http("ann").report("bob", "harassment")
     before = (await rdv.http(MOD).admin_report(report_id))["evidence"]
     assert [e["body"] for e in before] == ["bob says 3", "ann says 2", "bob says 1",

@@ -294,6 +294,7 @@ class TimedStore:
         self.close_match = timed("close_match", store.close_match)
         self.add_block = timed("add_block", store.add_block)
         self.is_blocked = timed("is_blocked", store.is_blocked)
+        self.blocks_made = timed("blocks_made", store.blocks_made)
         self.put_device = timed("put_device", store.put_device)
         self.delete_device = timed("delete_device", store.delete_device)
         self.devices = timed("devices", store.devices)

@@ -378,6 +378,9 @@ class Store(Protocol):
     async def is_blocked(self, a: str, b: str) -> bool:
         """True if either user blocked the other."""
 
+    async def blocks_made(self, user: str) -> list[tuple[str, int]]:
+        """(target, ts) of every block `user` made, by target (one partition; the export)."""
+
     async def put_device(self, device: Device) -> None:
         """Register or update a push token. A token belongs to one user: registering it for
         another user moves it."""

@@ -465,6 +465,9 @@ class CassandraStore:
         either = await self._all((self._run("get_block", a, b), self._run("get_block", b, a)))
         return any(either)
 
+    async def blocks_made(self, user: str) -> list[tuple[str, int]]:
+        return [(r["target"], r["ts"]) for r in await self._run("blocks_made", user)]
+
     async def put_device(self, device: Device) -> None:
         d = device
         owners, existing = await self._all((self._run("get_owner", d.token),

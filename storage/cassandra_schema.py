@@ -338,6 +338,7 @@ CQL: dict[str, str] = {
     "matches_ever": "SELECT match_id FROM {ks}.user_matches WHERE user = ?",
     "add_block": "INSERT INTO {ks}.blocks (user, target, ts) VALUES (?, ?, ?)",
     "get_block": "SELECT ts FROM {ks}.blocks WHERE user = ? AND target = ?",
+    "blocks_made": "SELECT target, ts FROM {ks}.blocks WHERE user = ?",
     "get_owner": 'SELECT user FROM {ks}.device_owner WHERE "token" = ?',
     "put_owner": 'INSERT INTO {ks}.device_owner ("token", user) VALUES (?, ?)',
     "drop_owner": 'DELETE FROM {ks}.device_owner WHERE "token" = ?',

@@ -195,6 +195,11 @@ class SqliteStore:
                " OR (user = ? AND target = ?) LIMIT 1")
         return bool(await self._read(lambda c: _rows(c, sql, (a, b, b, a))))
 
+    async def blocks_made(self, user: str) -> list[tuple[str, int]]:
+        sql = "SELECT target, ts FROM blocks WHERE user = ? ORDER BY target"
+        rows = await self._read(lambda c: _rows(c, sql, (user,)))
+        return [(str(t), int(ts)) for t, ts in rows]
+
     async def put_device(self, device: Device) -> None:
         await self._write(lambda c: _put_device(c, device))
 

@@ -24,7 +24,8 @@ from client import RendezvousClient, RendezvousHttp
 Http = Callable[[str], RendezvousHttp]
 Connect = Callable[[str], Awaitable[RendezvousClient]]
 Tombstone = Callable[[str, int], Awaitable[None]]  # (match id, message id): clear its body
-TOP_KEYS = {"user", "exported_at", "settings", "devices", "swipes", "matches", "messages"}
+TOP_KEYS = {"user", "exported_at", "settings", "devices", "swipes", "matches", "mutes",
+            "blocks", "messages"}
 
 
 @dataclass
@@ -80,6 +81,9 @@ async def make_scenario(http: Http, connect: Connect, tombstone: Tombstone) -> S
     await tombstone(s.ab, unsent)
     s.messages[s.ab] = [(i, u, None if i == unsent else b) for i, u, b in s.messages[s.ab]]
     await alice.unmatch(s.ad)
+    await alice.mute(s.ab)
+    await alice.block("fred")  # hers; the block frank made against her is not
+    await http("frank").block("alice")
     return s
 
 
@@ -111,6 +115,9 @@ async def check_export(raw: bytes, s: Scenario, alice: RendezvousHttp) -> dict[s
     assert set(ab) == {"id", "peer", "ts", "read_id", "delivered_id"}  # is not hers
     assert (ab["read_id"], ab["delivered_id"]) == (str(s.read_id), str(s.delivered_id))
     assert ad["closed"] >= ad["ts"] >= ab["ts"] >= s.started_ms
+
+    assert doc["mutes"] == [{"match": s.ab, "until": None}]
+    assert [b["user"] for b in doc["blocks"]] == ["fred"] and b"frank" not in raw
 
     msgs = doc["messages"]
     assert all(type(x["id"]) is str for x in msgs)  # ids as strings, as the HTTP API writes

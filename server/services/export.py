@@ -31,6 +31,7 @@ from protocol.errors import ErrorCode, ProtocolError
 from server.metrics import Metrics
 from server.services.chat import message_entry
 from storage import MatchRecord, Store, StoreUnavailable
+from storage.base import MUTED_FOREVER
 
 log = logging.getLogger("rendezvous.export")
 
@@ -115,6 +116,18 @@ async def matches(ctx: ExportContext) -> Any:
     return out
 
 
+async def mutes(ctx: ExportContext) -> Any:
+    """The matches the user muted, and until when (null: until unmuted)."""
+    muted = await ctx.store.mutes(ctx.user)
+    return [{"match": m, "until": None if until == MUTED_FOREVER else until}
+            for m, until in sorted(muted.items())]
+
+
+async def blocks(ctx: ExportContext) -> Any:
+    """The blocks the user made (never those against them: the other user's)."""
+    return [{"user": target, "ts": ts} for target, ts in await ctx.store.blocks_made(ctx.user)]
+
+
 async def messages(ctx: ExportContext) -> AsyncIterator[list[Any]]:
     """Every message of every match the user was in, both directions, oldest first within a
     match; tombstones as `deleted: true`, as history shows them."""
@@ -134,6 +147,8 @@ SECTIONS: tuple[Section, ...] = (
     Whole("devices", devices),
     Paged("swipes", swipes),
     Whole("matches", matches),
+    Whole("mutes", mutes),
+    Whole("blocks", blocks),
     Paged("messages", messages),
 )
 

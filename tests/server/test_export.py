@@ -69,7 +69,7 @@ async def test_a_user_with_nothing_gets_an_empty_document(rdv: Harness) -> None:
     settings = (await rdv.http("nobody").raw("GET", "/v1/me/settings")).json()
     assert doc.pop("exported_at") > 0
     assert doc == {"user": "nobody", "settings": settings, "devices": [], "swipes": [],
-                   "matches": [], "messages": []}
+                   "matches": [], "mutes": [], "blocks": [], "messages": []}
 
 
 async def test_without_a_token_401(rdv: Harness) -> None:

@@ -342,6 +342,14 @@ async def test_blocks_count_in_either_direction(store: Store) -> None:
     assert not await store.is_blocked("ann", "cat")
 
 
+async def test_blocks_made_lists_the_users_own_blocks_by_target(store: Store) -> None:
+    await store.add_block("ann", "cat", T0 + 2)
+    await store.add_block("ann", "bob", T0)
+    await store.add_block("dan", "ann", T0)  # against ann: not hers
+    assert await store.blocks_made("ann") == [("bob", T0), ("cat", T0 + 2)]
+    assert await store.blocks_made("nobody") == []
+
+
 async def test_devices_register_update_move_and_delete(store: Store) -> None:
     phone = Device("ann", "tok-1", "apns", "dating-ios", "en", T0)
     await store.put_device(phone)

@@ -119,7 +119,8 @@ async def bench_http(data_dir: Path, args: argparse.Namespace) -> None:
                 baseline.append(time.perf_counter() - start)
     finally:
         node.send_signal(signal.SIGTERM)
-        await asyncio.wait_for(node.wait(), 30)
+        async with asyncio.timeout(30):
+            await node.wait()
     print(f"POST /v1/deck/filter on a node process (SQLite), {MAX_DECK_CANDIDATES} "
           f"candidates, {args.calls} calls: {percentiles(samples)}")
     print(f"GET /healthz on the same node and client (the HTTP round trip alone): "

@@ -307,9 +307,9 @@ class PushDispatcher:
                                    conversations=self.policy.badge_conversations)
         if message_job:  # last, nearest the send: it may have been unsent
             stored = await self.store.get_message(job.match_id, job.message_id)
-            if stored is None or stored.deleted:
+            if stored is not None and stored.deleted:  # (a row not found is no unsend)
                 return self._skip("unsent")
-            if previews:
+            if previews and stored is not None:
                 message = stored
         # Every device of the user at once: one batch per provider that takes batches
         # (FCM's send_each_async), one send each otherwise (APNS).

@@ -190,7 +190,9 @@ def cassandra_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cassand
     Starts once (about 10 s; the first run on a machine also fetches about 70 MB of jars from
     Maven Central). A test that stops it must start it again before it returns.
     """
-    node = CassandraNode(tmp_path_factory.mktemp("cassandra"))
+    # 1 GB of heap: the schema of every keyspace a test makes (some thirty tables each) stays
+    # in it until dropped, and 512 MB ran out (OutOfMemoryError) over a whole run
+    node = CassandraNode(tmp_path_factory.mktemp("cassandra"), heap="1g")
     node.start()
     yield node
     node.kill()  # its data goes with the tmp dir: no need to drain

@@ -2199,6 +2199,9 @@ var RendezvousClient = class extends TypedEmitter {
       case "unmatch":
         this.emit("unmatch", frame);
         return;
+      case "unsent":
+        this.emit("unsent", frame);
+        return;
       case "reconnect":
         this.reconnectAfterMs = frame.after_ms;
         return;
@@ -2343,6 +2346,16 @@ var RendezvousClient = class extends TypedEmitter {
     const conn = await this.whenOpen();
     const reply = await conn.request({ t: "presence" }, this.requestTimeoutMs);
     return reply.users;
+  }
+  /**
+   * Unsend one of my own messages (within the server's `unsend_window_s`, 15 min by
+   * default): it becomes a tombstone (`deleted: true`) in history and sync, and both
+   * members' other devices get an `unsent` event. Rejects with `forbidden` (not mine, or
+   * too late) or `not_found`.
+   */
+  async unsend(m, id) {
+    const conn = await this.whenOpen();
+    await conn.request({ t: "unsend", m, id }, this.requestTimeoutMs);
   }
   /** Older messages of one match, newest first; page with `before` = the oldest id received. */
   async history(m, options = {}) {

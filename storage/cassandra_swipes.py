@@ -1,6 +1,6 @@
 """The swipe economy on Cassandra: latest swipes for undo, likes by time, the deck filter.
 
-Every query reads or writes one partition (`storage.cassandra_schema.MIGRATIONS[3]`). No
+Every query reads or writes one partition (`storage.cassandra_tables.MIGRATIONS[3]`). No
 read before a write and no lightweight transaction: a swipe's rows carry a write stamp made
 from the swipe's time (ms * 1000 + a sub-ms count, `SubMsStamps`), so undoing the swipe of
 time `ts` is a delete stamped `ts * 1000 + 999`. It removes what that swipe wrote and
